@@ -1,0 +1,316 @@
+"""A LLaMA-style decoder that executes a trsim token plan for real.
+
+Shapes: B micro-batch, N sequence length, d hidden size, H query heads, Hkv key/value heads,
+hd head dim, I MLP width, V vocabulary. ``h`` is always the whole sequence [B, N, d]; a layer reads
+the rows it needs, and writes back only the rows of its queries:
+
+* full tokens are gathered (``index_select``), normed, projected to Q, K, V, attended, pass through
+  the MLP, and are scattered back (``index_copy``);
+* kv_only tokens are gathered from ``h`` (where their state stays frozen, since nothing writes it),
+  normed and projected to K and V only;
+* skipped and dropped tokens are not read at all; their rows of ``h`` pass through unchanged.
+
+A layer whose query set is the whole sequence skips the gather and scatter. Attention is one
+``scaled_dot_product_attention`` call per layer: ``is_causal`` where the query and key sets are the
+same, otherwise an explicit additive mask built from the original positions (key position <= query
+position). Rotary embeddings always use the original positions.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from simulator.config import ModelSpec
+from simulator.plan import FULL, KV_ONLY, Plan
+
+
+# ---------------------------------------------------------------------------------- building blocks
+class _RMSNormFunction(torch.autograd.Function):
+    """RMSNorm that keeps only its input and the fp32 inverse RMS for backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps):
+        acc = torch.promote_types(x.dtype, torch.float32)  # statistics in fp32 at least
+        rstd = torch.rsqrt(x.to(acc).pow(2).mean(-1, keepdim=True) + eps)
+        ctx.save_for_backward(x, weight, rstd)
+        return (x.to(acc) * rstd).to(x.dtype) * weight
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, rstd = ctx.saved_tensors
+        xhat = x.to(rstd.dtype) * rstd
+        g = grad.to(rstd.dtype) * weight.to(rstd.dtype)
+        grad_x = rstd * (g - xhat * (g * xhat).mean(-1, keepdim=True))
+        grad_w = (grad.to(rstd.dtype) * xhat).flatten(0, -2).sum(0)
+        return grad_x.to(x.dtype), grad_w.to(weight.dtype), None
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        return _RMSNormFunction.apply(x, self.weight, self.eps)
+
+
+def rotate_half(x):
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(x, cos, sin):
+    """x [B, h, n, hd]; cos, sin [n, hd] for the tokens' original positions."""
+    return x * cos + rotate_half(x) * sin
+
+
+def rope_tables(n: int, hd: int, theta: float = 10000.0, device=None, dtype=torch.float32):
+    inv = 1.0 / theta ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd)
+    ang = torch.outer(torch.arange(n, device=device, dtype=torch.float32), inv)
+    ang = torch.cat((ang, ang), dim=-1)
+    return ang.cos().to(dtype), ang.sin().to(dtype)
+
+
+# ------------------------------------------------------------------------------------ layer plan
+@dataclass
+class LayerIO:
+    """What one layer reads: index tensors, chunk structure, mask and rotary rows (all constants)."""
+    gathered: bool
+    idx_q: torch.Tensor            # [nq] positions of query tokens, ascending
+    q_chunks: list[tuple[int, bool, str]]   # (rows, is_image, segment) in query order
+    idx_kvo: torch.Tensor | None   # [nkvo] positions of kv_only tokens
+    kvo_chunks: list[tuple[int, bool, str]]
+    mask: torch.Tensor | None      # [1, 1, nq, nkv] additive mask, or None for is_causal
+    cos_q: torch.Tensor
+    sin_q: torch.Tensor
+    cos_k: torch.Tensor
+    sin_k: torch.Tensor
+    rank: dict[str, int]           # segment -> tokens to score for the next layer's drop
+
+
+def even_choice(n: int, m: int) -> np.ndarray:
+    """Indices of m of n items, evenly spaced (the default survivors of a drop)."""
+    return np.floor((np.arange(m) + 0.5) * n / m).astype(np.int64)
+
+
+def layer_io(plan: Plan, l: int, survivors: dict[str, torch.Tensor], cos, sin, dtype) -> LayerIO:
+    """Build layer ``l``'s inputs from the plan row and the current survivors of each segment."""
+    lay = plan.layout
+    q_idx, q_chunks, kvo_idx, kvo_chunks, rank = [], [], [], [], {}
+    for s, name in enumerate(lay.names):
+        mode, n = int(plan.mode[0, l, s]), int(plan.present[0, l, s])
+        pos = survivors[name][:n]
+        assert len(pos) == n, "survivors must be selected before building the layer"
+        if n == 0:
+            continue
+        if mode == FULL:
+            q_idx.append(pos)
+            q_chunks.append((n, bool(lay.is_image[s]), name))
+        elif mode == KV_ONLY:
+            kvo_idx.append(pos)
+            kvo_chunks.append((n, bool(lay.is_image[s]), name))
+        if plan.rank[0, l, s]:
+            rank[name] = int(plan.rank[0, l, s])
+    idx_q = torch.cat(q_idx)
+    idx_kvo = torch.cat(kvo_idx) if kvo_idx else None
+    kpos = idx_q if idx_kvo is None else torch.cat([idx_q, idx_kvo])
+    mask = None
+    if idx_kvo is not None:
+        visible = kpos[None, :] <= idx_q[:, None]
+        mask = torch.zeros(visible.shape, dtype=dtype, device=idx_q.device).masked_fill(~visible, float("-inf"))
+        mask = mask[None, None]
+    return LayerIO(gathered=len(idx_q) < lay.total, idx_q=idx_q, q_chunks=q_chunks, idx_kvo=idx_kvo,
+                   kvo_chunks=kvo_chunks, mask=mask, cos_q=cos[idx_q], sin_q=sin[idx_q], cos_k=cos[kpos],
+                   sin_k=sin[kpos], rank=rank)
+
+
+# ------------------------------------------------------------------------------------------ layer
+class DecoderLayer(nn.Module):
+    def __init__(self, spec: ModelSpec, sep_q: bool, sep_kv: bool):
+        super().__init__()
+        d, H, Hkv, hd, I = (spec.hidden_size, spec.num_attention_heads, spec.num_key_value_heads, spec.head_dim,
+                            spec.intermediate_size)
+        self.H, self.Hkv, self.hd, self.mlp_kind = H, Hkv, hd, spec.mlp
+        self.attn_norm, self.mlp_norm = RMSNorm(d), RMSNorm(d)
+        self.wq = nn.Linear(d, H * hd, bias=False)
+        self.wk = nn.Linear(d, Hkv * hd, bias=False)
+        self.wv = nn.Linear(d, Hkv * hd, bias=False)
+        self.wo = nn.Linear(H * hd, d, bias=False)
+        # image-specific projections (HiMix image K/V, HMGen full-layer image Q/K/V)
+        self.wq_image = nn.Linear(d, H * hd, bias=False) if sep_q else None
+        self.wk_image = nn.Linear(d, Hkv * hd, bias=False) if sep_kv else None
+        self.wv_image = nn.Linear(d, Hkv * hd, bias=False) if sep_kv else None
+        self.w_up = nn.Linear(d, I, bias=False)
+        self.w_gate = nn.Linear(d, I, bias=False) if spec.mlp != "gelu" else None
+        self.w_down = nn.Linear(I, d, bias=False)
+
+    @staticmethod
+    def _project(x, chunks, w_text, w_image):
+        """Apply w_text to text rows and w_image (if any) to image rows; x [B, n, d]."""
+        if w_image is None or not any(img for _, img, _ in chunks):
+            return w_text(x)
+        parts = x.split([n for n, _, _ in chunks], dim=1)
+        return torch.cat([(w_image if img else w_text)(p) for p, (_, img, _) in zip(parts, chunks)], dim=1)
+
+    def mlp(self, x):
+        if self.mlp_kind == "swiglu":
+            return self.w_down(F.silu(self.w_gate(x)) * self.w_up(x))
+        if self.mlp_kind == "geglu":
+            return self.w_down(F.gelu(self.w_gate(x), approximate="tanh") * self.w_up(x))
+        return self.w_down(F.gelu(self.w_up(x), approximate="tanh"))
+
+    def forward(self, h, io: LayerIO):
+        B = h.shape[0]
+        H, Hkv, hd = self.H, self.Hkv, self.hd
+        x = h.index_select(1, io.idx_q) if io.gathered else h                       # [B, nq, d]
+        xn = self.attn_norm(x)
+        q = self._project(xn, io.q_chunks, self.wq, self.wq_image)                   # [B, nq, H*hd]
+        k = self._project(xn, io.q_chunks, self.wk, self.wk_image)                   # [B, nq, Hkv*hd]
+        v = self._project(xn, io.q_chunks, self.wv, self.wv_image)
+        if io.idx_kvo is not None:                                                   # frozen kv_only rows
+            yn = self.attn_norm(h.index_select(1, io.idx_kvo))                       # [B, nkvo, d]
+            k = torch.cat([k, self._project(yn, io.kvo_chunks, self.wk, self.wk_image)], dim=1)
+            v = torch.cat([v, self._project(yn, io.kvo_chunks, self.wv, self.wv_image)], dim=1)
+        nq, nkv = q.shape[1], k.shape[1]
+        q = apply_rope(q.view(B, nq, H, hd).transpose(1, 2), io.cos_q, io.sin_q)     # [B, H, nq, hd]
+        k = apply_rope(k.view(B, nkv, Hkv, hd).transpose(1, 2), io.cos_k, io.sin_k)  # [B, Hkv, nkv, hd]
+        v = v.view(B, nkv, Hkv, hd).transpose(1, 2)
+        scores = self._rank_scores(q, k, io) if io.rank else None
+        if io.mask is None:
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=H != Hkv)
+        else:
+            if H != Hkv:
+                k, v = k.repeat_interleave(H // Hkv, dim=1), v.repeat_interleave(H // Hkv, dim=1)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=io.mask)
+        a = a.transpose(1, 2).reshape(B, nq, H * hd)                                 # [B, nq, H*hd]
+        h1 = x + self.wo(a)
+        out = h1 + self.mlp(self.mlp_norm(h1))
+        h = h.index_copy(1, io.idx_q, out) if io.gathered else out
+        return h, scores
+
+    def _rank_scores(self, q, k, io: LayerIO) -> dict[str, torch.Tensor]:
+        """FastV-style ranking: the attention the last query gives each token of a segment about to be
+        dropped (softmax over the segment per head, mean over heads and the micro-batch). Costs
+        2*H*hd FLOPs per scored token and sample, which the simulator counts as the 'rank' operator."""
+        B, H, Hkv, hd = q.shape[0], self.H, self.Hkv, self.hd
+        last = q[:, :, -1:, :].reshape(B, Hkv, H // Hkv, hd)                         # [B, Hkv, g, hd]
+        out, start = {}, 0
+        for n, _, name in io.q_chunks + io.kvo_chunks:
+            if name in io.rank:
+                seg_k = k[:, :, start:start + n, :]                                  # [B, Hkv, n, hd]
+                s = torch.matmul(last, seg_k.transpose(-1, -2)) / math.sqrt(hd)     # [B, Hkv, g, n]
+                out[name] = s.float().softmax(-1).mean(dim=(0, 1, 2)).detach()
+            start += n
+        return out
+
+
+# ---------------------------------------------------------------------------------------- decoder
+class Decoder(nn.Module):
+    """Embedding, the plan's layers, final norm and LM head; ``forward`` returns the training loss."""
+
+    def __init__(self, spec: ModelSpec, plan: Plan, lm_head: str = "all"):
+        super().__init__()
+        assert plan.num_points == 1, "the decoder executes a single plan"
+        self.spec, self.plan, self.lm_head_mode = spec, plan, lm_head
+        d, V = spec.hidden_size, spec.vocab_size
+        self.embed = nn.Embedding(V, d)
+        self.layers = nn.ModuleList(DecoderLayer(spec, bool(plan.sep_q[0, l]), bool(plan.sep_kv[0, l]))
+                                    for l in range(plan.num_layers))
+        self.norm = RMSNorm(d)
+        self.lm_head = nn.Linear(d, V, bias=False)
+        if spec.tie_word_embeddings:
+            self.lm_head.weight = self.embed.weight
+        self.checkpointing = False
+        self._io: list[LayerIO] | None = None
+        self._dynamic = bool(plan.rank.any())
+
+    # -- plan -> per-layer inputs
+    def _initial_survivors(self, device):
+        lay = self.plan.layout
+        return {n: torch.arange(o, o + t, device=device) for n, o, t in zip(lay.names, lay.offsets, lay.tokens)}
+
+    def _select(self, survivors, l, scores):
+        """Shrink each segment's survivors to the plan's count for layer l (evenly spaced, or by score)."""
+        for s, name in enumerate(self.plan.layout.names):
+            m, cur = int(self.plan.present[0, l, s]), survivors[name]
+            if m < len(cur):
+                if scores and name in scores:
+                    keep = torch.topk(scores[name], m).indices.sort().values
+                else:
+                    keep = torch.as_tensor(even_choice(len(cur), m), device=cur.device)
+                survivors[name] = cur[keep]
+        return survivors
+
+    def build_io(self, device, dtype):
+        """Precompute every layer's inputs (static plans: no attention-ranked dropping)."""
+        cos, sin = rope_tables(self.plan.layout.total, self.spec.head_dim, device=device, dtype=dtype)
+        self._rope = (cos, sin)
+        if self._dynamic:
+            self._io = None
+            return
+        surv = self._initial_survivors(device)
+        ios = []
+        for l in range(self.plan.num_layers):
+            surv = self._select(surv, l, None)
+            ios.append(layer_io(self.plan, l, surv, cos, sin, dtype))
+        self._io = ios
+        lay = self.plan.layout
+        self._idx_lm = None
+        if self.lm_head_mode == "targets":
+            self._idx_lm = torch.cat([torch.arange(o, o + t, device=device)
+                                      for o, t, tg in zip(lay.offsets, lay.tokens, lay.target) if tg])
+
+    def forward(self, ids, labels):
+        """ids [B, N] token ids; labels [B, n_lm] next-token targets of the positions the LM head sees."""
+        if not hasattr(self, "_rope"):
+            self.build_io(ids.device, self.embed.weight.dtype)
+        h = self.embed(ids)                                                          # [B, N, d]
+        surv = self._initial_survivors(ids.device) if self._dynamic else None
+        scores = None
+        for l, layer in enumerate(self.layers):
+            with torch.profiler.record_function(f"trsim.layer.{l}"):
+                if self._dynamic:
+                    surv = self._select(surv, l, scores)
+                    io = layer_io(self.plan, l, surv, *self._rope, h.dtype)
+                else:
+                    io = self._io[l]
+                if self.checkpointing and torch.is_grad_enabled():
+                    h, scores = torch.utils.checkpoint.checkpoint(layer, h, io, use_reentrant=False)
+                else:
+                    h, scores = layer(h, io)
+        if self.lm_head_mode == "targets":
+            idx = self._idx_lm if self._idx_lm is not None else self._targets(ids.device)
+            h = h.index_select(1, idx)
+        logits = self.lm_head(self.norm(h))                                          # [B, n_lm, V]
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()                                                  # the loss runs in fp32
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+
+    def _targets(self, device):
+        lay = self.plan.layout
+        return torch.cat([torch.arange(o, o + t, device=device)
+                          for o, t, tg in zip(lay.offsets, lay.tokens, lay.target) if tg])
+
+    def n_lm(self) -> int:
+        lay = self.plan.layout
+        return lay.total if self.lm_head_mode == "all" else int(lay.tokens[lay.target].sum())
+
+    def make_batch(self, micro_batch: int, device, generator=None):
+        N, V = self.plan.layout.total, self.spec.vocab_size
+        ids = torch.randint(0, V, (micro_batch, N), device=device, generator=generator)
+        labels = torch.randint(0, V, (micro_batch, self.n_lm()), device=device, generator=generator)
+        return ids, labels
+
+
+def init_weights(model: nn.Module, seed: int = 0, std: float = 0.02) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim >= 2:
+                p.copy_(torch.randn(p.shape, generator=g) * std)

@@ -1,0 +1,498 @@
+"""Scenario schema (a user-facing contract) and its loading.
+
+Everything a user writes is validated here; every failure becomes one ``ScenarioError`` that
+names the file, the dotted field path and what was expected.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError,
+                      field_validator, model_validator)
+
+from .errors import ScenarioError
+from .presets import HARDWARE_PRESETS, MODEL_PRESETS
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----------------------------------------------------------------------------------------- model
+class ModelSpec(_Strict):
+    """A decoder-only transformer, LLaMA-style unless ``mlp`` says otherwise."""
+    name: str = "custom"
+    num_layers: PositiveInt
+    hidden_size: PositiveInt
+    num_attention_heads: PositiveInt
+    num_key_value_heads: PositiveInt
+    head_dim: PositiveInt
+    intermediate_size: PositiveInt
+    mlp: Literal["swiglu", "geglu", "gelu"] = "swiglu"
+    vocab_size: PositiveInt
+    tie_word_embeddings: bool = False
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                             f"num_key_value_heads ({self.num_key_value_heads})")
+        return self
+
+    @property
+    def mlp_matrices(self) -> int:
+        return 2 if self.mlp == "gelu" else 3
+
+
+class ModelInput(_Strict):
+    preset: Optional[str] = None
+    hf_config: Optional[str] = None
+    name: Optional[str] = None
+    num_layers: Optional[PositiveInt] = None
+    hidden_size: Optional[PositiveInt] = None
+    num_attention_heads: Optional[PositiveInt] = None
+    num_key_value_heads: Optional[PositiveInt] = None
+    head_dim: Optional[PositiveInt] = None
+    intermediate_size: Optional[PositiveInt] = None
+    mlp: Optional[Literal["swiglu", "geglu", "gelu"]] = None
+    vocab_size: Optional[PositiveInt] = None
+    tie_word_embeddings: Optional[bool] = None
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v):
+        if v is not None and v not in MODEL_PRESETS:
+            raise ValueError(f"one of {', '.join(MODEL_PRESETS)}, got {v!r}")
+        return v
+
+
+def _fields_from_hf_config(cfg: dict) -> dict:
+    """Map a Hugging Face config.json onto ModelSpec fields."""
+    get = lambda *keys: next((cfg[k] for k in keys if cfg.get(k) is not None), None)  # noqa: E731
+    out = dict(num_layers=get("num_hidden_layers", "n_layer"), hidden_size=get("hidden_size", "n_embd"),
+               num_attention_heads=get("num_attention_heads", "n_head"),
+               intermediate_size=get("intermediate_size", "n_inner", "ffn_dim"),
+               vocab_size=get("vocab_size"), tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)))
+    out["num_key_value_heads"] = get("num_key_value_heads") or out["num_attention_heads"]
+    if get("head_dim"):
+        out["head_dim"] = get("head_dim")
+    act = str(get("hidden_act", "activation_function") or "silu")
+    gated = cfg.get("model_type", "llama") not in ("phi", "gpt2", "gpt_neox", "gptj", "opt")
+    out["mlp"] = ("geglu" if gated else "gelu") if "gelu" in act else "swiglu"
+    out["name"] = cfg.get("_name_or_path") or cfg.get("model_type") or "hf_config"
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def resolve_model(inp: ModelInput, base_dir: Path) -> ModelSpec:
+    fields: dict[str, Any] = {}
+    if inp.preset:
+        fields.update({k: v for k, v in MODEL_PRESETS[inp.preset].items() if k != "source"}, name=inp.preset)
+    if inp.hf_config:
+        path = (base_dir / inp.hf_config)
+        try:
+            fields.update(_fields_from_hf_config(json.loads(path.read_text())))
+        except FileNotFoundError:
+            raise ScenarioError(None, "model.hf_config", f"a readable config.json, but {path} does not exist")
+        except (json.JSONDecodeError, AttributeError, TypeError) as exc:
+            raise ScenarioError(None, "model.hf_config", f"a JSON object in {path} ({exc})")
+    fields.update({k: v for k, v in inp.model_dump().items()
+                   if v is not None and k not in ("preset", "hf_config")})
+    if "head_dim" not in fields and "hidden_size" in fields and "num_attention_heads" in fields:
+        if fields["hidden_size"] % fields["num_attention_heads"]:
+            raise ScenarioError(None, "model.head_dim", "given explicitly, since hidden_size is not a multiple "
+                                "of num_attention_heads")
+        fields["head_dim"] = fields["hidden_size"] // fields["num_attention_heads"]
+    try:
+        return ModelSpec(**fields)
+    except ValidationError as exc:
+        raise _first_error(exc, prefix="model")
+
+
+# -------------------------------------------------------------------------------------- hardware
+class HardwareSpec(_Strict):
+    """One GPU kind: datasheet rates plus the efficiency terms of the time model (see docs in README)."""
+    name: str = "custom"
+    peak_flops: PositiveFloat
+    memory_bandwidth: PositiveFloat
+    memory_bytes: PositiveFloat
+    intranode_bandwidth: PositiveFloat
+    internode_bandwidth: PositiveFloat
+    gpus_per_node: PositiveInt = 8
+    matmul_efficiency: float = Field(gt=0, le=1)
+    matmul_half_rows: float = Field(ge=0)
+    attention_efficiency: float = Field(gt=0, le=1)
+    attention_half_keys: float = Field(ge=0)
+    attention_backward_ratio: PositiveFloat
+    bandwidth_efficiency: float = Field(gt=0, le=1)
+    gather_efficiency: float = Field(gt=0, le=1)
+    layer_overhead_s: float = Field(ge=0)
+    step_overhead_s: float = Field(ge=0)
+    comm_overlap: float = Field(ge=0, le=1)
+    collective_latency_s: float = Field(ge=0)
+    calibration: Optional[str] = None
+
+
+CALIBRATED_FIELDS = ("matmul_efficiency", "matmul_half_rows", "attention_efficiency", "attention_half_keys",
+                     "attention_backward_ratio", "bandwidth_efficiency", "gather_efficiency", "layer_overhead_s",
+                     "step_overhead_s")
+
+
+class HardwareInput(_Strict):
+    preset: Optional[str] = None
+    calibration: Optional[str] = None
+    num_gpus: PositiveInt = 8
+    price_per_gpu_hour: float = Field(default=2.5, ge=0)
+    # any HardwareSpec field may be overridden explicitly
+    name: Optional[str] = None
+    peak_flops: Optional[PositiveFloat] = None
+    memory_bandwidth: Optional[PositiveFloat] = None
+    memory_bytes: Optional[PositiveFloat] = None
+    intranode_bandwidth: Optional[PositiveFloat] = None
+    internode_bandwidth: Optional[PositiveFloat] = None
+    gpus_per_node: Optional[PositiveInt] = None
+    matmul_efficiency: Optional[float] = None
+    matmul_half_rows: Optional[float] = None
+    attention_efficiency: Optional[float] = None
+    attention_half_keys: Optional[float] = None
+    attention_backward_ratio: Optional[float] = None
+    bandwidth_efficiency: Optional[float] = None
+    gather_efficiency: Optional[float] = None
+    layer_overhead_s: Optional[float] = None
+    step_overhead_s: Optional[float] = None
+    comm_overlap: Optional[float] = None
+    collective_latency_s: Optional[float] = None
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v):
+        if v is not None and v not in HARDWARE_PRESETS:
+            raise ValueError(f"one of {', '.join(HARDWARE_PRESETS)}, got {v!r}")
+        return v
+
+
+def load_calibration_parameters(path: Path) -> dict[str, float]:
+    """The fitted parameters of a calibration file written by ``trsim calibrate``."""
+    try:
+        doc = json.loads(path.read_text())
+        params = doc["parameters"]
+        return {k: float(params[k]["value"] if isinstance(params[k], dict) else params[k])
+                for k in CALIBRATED_FIELDS if k in params}
+    except FileNotFoundError:
+        raise ScenarioError(None, "hardware.calibration", f"an existing calibration file, but {path} does not exist")
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ScenarioError(None, "hardware.calibration",
+                            f"a calibration JSON with a 'parameters' object ({path}: {exc})")
+
+
+def resolve_hardware(inp: HardwareInput, base_dir: Path) -> HardwareSpec:
+    fields: dict[str, Any] = {}
+    if inp.preset:
+        fields.update({k: v for k, v in HARDWARE_PRESETS[inp.preset].items() if k != "source"}, name=inp.preset)
+    if inp.calibration:
+        path = base_dir / inp.calibration
+        fields.update(load_calibration_parameters(path), calibration=str(inp.calibration))
+    fields.update({k: v for k, v in inp.model_dump().items()
+                   if v is not None and k not in ("preset", "calibration", "num_gpus", "price_per_gpu_hour")})
+    try:
+        return HardwareSpec(**fields)
+    except ValidationError as exc:
+        raise _first_error(exc, prefix="hardware")
+
+
+# -------------------------------------------------------------------------------------- training
+class TrainingSpec(_Strict):
+    micro_batch_size: PositiveInt = 8
+    global_batch_size: PositiveInt = 512
+    epochs: PositiveFloat = 1.0
+    activation_checkpointing: bool = False
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    weight_bytes: PositiveInt = 2          # bf16 weights
+    gradient_bytes: PositiveInt = 2        # bf16 gradients
+    optimizer_bytes: PositiveInt = 12      # AdamW: fp32 master weights + first and second moments
+    activation_bytes: PositiveInt = 2      # bf16 activations
+
+
+class Conventions(_Strict):
+    attention: Literal["causal", "full"] = "causal"
+    lm_head: Literal["all", "targets"] = "all"
+    cost_model: Literal["exact", "paper"] = "exact"
+
+
+# ----------------------------------------------------------------------------------------- tasks
+class Segment(_Strict):
+    name: str
+    kind: Literal["text", "image"]
+    tokens: PositiveInt
+    target: bool = False
+
+
+class Task(_Strict):
+    samples: NonNegativeInt = 0
+    segments: list[Segment] = Field(min_length=1)
+
+    @field_validator("segments")
+    @classmethod
+    def _unique_names(cls, segs):
+        names = [s.name for s in segs]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"unique segment names, got {sorted(dup)} more than once")
+        return segs
+
+
+# ------------------------------------------------------------------------------------- schedules
+_keep = Annotated[float, Field(ge=0, le=1)]
+
+
+class HimixSpec(_Strict):
+    method: Literal["himix"]
+    from_layer: NonNegativeInt = 0
+    separate_image_projections: bool = True
+
+
+class HmgenSpec(_Strict):
+    method: Literal["hmgen"]
+    shallow: Optional[NonNegativeInt] = None
+    shallow_layers: Optional[list[NonNegativeInt]] = None
+    separate_image_projections: bool = True
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if (self.shallow is None) == (self.shallow_layers is None):
+            raise ValueError("exactly one of 'shallow' (a count) or 'shallow_layers' (a list)")
+        return self
+
+
+class DropSpec(_Strict):
+    method: Literal["drop"]
+    from_layer: NonNegativeInt
+    keep: _keep
+    selection: Literal["even", "attention"] = "even"
+
+
+class PyramidSpec(_Strict):
+    method: Literal["pyramid"]
+    stages: list[tuple[NonNegativeInt, _keep]] = Field(min_length=1)
+    selection: Literal["even", "attention"] = "even"
+
+    @field_validator("stages")
+    @classmethod
+    def _monotone(cls, stages):
+        for (l0, k0), (l1, k1) in zip(stages, stages[1:]):
+            if l1 <= l0:
+                raise ValueError(f"stages in increasing from_layer order, got {l0} then {l1}")
+            if k1 > k0:
+                raise ValueError(f"non-increasing keep, got {k0} at layer {l0} then {k1} at layer {l1}")
+        return stages
+
+
+class LayerEntry(_Strict):
+    mode: Literal["full", "kv_only", "skip"] = "full"
+    keep: _keep = 1.0
+
+
+class LayersSpec(_Strict):
+    """Explicit per-layer table: {"0-3": {image: kv_only}, "4-27": {image: {mode: full, keep: 0.5}}}."""
+    layers: dict[str, dict[str, Union[Literal["full", "kv_only", "skip"], LayerEntry]]]
+    separate_image_projections: bool = False
+    selection: Literal["even", "attention"] = "even"
+
+    @field_validator("layers")
+    @classmethod
+    def _range_keys(cls, table):
+        for key in table:
+            if not re.fullmatch(r"\s*\d+\s*(-\s*\d+\s*)?", key):
+                raise ValueError(f"layer keys like '5' or '2-27', got {key!r}")
+        return table
+
+
+MethodSpec = Union[HimixSpec, HmgenSpec, DropSpec, PyramidSpec, LayersSpec]
+_METHODS = {"himix": HimixSpec, "hmgen": HmgenSpec, "drop": DropSpec, "pyramid": PyramidSpec}
+
+
+def parse_method(raw: Any, field: str) -> MethodSpec:
+    if not isinstance(raw, dict):
+        raise ScenarioError(None, field, f"a mapping with 'method' ({', '.join(_METHODS)}) or 'layers', got {raw!r}")
+    if "layers" in raw and "method" not in raw:
+        cls = LayersSpec
+    else:
+        method = raw.get("method")
+        if method not in _METHODS:
+            raise ScenarioError(None, f"{field}.method", f"one of {', '.join(_METHODS)} (or a 'layers' table), "
+                                f"got {method!r}")
+        cls = _METHODS[method]
+    try:
+        return cls(**raw)
+    except ValidationError as exc:
+        raise _first_error(exc, prefix=field)
+
+
+class SweepSpec(_Strict):
+    schedule: str
+    task: Optional[str] = None
+    parameter: Literal["shallow", "keep", "from_layer"]
+    values: Optional[list[float]] = None
+    range: Optional[tuple[float, float, float]] = None  # start, stop (inclusive), step
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if (self.values is None) == (self.range is None):
+            raise ValueError("exactly one of 'values' (a list) or 'range' ([start, stop, step])")
+        if self.range is not None and (self.range[2] <= 0 or self.range[1] < self.range[0]):
+            raise ValueError("range as [start, stop, step] with step > 0 and stop >= start")
+        if self.values is not None and not self.values:
+            raise ValueError("a non-empty list of values")
+        return self
+
+    def points(self):
+        import numpy as np
+        if self.values is not None:
+            return np.asarray(self.values, dtype=float)
+        start, stop, step = self.range
+        n = int(math.floor((stop - start) / step + 1e-9)) + 1
+        return start + step * np.arange(n)
+
+
+# -------------------------------------------------------------------------------------- scenario
+class ScenarioFile(_Strict):
+    name: str
+    description: str = ""
+    model: ModelInput
+    hardware: HardwareInput = HardwareInput(preset="h100-sxm")
+    training: TrainingSpec = TrainingSpec()
+    conventions: Conventions = Conventions()
+    tasks: dict[str, Task] = Field(min_length=1)
+    schedules: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=lambda: {"baseline": {}})
+    sweep: Optional[SweepSpec] = None
+
+
+class Scenario(BaseModel):
+    """A resolved scenario: presets expanded, schedules parsed, cross-field checks done."""
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    name: str
+    description: str
+    source: str
+    model: ModelSpec
+    hardware: HardwareSpec
+    num_gpus: int
+    price_per_gpu_hour: float
+    training: TrainingSpec
+    conventions: Conventions
+    tasks: dict[str, Task]
+    schedules: dict[str, dict[str, MethodSpec]]
+    sweep: Optional[SweepSpec]
+
+    @property
+    def grad_accumulation(self) -> int:
+        return self.training.global_batch_size // (self.training.micro_batch_size * self.num_gpus)
+
+    def with_overrides(self, **changes) -> "Scenario":
+        return self.model_copy(update=changes)
+
+
+def _first_error(exc: ValidationError, prefix: str = "") -> ScenarioError:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(err["loc"]))
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "no such key (unknown field)"
+    elif err["type"] == "missing":
+        msg = "a value (this field is required)"
+    elif msg.startswith("Value error, "):
+        msg = "expected " + msg[len("Value error, "):]
+    elif "input" in err and not isinstance(err["input"], (dict, list)):
+        msg = f"{msg}, got {err['input']!r}"
+    return ScenarioError(None, loc, msg)
+
+
+def read_document(path: str | Path) -> dict:
+    """Parse a YAML (safe loader), TOML or JSON file into a dict, or raise ScenarioError."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ScenarioError(str(p), "<file>", "an existing scenario file (not found)")
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ScenarioError(str(p), "<file>", f"a readable text file ({exc.__class__.__name__})")
+    try:
+        if p.suffix.lower() == ".toml":
+            doc = tomllib.loads(text)
+        elif p.suffix.lower() == ".json":
+            doc = json.loads(text)
+        else:
+            doc = yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        detail = " ".join(str(exc).split())
+        raise ScenarioError(str(p), "<file>", f"well-formed {p.suffix.lstrip('.') or 'YAML'} ({detail})")
+    if not isinstance(doc, dict):
+        raise ScenarioError(str(p), "<root>", f"a mapping at the top level, got {type(doc).__name__}")
+    return doc
+
+
+def scenario_from_dict(doc: dict, source: str = "<scenario>", base_dir: Path | None = None) -> Scenario:
+    from .plan import validate_schedule  # the plan compiler owns schedule semantics
+    base_dir = base_dir or Path(".")
+    try:
+        try:
+            raw = ScenarioFile(**doc)
+        except ValidationError as exc:
+            raise _first_error(exc)
+        model = resolve_model(raw.model, base_dir)
+        hardware = resolve_hardware(raw.hardware, base_dir)
+        tr = raw.training
+        per_step = tr.micro_batch_size * raw.hardware.num_gpus
+        if tr.global_batch_size % per_step:
+            raise ScenarioError(None, "training.global_batch_size",
+                                f"a multiple of micro_batch_size x num_gpus = {tr.micro_batch_size} x "
+                                f"{raw.hardware.num_gpus} = {per_step}, got {tr.global_batch_size}")
+        schedules: dict[str, dict[str, MethodSpec]] = {}
+        for sname, per_task in raw.schedules.items():
+            schedules[sname] = {}
+            for tname, spec in (per_task or {}).items():
+                field = f"schedules.{sname}.{tname}"
+                if tname not in raw.tasks:
+                    raise ScenarioError(None, field, f"a task defined under 'tasks' ({', '.join(raw.tasks)}), "
+                                        f"got {tname!r}")
+                method = parse_method(spec, field)
+                validate_schedule(method, raw.tasks[tname], model.num_layers, field)
+                schedules[sname][tname] = method
+        if raw.sweep is not None:
+            _check_sweep(raw.sweep, schedules)
+        return Scenario(name=raw.name, description=raw.description, source=source, model=model,
+                        hardware=hardware, num_gpus=raw.hardware.num_gpus,
+                        price_per_gpu_hour=raw.hardware.price_per_gpu_hour, training=tr,
+                        conventions=raw.conventions, tasks=raw.tasks, schedules=schedules, sweep=raw.sweep)
+    except ScenarioError as err:
+        raise err.located(source)
+
+
+def _check_sweep(sweep: SweepSpec, schedules: dict[str, dict[str, MethodSpec]]) -> None:
+    if sweep.schedule not in schedules:
+        raise ScenarioError(None, "sweep.schedule", f"one of the schedules ({', '.join(schedules)}), "
+                            f"got {sweep.schedule!r}")
+    tasks = schedules[sweep.schedule]
+    if sweep.task is None and len(tasks) != 1:
+        raise ScenarioError(None, "sweep.task", f"the task whose schedule is swept (one of {', '.join(tasks)})")
+    task = sweep.task or next(iter(tasks))
+    if task not in tasks:
+        raise ScenarioError(None, "sweep.task", f"a task of schedule {sweep.schedule!r} ({', '.join(tasks)}), "
+                            f"got {task!r}")
+    spec = tasks[task]
+    allowed = {HimixSpec: ("from_layer",), HmgenSpec: ("shallow",), DropSpec: ("from_layer", "keep")}
+    ok = allowed.get(type(spec), ())
+    if sweep.parameter not in ok:
+        raise ScenarioError(None, "sweep.parameter", f"a parameter of the {getattr(spec, 'method', 'layers')} "
+                            f"method ({', '.join(ok) or 'none can be swept'}), got {sweep.parameter!r}")
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read, validate and resolve a scenario file."""
+    p = Path(path)
+    doc = read_document(p)
+    return scenario_from_dict(doc, source=str(p), base_dir=p.parent)

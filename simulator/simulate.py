@@ -1,0 +1,262 @@
+"""Scenario in, comparison against the baseline out. One vectorised evaluator serves single
+schedules (P = 1) and sweeps (P = number of sweep points)."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import costs
+from .config import Scenario
+from .errors import ScenarioError
+from .plan import Layout, Plan, check_hmgen_count, compile_points
+
+BASELINE = "baseline"
+
+
+@dataclass
+class TaskResult:
+    tokens: int
+    flops_forward: float
+    flops_backward: float
+    per_layer_flops_forward: list[float]
+    lm_head_flops_forward: float
+    flops_by_op: dict[str, float]
+    paper_cost: float
+    microbatch_time_s: float
+    time_breakdown_s: dict[str, float]
+    activation_bytes: float
+    sample_fraction: float
+    plan: list[dict]
+    warnings: list[str]
+
+
+@dataclass
+class StepResult:
+    flops: float            # model FLOPs per optimizer step (global batch, forward + backward)
+    hardware_flops: float   # plus the recomputed forward under activation checkpointing
+    time_s: float
+    peak_memory_bytes: float
+    mfu: float              # model FLOPs / (time x GPUs x peak)
+    hfu: float
+    fits: bool
+    memory_breakdown_bytes: dict[str, float]
+    time_breakdown_s: dict[str, float]
+
+
+@dataclass
+class Budget:
+    steps: int
+    gpu_hours: float
+    cost_usd: float
+    wall_days: float
+    gpu_hours_saved: float = 0.0
+    cost_saved_usd: float = 0.0
+
+
+@dataclass
+class ScheduleResult:
+    name: str
+    tasks: dict[str, TaskResult]
+    step: StepResult
+    flops_ratio: float
+    exact_flops_ratio: float
+    paper_flops_ratio: float
+    speedup: float
+    budget: Budget
+    parameters: float
+    warnings: list[str]
+
+
+@dataclass
+class SimulationResult:
+    scenario: str
+    description: str
+    model: str
+    hardware: str
+    num_gpus: int
+    cost_model: str
+    schedules: list[ScheduleResult]
+    sweep: dict | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _fractions(scn: Scenario) -> dict[str, float]:
+    total = sum(t.samples for t in scn.tasks.values())
+    if total == 0:
+        return {n: 1 / len(scn.tasks) for n in scn.tasks}
+    return {n: t.samples / total for n, t in scn.tasks.items()}
+
+
+def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
+    """Every step-level metric for a schedule given as one plan per task; arrays of shape [P]."""
+    m, hw, tr, conv = scn.model, scn.hardware, scn.training, scn.conventions
+    B, e = tr.micro_batch_size, tr.activation_bytes
+    frac = _fractions(scn)
+    params = costs.base_parameters(m) + costs.extra_parameters(list(plans.values()), m)
+    out: dict = {"tasks": {}, "params": params}
+    model_flops = paper = mb_time = 0.0
+    act_peak = 0.0
+    breakdown: dict[str, np.ndarray] = {}
+    for name, plan in plans.items():
+        c = costs.counts(plan, conv.lm_head)
+        ops = costs.op_flops(c, m, conv.attention)
+        w = c.weights
+        per_layer = sum(ops.values()) * w
+        lm = costs.lm_head_flops(c, m)
+        fwd = per_layer.sum(-1) + lm
+        t = costs.microbatch_time(c, m, hw, B, e, tr.activation_checkpointing)
+        t_mb = sum(t.values())
+        act = costs.activation_bytes(c, m, B, e, tr.activation_checkpointing)
+        transient = costs.transient_logits_bytes(c, m, B, e)
+        pc = (costs.paper_layer_cost(c, m) * w).sum(-1)
+        out["tasks"][name] = dict(counts=c, ops=ops, per_layer=per_layer, lm=lm, fwd=fwd, time=t, t_mb=t_mb,
+                                  act=act, transient=transient, paper=pc)
+        f = frac[name]
+        model_flops = model_flops + f * 3 * fwd
+        paper = paper + f * pc
+        mb_time = mb_time + f * t_mb
+        act_peak = np.maximum(act_peak, act + transient)
+        for k, v in t.items():
+            breakdown[k] = breakdown.get(k, 0.0) + f * v * scn.grad_accumulation
+    G = tr.global_batch_size
+    step_model_flops = G * model_flops
+    recompute = G * sum(frac[n] * out["tasks"][n]["fwd"] for n in plans) if tr.activation_checkpointing else 0.0
+    opt = costs.optimizer_time(params, tr, hw, scn.num_gpus)
+    comm_total, comm_exposed = costs.communication_time(params, tr, hw, scn.num_gpus)
+    step_time = scn.grad_accumulation * mb_time + opt + comm_exposed
+    static = costs.static_bytes(params, tr, scn.num_gpus)
+    peak = sum(static.values()) + act_peak
+    denom = step_time * scn.num_gpus * hw.peak_flops
+    out.update(step_flops=step_model_flops, hardware_flops=step_model_flops + recompute, paper=paper,
+               step_time=step_time, peak=peak, mfu=step_model_flops / denom,
+               hfu=(step_model_flops + recompute) / denom, static=static, act_peak=act_peak,
+               breakdown={**breakdown, "optimizer": opt + 0 * step_time, "communication_exposed": comm_exposed,
+                          "communication_total": comm_total})
+    return out
+
+
+def budget(scn: Scenario, step_time) -> dict:
+    samples = sum(t.samples for t in scn.tasks.values()) * scn.training.epochs
+    steps = math.ceil(samples / scn.training.global_batch_size)
+    gpu_hours = steps * step_time * scn.num_gpus / 3600
+    return dict(steps=steps, gpu_hours=gpu_hours, cost_usd=gpu_hours * scn.price_per_gpu_hour,
+                wall_days=steps * step_time / 86400)
+
+
+def schedule_plans(scn: Scenario, schedule: str, parameter: str | None = None, values=None,
+                   swept_task: str | None = None) -> dict[str, Plan]:
+    spec = scn.schedules.get(schedule, {})
+    plans = {}
+    for task_name, task in scn.tasks.items():
+        layout = Layout.from_task(task)
+        if task_name == swept_task:
+            plans[task_name] = compile_points(spec.get(task_name), layout, scn.model.num_layers, parameter, values)
+        else:
+            plans[task_name] = compile_points(spec.get(task_name), layout, scn.model.num_layers)
+    return plans
+
+
+def _f(x) -> float:
+    return float(np.asarray(x).reshape(-1)[0])
+
+
+def simulate(scn: Scenario) -> SimulationResult:
+    """Evaluate every schedule of the scenario (and its sweep, if any) against the baseline."""
+    names = list(scn.schedules)
+    if BASELINE not in names:
+        names.insert(0, BASELINE)
+    base = evaluate(scn, schedule_plans(scn, BASELINE))
+    base_budget = budget(scn, _f(base["step_time"]))
+    results = []
+    for name in names:
+        plans = schedule_plans(scn, name)
+        ev = base if name == BASELINE and not scn.schedules.get(BASELINE) else evaluate(scn, plans)
+        tasks = {}
+        for tname, tv in ev["tasks"].items():
+            plan = plans[tname]
+            tasks[tname] = TaskResult(
+                tokens=plan.layout.total, flops_forward=_f(tv["fwd"]), flops_backward=2 * _f(tv["fwd"]),
+                per_layer_flops_forward=[float(x) for x in tv["per_layer"][0]], lm_head_flops_forward=float(tv["lm"]),
+                flops_by_op={k: float((v[0] * tv["counts"].weights).sum()) for k, v in tv["ops"].items()},
+                paper_cost=_f(tv["paper"]), microbatch_time_s=_f(tv["t_mb"]),
+                time_breakdown_s={k: _f(v) for k, v in tv["time"].items()}, activation_bytes=_f(tv["act"]),
+                sample_fraction=_fractions(scn)[tname], plan=plan.describe(), warnings=list(plan.warnings))
+        step_time = _f(ev["step_time"])
+        b = budget(scn, step_time)
+        exact = _f(ev["step_flops"]) / _f(base["step_flops"])
+        paper = _f(ev["paper"]) / _f(base["paper"])
+        warnings = [f"{t}: {w}" for t, r in tasks.items() for w in r.warnings]
+        peak = _f(ev["peak"])
+        if peak > scn.hardware.memory_bytes:
+            warnings.append(f"peak memory {peak / 2**30:.1f} GiB exceeds the {scn.hardware.memory_bytes / 2**30:.0f} "
+                            f"GiB of one {scn.hardware.name}")
+        mem = {k: _f(v) for k, v in ev["static"].items()}
+        mem["activations_and_logits"] = _f(ev["act_peak"])
+        results.append(ScheduleResult(
+            name=name, tasks=tasks,
+            step=StepResult(flops=_f(ev["step_flops"]), hardware_flops=_f(ev["hardware_flops"]), time_s=step_time,
+                            peak_memory_bytes=peak, mfu=_f(ev["mfu"]), hfu=_f(ev["hfu"]),
+                            fits=peak <= scn.hardware.memory_bytes, memory_breakdown_bytes=mem,
+                            time_breakdown_s={k: _f(v) for k, v in ev["breakdown"].items()}),
+            flops_ratio=paper if scn.conventions.cost_model == "paper" else exact, exact_flops_ratio=exact,
+            paper_flops_ratio=paper, speedup=_f(base["step_time"]) / step_time,
+            budget=Budget(**b, gpu_hours_saved=base_budget["gpu_hours"] - b["gpu_hours"],
+                          cost_saved_usd=base_budget["cost_usd"] - b["cost_usd"]),
+            parameters=_f(ev["params"]), warnings=warnings))
+    out = SimulationResult(scenario=scn.name, description=scn.description, model=scn.model.name,
+                           hardware=scn.hardware.name, num_gpus=scn.num_gpus,
+                           cost_model=scn.conventions.cost_model, schedules=results)
+    if scn.sweep is not None:
+        out.sweep = run_sweep(scn)
+    return out
+
+
+def _sweep_values(scn: Scenario, spec, parameter: str, values: np.ndarray, task: str) -> np.ndarray:
+    L = scn.model.num_layers
+    field = "sweep.values"
+    if parameter in ("shallow", "from_layer"):
+        bad = values[(values != np.round(values)) | (values < 0)]
+        if bad.size:
+            raise ScenarioError(scn.source, field, f"whole numbers >= 0 for {parameter}, got {bad[0]}")
+        values = values.astype(np.int64)
+    if parameter == "from_layer":
+        bad = values[values >= L]
+        if bad.size:
+            raise ScenarioError(scn.source, field, f"layer indices in 0-{L - 1}, got {bad[0]}")
+    elif parameter == "shallow":
+        for v in np.unique(values):
+            try:
+                check_hmgen_count(int(v), L, field)
+            except ScenarioError as err:
+                raise err.located(scn.source)
+    elif parameter == "keep":
+        bad = values[(values < 0) | (values > 1)]
+        if bad.size:
+            raise ScenarioError(scn.source, field, f"keep fractions in [0, 1], got {bad[0]}")
+    return values
+
+
+def run_sweep(scn: Scenario) -> dict:
+    sw = scn.sweep
+    task = sw.task or next(iter(scn.schedules[sw.schedule]))
+    spec = scn.schedules[sw.schedule][task]
+    values = _sweep_values(scn, spec, sw.parameter, sw.points(), task)
+    base = evaluate(scn, schedule_plans(scn, BASELINE))
+    ev = evaluate(scn, schedule_plans(scn, sw.schedule, sw.parameter, values, task))
+    exact = ev["step_flops"] / base["step_flops"]
+    paper = ev["paper"] / base["paper"]
+    st = np.broadcast_to(ev["step_time"], values.shape)
+    b = budget(scn, 1.0)
+    return {"schedule": sw.schedule, "task": task, "parameter": sw.parameter, "values": values.tolist(),
+            "flops_ratio": np.broadcast_to(paper if scn.conventions.cost_model == "paper" else exact,
+                                           values.shape).tolist(),
+            "exact_flops_ratio": np.broadcast_to(exact, values.shape).tolist(),
+            "paper_flops_ratio": np.broadcast_to(paper, values.shape).tolist(),
+            "speedup": (base["step_time"] / st).tolist(), "step_time_s": st.tolist(),
+            "mfu": np.broadcast_to(ev["mfu"], values.shape).tolist(),
+            "peak_memory_bytes": np.broadcast_to(ev["peak"], values.shape).tolist(),
+            "gpu_hours": (b["gpu_hours"] * st).tolist(), "cost_usd": (b["cost_usd"] * st).tolist()}
