@@ -151,12 +151,21 @@ class DecoderLayer(nn.Module):
         self.w_down = nn.Linear(I, d, bias=False)
 
     @staticmethod
-    def _project(x, chunks, w_text, w_image):
-        """Apply w_text to text rows and w_image (if any) to image rows; x [B, n, d]."""
-        if w_image is None or not any(img for _, img, _ in chunks):
-            return w_text(x)
-        parts = x.split([n for n, _, _ in chunks], dim=1)
-        return torch.cat([(w_image if img else w_text)(p) for p, (_, img, _) in zip(parts, chunks)], dim=1)
+    def _split(x, chunks, separate: bool):
+        """Rows of x [B, n, d] as (piece, is_image) per segment, each piece made contiguous once so that
+        the Q, K and V projections keep the same tensors for backward; one text piece where no image
+        weights apply."""
+        if not separate or not any(img for _, img, _ in chunks):
+            return [(x, False)]
+        if len(chunks) == 1:
+            return [(x, chunks[0][1])]
+        return [(p.contiguous(), img) for p, (_, img, _) in zip(x.split([n for n, _, _ in chunks], dim=1), chunks)]
+
+    @staticmethod
+    def _project(parts, w_text, w_image):
+        """Apply w_image to image pieces (where the layer has image weights) and w_text to the rest."""
+        ys = [(w_image if img and w_image is not None else w_text)(p) for p, img in parts]
+        return ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)
 
     def mlp(self, x):
         if self.mlp_kind == "swiglu":
@@ -169,19 +178,23 @@ class DecoderLayer(nn.Module):
         B = h.shape[0]
         H, Hkv, hd = self.H, self.Hkv, self.hd
         x = h.index_select(1, io.idx_q) if io.gathered else h                       # [B, nq, d]
-        xn = self.attn_norm(x)
-        q = self._project(xn, io.q_chunks, self.wq, self.wq_image)                   # [B, nq, H*hd]
-        k = self._project(xn, io.q_chunks, self.wk, self.wk_image)                   # [B, nq, Hkv*hd]
-        v = self._project(xn, io.q_chunks, self.wv, self.wv_image)
+        xs = self._split(self.attn_norm(x), io.q_chunks, self.wq_image is not None or self.wk_image is not None)
+        q = self._project(xs, self.wq, self.wq_image)                   # [B, nq, H*hd]
+        k = self._project(xs, self.wk, self.wk_image)                   # [B, nq, Hkv*hd]
+        v = self._project(xs, self.wv, self.wv_image)
         if io.idx_kvo is not None:                                                   # frozen kv_only rows
-            yn = self.attn_norm(h.index_select(1, io.idx_kvo))                       # [B, nkvo, d]
-            k = torch.cat([k, self._project(yn, io.kvo_chunks, self.wk, self.wk_image)], dim=1)
-            v = torch.cat([v, self._project(yn, io.kvo_chunks, self.wv, self.wv_image)], dim=1)
+            ys = self._split(self.attn_norm(h.index_select(1, io.idx_kvo)), io.kvo_chunks,
+                             self.wk_image is not None)                              # [B, nkvo, d] pieces
+            k = torch.cat([k, self._project(ys, self.wk, self.wk_image)], dim=1)
+            v = torch.cat([v, self._project(ys, self.wv, self.wv_image)], dim=1)
         nq, nkv = q.shape[1], k.shape[1]
         q = apply_rope(q.view(B, nq, H, hd).transpose(1, 2), io.cos_q, io.sin_q)     # [B, H, nq, hd]
         k = apply_rope(k.view(B, nkv, Hkv, hd).transpose(1, 2), io.cos_k, io.sin_k)  # [B, Hkv, nkv, hd]
         v = v.view(B, nkv, Hkv, hd).transpose(1, 2)
-        scores = self._rank_scores(q, k, io) if io.rank else None
+        scores = None
+        if io.rank:
+            with torch.no_grad():  # ranking chooses tokens; it is not differentiated
+                scores = self._rank_scores(q, k, io)
         if io.mask is None:
             a = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=H != Hkv)
         else:
@@ -205,7 +218,7 @@ class DecoderLayer(nn.Module):
             if name in io.rank:
                 seg_k = k[:, :, start:start + n, :]                                  # [B, Hkv, n, hd]
                 s = torch.matmul(last, seg_k.transpose(-1, -2)) / math.sqrt(hd)     # [B, Hkv, g, n]
-                out[name] = s.float().softmax(-1).mean(dim=(0, 1, 2)).detach()
+                out[name] = s.float().softmax(-1).mean(dim=(0, 1, 2))
             start += n
         return out
 
@@ -251,6 +264,11 @@ class Decoder(nn.Module):
         """Precompute every layer's inputs (static plans: no attention-ranked dropping)."""
         cos, sin = rope_tables(self.plan.layout.total, self.spec.head_dim, device=device, dtype=dtype)
         self._rope = (cos, sin)
+        lay = self.plan.layout
+        self._idx_lm = None
+        if self.lm_head_mode == "targets":
+            self._idx_lm = torch.cat([torch.arange(o, o + t, device=device)
+                                      for o, t, tg in zip(lay.offsets, lay.tokens, lay.target) if tg])
         if self._dynamic:
             self._io = None
             return
@@ -260,11 +278,6 @@ class Decoder(nn.Module):
             surv = self._select(surv, l, None)
             ios.append(layer_io(self.plan, l, surv, cos, sin, dtype))
         self._io = ios
-        lay = self.plan.layout
-        self._idx_lm = None
-        if self.lm_head_mode == "targets":
-            self._idx_lm = torch.cat([torch.arange(o, o + t, device=device)
-                                      for o, t, tg in zip(lay.offsets, lay.tokens, lay.target) if tg])
 
     def forward(self, ids, labels):
         """ids [B, N] token ids; labels [B, n_lm] next-token targets of the positions the LM head sees."""
@@ -272,12 +285,14 @@ class Decoder(nn.Module):
             self.build_io(ids.device, self.embed.weight.dtype)
         h = self.embed(ids)                                                          # [B, N, d]
         surv = self._initial_survivors(ids.device) if self._dynamic else None
+        self._built: list[LayerIO] = []
         scores = None
         for l, layer in enumerate(self.layers):
             with torch.profiler.record_function(f"trsim.layer.{l}"):
                 if self._dynamic:
                     surv = self._select(surv, l, scores)
                     io = layer_io(self.plan, l, surv, *self._rope, h.dtype)
+                    self._built.append(io)
                 else:
                     io = self._io[l]
                 if self.checkpointing and torch.is_grad_enabled():
@@ -285,17 +300,11 @@ class Decoder(nn.Module):
                 else:
                     h, scores = layer(h, io)
         if self.lm_head_mode == "targets":
-            idx = self._idx_lm if self._idx_lm is not None else self._targets(ids.device)
-            h = h.index_select(1, idx)
+            h = h.index_select(1, self._idx_lm)
         logits = self.lm_head(self.norm(h))                                          # [B, n_lm, V]
         if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()                                                  # the loss runs in fp32
         return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
-
-    def _targets(self, device):
-        lay = self.plan.layout
-        return torch.cat([torch.arange(o, o + t, device=device)
-                          for o, t, tg in zip(lay.offsets, lay.tokens, lay.target) if tg])
 
     def n_lm(self) -> int:
         lay = self.plan.layout

@@ -92,11 +92,13 @@ def activation_bytes(c: Counts, m: ModelSpec, micro_batch: int, act_bytes: int, 
     """Bytes saved for backward by one micro-batch, [P]; the reference executor's tensors, one by one:
 
     per query token and layer: layer input, normed input, residual after attention, its norm (4d);
-    rotated q, attention output, its flattened copy (3 H hd); MLP intermediates (4I gated, 2I gelu);
+    rotated q and the attention output, which the output projection reads as a view (2 H hd);
+    MLP intermediates (4I gated, 2I gelu);
     fp32 norm statistics (2) and attention log-sum-exp (H).
+    per query token of a gathered layer: the layer output, which index_copy keeps for backward (d).
     per key/value token: rotated k and v (KV heads, or all heads where an explicit mask expands them).
     per kv_only token: its frozen state and its norm (2d), plus the fp32 norm statistic.
-    LM head: final-norm input (the whole sequence), normed rows, fp32 log-probabilities.
+    LM head: final-norm input and output for the rows it sees, fp32 log-probabilities.
     With activation checkpointing each layer keeps only its input (the whole sequence) and one
     layer's activations are live again during its recomputation.
     """
@@ -104,10 +106,11 @@ def activation_bytes(c: Counts, m: ModelSpec, micro_batch: int, act_bytes: int, 
     e = act_bytes
     mlp = 4 * I if m.mlp_matrices == 3 else 2 * I
     kv_heads = np.where(c.masked, H, Hkv)
-    layer = (c.nq * ((4 * d + 3 * H * hd + mlp) * e + 4 * (2 + H))
+    layer = (c.nq * ((4 * d + 2 * H * hd + mlp) * e + 4 * (2 + H))
+             + np.where(c.gathered, c.nq * d * e, 0)
              + c.nkv * 2 * kv_heads * hd * e
              + c.nkvo * (2 * d * e + 4))
-    lm = c.total * d * e + c.n_lm * (d * e + 4 + 4 * m.vocab_size)
+    lm = c.n_lm * (2 * d * e + 4 + 4 * m.vocab_size) + 4  # + the loss's fp32 normaliser
     if checkpointing:
         w = c.weights
         kept = c.total * d * e * w.sum()

@@ -108,15 +108,16 @@ def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
         per_layer = sum(ops.values()) * w
         lm = costs.lm_head_flops(c, m)
         fwd = per_layer.sum(-1) + lm
+        bwd = 2 * (fwd - (ops["rank"] * w).sum(-1))  # token ranking is not differentiated
         t = costs.microbatch_time(c, m, hw, B, e, tr.activation_checkpointing)
         t_mb = sum(t.values())
         act = costs.activation_bytes(c, m, B, e, tr.activation_checkpointing)
         transient = costs.transient_logits_bytes(c, m, B, e)
         pc = (costs.paper_layer_cost(c, m) * w).sum(-1)
-        out["tasks"][name] = dict(counts=c, ops=ops, per_layer=per_layer, lm=lm, fwd=fwd, time=t, t_mb=t_mb,
+        out["tasks"][name] = dict(counts=c, ops=ops, per_layer=per_layer, lm=lm, fwd=fwd, bwd=bwd, time=t, t_mb=t_mb,
                                   act=act, transient=transient, paper=pc)
         f = frac[name]
-        model_flops = model_flops + f * 3 * fwd
+        model_flops = model_flops + f * (fwd + bwd)
         paper = paper + f * pc
         mb_time = mb_time + f * t_mb
         act_peak = np.maximum(act_peak, act + transient)
@@ -179,7 +180,7 @@ def simulate(scn: Scenario) -> SimulationResult:
         for tname, tv in ev["tasks"].items():
             plan = plans[tname]
             tasks[tname] = TaskResult(
-                tokens=plan.layout.total, flops_forward=_f(tv["fwd"]), flops_backward=2 * _f(tv["fwd"]),
+                tokens=plan.layout.total, flops_forward=_f(tv["fwd"]), flops_backward=_f(tv["bwd"]),
                 per_layer_flops_forward=[float(x) for x in tv["per_layer"][0]], lm_head_flops_forward=float(tv["lm"]),
                 flops_by_op={k: float((v[0] * tv["counts"].weights).sum()) for k, v in tv["ops"].items()},
                 paper_cost=_f(tv["paper"]), microbatch_time_s=_f(tv["t_mb"]),

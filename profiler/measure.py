@@ -1,0 +1,138 @@
+"""Measuring one profiled case: saved activations, time per step, time per operator class, peak memory."""
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import contextmanager
+
+import torch
+
+# operator classes the time model has a term for
+CLASSES = ("matmul", "attention", "gather", "memory_bound")
+_MATMUL = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_mm")
+_GATHER = ("aten::index_select", "aten::index_copy", "aten::index_add", "aten::index", "aten::gather",
+           "aten::scatter", "aten::index_put", "aten::_index_put_impl_")
+# aggregate ops whose time is already in their children
+_WRAPPERS = ("aten::linear", "aten::matmul", "aten::scaled_dot_product_attention", "aten::t", "aten::view",
+             "aten::reshape", "aten::transpose", "aten::expand", "aten::as_strided", "aten::_reshape_alias")
+
+
+def classify(name: str) -> str | None:
+    if name.startswith("aten::") is False:
+        return None
+    if "attention" in name or "flash" in name or "fmha" in name:
+        return "attention"
+    if name in _MATMUL:
+        return "matmul"
+    if any(name.startswith(g) for g in _GATHER):
+        return "gather"
+    if name in _WRAPPERS:
+        return None
+    return "memory_bound"
+
+
+@contextmanager
+def saved_tensor_accounting():
+    """The unique storages autograd saves for backward: yields {storage pointer: bytes}."""
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        try:
+            st = t.untyped_storage()
+            seen.setdefault(st.data_ptr(), st.nbytes())
+        except (RuntimeError, NotImplementedError):
+            pass
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield seen
+
+
+def constant_storages(model) -> set[int]:
+    """Storages that are not activations: parameters and the plan's precomputed index/mask/rotary tensors."""
+    out = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    if getattr(model, "_idx_lm", None) is not None:
+        out.add(model._idx_lm.untyped_storage().data_ptr())
+    for io in (model._io or []) + getattr(model, "_built", []):
+        for t in (io.idx_q, io.idx_kvo, io.mask, io.cos_q, io.sin_q, io.cos_k, io.sin_k):
+            if t is not None:
+                out.add(t.untyped_storage().data_ptr())
+    return out
+
+
+def saved_activation_bytes(model, ids, labels) -> int:
+    """Bytes of activations saved for backward by one forward (parameters, inputs and the plan's
+    index, mask and rotary tensors excluded)."""
+    model.zero_grad(set_to_none=True)
+    with saved_tensor_accounting() as seen:
+        loss = model(ids, labels)
+    constants = constant_storages(model) | {ids.untyped_storage().data_ptr(), labels.untyped_storage().data_ptr()}
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    return sum(b for p, b in seen.items() if p not in constants)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(model, ids, labels, optimizer, repeats: int, warmup: int) -> dict:
+    """Median and spread of forward+backward, and of the optimizer step, in seconds."""
+    device = ids.device
+    fb, opt = [], []
+    for i in range(warmup + repeats):
+        model.zero_grad(set_to_none=True)
+        _sync(device)
+        if device.type == "cuda":
+            e0, e1, e2 = (torch.cuda.Event(enable_timing=True) for _ in range(3))
+            e0.record()
+            model(ids, labels).backward()
+            e1.record()
+            optimizer.step()
+            e2.record()
+            torch.cuda.synchronize(device)
+            t_fb, t_opt = e0.elapsed_time(e1) / 1e3, e1.elapsed_time(e2) / 1e3
+        else:
+            t0 = time.perf_counter()
+            model(ids, labels).backward()
+            t1 = time.perf_counter()
+            optimizer.step()
+            t2 = time.perf_counter()
+            t_fb, t_opt = t1 - t0, t2 - t1
+        if i >= warmup:
+            fb.append(t_fb)
+            opt.append(t_opt)
+    model.zero_grad(set_to_none=True)
+
+    def stats(xs):
+        q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
+        return {"median_s": statistics.median(xs), "min_s": min(xs), "max_s": max(xs), "iqr_s": q[2] - q[0],
+                "samples": len(xs)}
+    return {"forward_backward": stats(fb), "optimizer": stats(opt)}
+
+
+def class_times(model, ids, labels) -> dict:
+    """Self time per operator class and forward time per layer, from one torch.profiler run (seconds).
+    On CUDA the device (kernel) time is used, elsewhere the CPU self time."""
+    from torch.profiler import ProfilerActivity, profile
+    device = ids.device
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    model.zero_grad(set_to_none=True)
+    _sync(device)
+    with profile(activities=acts) as prof:
+        model(ids, labels).backward()
+        _sync(device)
+    model.zero_grad(set_to_none=True)
+    use_dev = device.type == "cuda"
+    out = {c: 0.0 for c in CLASSES}
+    layers: dict[int, float] = {}
+    for ev in prof.key_averages():
+        t = (ev.self_device_time_total if use_dev else ev.self_cpu_time_total) / 1e6
+        if ev.key.startswith("trsim.layer."):
+            layers[int(ev.key.rsplit(".", 1)[1])] = (ev.device_time_total if use_dev else ev.cpu_time_total) / 1e6
+            continue
+        cls = classify(ev.key)
+        if cls is not None:
+            out[cls] += t
+    return {"classes_s": out, "layer_forward_s": [layers.get(l, 0.0) for l in range(len(model.layers))]}
