@@ -35,10 +35,12 @@ def classify(name: str) -> str | None:
 def saved_tensor_accounting():
     """The unique storages autograd saves for backward: yields {storage pointer: bytes}."""
     seen: dict[int, int] = {}
+    alive = []  # hold every storage so that no address is reused while we count
 
     def pack(t):
         try:
             st = t.untyped_storage()
+            alive.append(st)
             seen.setdefault(st.data_ptr(), st.nbytes())
         except (RuntimeError, NotImplementedError):
             pass
