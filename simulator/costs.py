@@ -110,7 +110,7 @@ def activation_bytes(c: Counts, m: ModelSpec, micro_batch: int, act_bytes: int, 
              + np.where(c.gathered, c.nq * d * e, 0)
              + c.nkv * 2 * kv_heads * hd * e
              + c.nkvo * (2 * d * e + 4))
-    lm = c.n_lm * (2 * d * e + 4 + 4 * m.vocab_size) + 4  # + the loss's fp32 normaliser
+    lm = c.n_lm * (2 * d * e + 4 + 4 * m.vocab_size)
     if checkpointing:
         w = c.weights
         kept = c.total * d * e * w.sum()
