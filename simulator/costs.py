@@ -114,8 +114,8 @@ def activation_bytes(c: Counts, m: ModelSpec, micro_batch: int, act_bytes: int, 
     if checkpointing:
         w = c.weights
         kept = c.total * d * e * w.sum()
-        return micro_batch * (kept + layer.max(-1) + lm)
-    return micro_batch * ((layer * c.weights).sum(-1) + lm)
+        return micro_batch * (kept + layer.max(-1) + lm) + 4  # + the loss's fp32 normaliser, once
+    return micro_batch * ((layer * c.weights).sum(-1) + lm) + 4
 
 
 def transient_logits_bytes(c: Counts, m: ModelSpec, micro_batch: int, act_bytes: int) -> int:
