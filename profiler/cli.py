@@ -1,0 +1,97 @@
+"""``trsim profile``: arguments here (importable without torch), the work in profiler.run."""
+from __future__ import annotations
+
+from simulator.errors import ScenarioError
+
+
+def add_profile_arguments(p) -> None:
+    p.add_argument("scenario", help="scenario file whose schedules and tasks are profiled")
+    p.add_argument("--device", default="cpu", help="cuda, cuda:N or cpu (default cpu)")
+    p.add_argument("--layers", type=int, help="profile this many layers at the real width, chosen so that every "
+                   "distinct kind of layer in the plan is represented (default: all)")
+    p.add_argument("--micro-batch", type=int, help="samples per micro-batch (default: the scenario's)")
+    p.add_argument("--repeats", type=int, default=10, help="timed steps per case (default 10)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--schedules", help="comma-separated subset of the scenario's schedules")
+    p.add_argument("--tasks", help="comma-separated subset of the scenario's tasks")
+    p.add_argument("--no-fvcore", action="store_true", help="skip the fvcore counter")
+    p.add_argument("--out", help="results JSON, written atomically")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+
+
+def cmd_profile(args, console) -> int:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise ScenarioError("trsim profile", "torch", "PyTorch installed (pip install -e '.[profile]')")
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from simulator.config import load_scenario
+    from simulator.fileio import atomic_write_json
+
+    from .run import profile_scenario
+    scn = load_scenario(args.scenario)
+    for flag, val in (("--layers", args.layers), ("--micro-batch", args.micro_batch), ("--repeats", args.repeats)):
+        if val is not None and val < 1:
+            raise ScenarioError("trsim profile", flag, f"a positive whole number, got {val}")
+    if args.warmup < 0:
+        raise ScenarioError("trsim profile", "--warmup", f"a whole number >= 0, got {args.warmup}")
+    schedules = args.schedules.split(",") if args.schedules else None
+    tasks = args.tasks.split(",") if args.tasks else None
+    for name, chosen, known in (("--schedules", schedules, list(scn.schedules) + ["baseline"]),
+                                ("--tasks", tasks, list(scn.tasks))):
+        for c in chosen or []:
+            if c not in known:
+                raise ScenarioError("trsim profile", name, f"names from the scenario ({', '.join(known)}), got {c!r}")
+    if args.device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            raise ScenarioError("trsim profile", "--device", "a CUDA device, but this torch sees none (use --device cpu)")
+    if args.layers:
+        from simulator.plan import compile_schedule, select_layers
+        for s in schedules or scn.schedules:
+            for t in tasks or scn.tasks:
+                try:
+                    select_layers(compile_schedule(scn, s, t), args.layers)
+                except ValueError as exc:
+                    raise ScenarioError("trsim profile", "--layers", f"{exc} ({s}/{t})")
+    n = len(schedules or ([*scn.schedules] if "baseline" in scn.schedules else ["baseline", *scn.schedules])) * len(
+        tasks or scn.tasks)
+    with Progress(TextColumn("[bold]profiling[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True, disable=args.format == "json") as prog:
+        bar = prog.add_task(scn.name, total=n)
+        doc = profile_scenario(scn, device=args.device, layers=args.layers, micro_batch=args.micro_batch,
+                               repeats=args.repeats, warmup=args.warmup, schedules=schedules, tasks=tasks,
+                               use_fvcore=not args.no_fvcore,
+                               on_case=lambda c: prog.update(bar, advance=1, description=f"{c['schedule']}/{c['task']}"))
+    if args.out:
+        atomic_write_json(args.out, doc)
+    if args.format == "json":
+        print(json.dumps(doc, indent=1))
+    else:
+        env = doc["environment"]
+        t = Table(title=f"{scn.name} on {env['gpu'] or env['device']} ({env['dtype']}, torch {env['torch']})",
+                  title_justify="left")
+        for col in ("schedule", "task", "layers", "FLOPs counted = analytic", "fwd+bwd", "spread", "optimizer",
+                    "activations", "peak", "status"):
+            t.add_column(col, justify="left" if col in ("schedule", "task", "status") else "right")
+        for c in doc["cases"]:
+            tm, mem = c.get("time"), c.get("memory")
+            t.add_row(c["schedule"], c["task"], str(len(c["layers"])),
+                      {True: "[green]yes[/green]", False: "[red]NO[/red]", None: "-"}[c.get("flops_match")],
+                      f"{tm['forward_backward']['median_s'] * 1e3:.2f} ms" if tm else "-",
+                      f"±{tm['forward_backward']['iqr_s'] / 2 * 1e3:.2f}" if tm else "-",
+                      f"{tm['optimizer']['median_s'] * 1e3:.2f} ms" if tm else "-",
+                      f"{mem['activation_saved_bytes'] / 2**20:.1f} MiB" if mem else "-",
+                      f"{mem['peak_allocated_bytes'] / 2**30:.2f} GiB" if mem and mem["peak_allocated_bytes"] else "-",
+                      c["status"] if c["status"] == "ok" else f"[red]{c['status']}[/red] {c.get('error') or ''}")
+        console.print(t)
+        if args.out:
+            console.print(f"results written to {args.out}")
+    if any(c.get("flops_match") is False for c in doc["cases"]):
+        console.print("[red]counted FLOPs differ from the simulator's analytic FLOPs: this is a bug[/red]")
+        return 1
+    return 0

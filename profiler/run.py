@@ -1,0 +1,139 @@
+"""Profile every schedule and task of a scenario: build the pruned decoder from the simulator's plan,
+count its FLOPs twice, time it, and measure its memory."""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import sys
+
+import numpy as np
+import torch
+
+from simulator import costs
+from simulator.config import Scenario
+from simulator.plan import compile_schedule, select_layers
+
+from .flops import count_flop_counter, count_fvcore
+from .measure import class_times, saved_activation_bytes, time_steps
+from .model import Decoder, init_weights
+from .schema import SCHEMA, ProfileResults
+
+
+def environment(device: torch.device, dtype: torch.dtype) -> dict:
+    gpu = driver = None
+    if device.type == "cuda":
+        gpu = torch.cuda.get_device_name(device)
+        try:
+            import subprocess
+            driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                    capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+        except Exception:  # noqa: BLE001 - best effort
+            driver = None
+    return dict(torch=torch.__version__, cuda=torch.version.cuda, driver=driver, gpu=gpu, device=str(device),
+                dtype=str(dtype).replace("torch.", ""), python=sys.version.split()[0], platform=platform.platform(),
+                cpu_threads=torch.get_num_threads())
+
+
+def analytic_counts(plan, spec, micro_batch: int, attention: str, lm_head: str) -> dict:
+    """The simulator's FLOPs for the profiled rows and micro-batch, in the counters' format."""
+    c = costs.counts(plan, lm_head)
+    ops = costs.op_flops(c, spec, attention)
+    per_layer = (micro_batch * sum(ops.values())[0]).astype(np.int64)
+    lm = micro_batch * costs.lm_head_flops(c, spec)
+    fwd = int(per_layer.sum() + lm)
+    rank = int(micro_batch * ops["rank"][0].sum())
+    return {"per_layer_forward": [int(x) for x in per_layer], "lm_head_forward": int(lm), "forward": fwd,
+            "backward": 2 * (fwd - rank)}
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def profile_case(scn: Scenario, schedule: str, task: str, *, device, dtype, layers, micro_batch, repeats, warmup,
+                 use_fvcore: bool = True, count: bool = True) -> dict:
+    spec = scn.model
+    conv = scn.conventions
+    full = compile_schedule(scn, schedule, task)
+    idx, weights = select_layers(full, layers if layers else full.num_layers)
+    plan = full.rows(idx)
+    case = dict(schedule=schedule, task=task, status="ok", micro_batch=micro_batch, layers=[int(i) for i in idx],
+                layer_weights=[float(w) for w in weights], plan=plan.to_dict())
+    model = None
+    try:
+        torch.manual_seed(0)
+        model = Decoder(spec, plan, lm_head=conv.lm_head)
+        init_weights(model)
+        model.to(device=device, dtype=dtype)
+        model.build_io(device, dtype)
+        gen = torch.Generator(device=device).manual_seed(1)
+        ids, labels = model.make_batch(micro_batch, device, generator=gen)
+        if count:
+            analytic = analytic_counts(plan, spec, micro_batch, conv.attention, conv.lm_head)
+            fc = count_flop_counter(model, ids, labels, conv.attention)
+            flops = {"analytic": analytic, "flop_counter": fc}
+            if use_fvcore:
+                flops["fvcore"] = count_fvcore(model, ids, labels, conv.attention)
+            case["flops"] = flops
+            case["flops_match"] = all(
+                v["per_layer_forward"] == analytic["per_layer_forward"]
+                and v["lm_head_forward"] == analytic["lm_head_forward"] and v["forward"] == analytic["forward"]
+                and (v.get("backward") is None or v["backward"] == analytic["backward"])
+                for k, v in flops.items() if k != "analytic")
+        params = sum(p.numel() for p in model.parameters())
+        act = saved_activation_bytes(model, ids, labels)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+        static = peak = None
+        if device.type == "cuda":
+            model(ids, labels).backward()
+            opt.step()  # materialise optimizer states
+            model.zero_grad(set_to_none=True)
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            static = torch.cuda.memory_allocated(device)
+            model(ids, labels).backward()
+            opt.step()
+            torch.cuda.synchronize(device)
+            peak = torch.cuda.max_memory_allocated(device)
+            model.zero_grad(set_to_none=True)
+        timing = time_steps(model, ids, labels, opt, repeats=repeats, warmup=warmup)
+        timing.update(class_times(model, ids, labels))
+        case["time"] = timing
+        case["memory"] = dict(activation_saved_bytes=int(act), peak_allocated_bytes=peak, static_bytes=static,
+                              parameters=int(params))
+    except Exception as exc:  # noqa: BLE001 - a failed case is recorded, the campaign goes on
+        case["status"] = "oom" if _is_oom(exc) else "error"
+        case["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
+    finally:
+        del model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return case
+
+
+def profile_scenario(scn: Scenario, *, device: str = "cpu", layers=None, micro_batch=None, repeats: int = 10,
+                     warmup: int = 3, schedules=None, tasks=None, use_fvcore: bool = True, on_case=None) -> dict:
+    dev = torch.device(device)
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    B = micro_batch or scn.training.micro_batch_size
+    names = schedules or list(scn.schedules) or ["baseline"]
+    if "baseline" not in names and schedules is None:
+        names = ["baseline"] + names
+    pairs = [(s, t) for s in names for t in (tasks or scn.tasks)]
+    cases = []
+    for s, t in pairs:
+        cases.append(profile_case(scn, s, t, device=dev, dtype=dtype, layers=layers, micro_batch=B,
+                                  repeats=repeats, warmup=warmup, use_fvcore=use_fvcore))
+        if on_case:
+            on_case(cases[-1])
+    e = 2 if dtype == torch.bfloat16 else 4
+    doc = {"schema": SCHEMA, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+           "scenario": scn.name, "scenario_file": scn.source, "model": scn.model.model_dump(),
+           "environment": environment(dev, dtype),
+           "settings": dict(micro_batch=B, repeats=repeats, warmup=warmup, layers=layers,
+                            attention=scn.conventions.attention, lm_head=scn.conventions.lm_head,
+                            weight_bytes=e, gradient_bytes=e, optimizer_bytes=2 * e, activation_bytes=e),
+           "cases": cases}
+    ProfileResults(schema_=SCHEMA, **{k: v for k, v in doc.items() if k != "schema"})  # schema check
+    return doc
