@@ -65,7 +65,7 @@ HARDWARE_PRESETS: dict[str, dict] = {
                  memory_bytes=141e9, intranode_bandwidth=450e9, internode_bandwidth=50e9,
                  gpus_per_node=8, **_DEFAULT_EFFICIENCY),
     # A nominal CPU profile so that CPU measurements (tests, CI) can be calibrated like any other device.
-    "cpu": dict(source="nominal 2-core x86 CPU, fp32", peak_flops=100e9, memory_bandwidth=20e9,
+    "cpu": dict(source="nominal 2-core AVX2 x86 CPU at 3 GHz, fp32 (2 x 2 FMA x 8 lanes x 2 x 3e9)", peak_flops=192e9, memory_bandwidth=20e9,
                 memory_bytes=24 * _GiB, intranode_bandwidth=10e9, internode_bandwidth=10e9, gpus_per_node=1,
                 **{**_DEFAULT_EFFICIENCY, "layer_overhead_s": 200e-6, "step_overhead_s": 1e-3,
                    "matmul_half_rows": 32.0, "attention_half_keys": 32.0}),

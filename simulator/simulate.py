@@ -10,6 +10,7 @@ import numpy as np
 from . import costs
 from .config import Scenario
 from .errors import ScenarioError
+from .config import HardwareSpec, ModelSpec  # noqa: F401  (annotations)
 from .plan import Layout, Plan, check_hmgen_count, compile_points
 
 BASELINE = "baseline"
@@ -261,3 +262,27 @@ def run_sweep(scn: Scenario) -> dict:
             "mfu": np.broadcast_to(ev["mfu"], values.shape).tolist(),
             "peak_memory_bytes": np.broadcast_to(ev["peak"], values.shape).tolist(),
             "gpu_hours": (b["gpu_hours"] * st).tolist(), "cost_usd": (b["cost_usd"] * st).tolist()}
+
+
+def predict_case(model: "ModelSpec", hardware: "HardwareSpec", plan: Plan, micro_batch: int, *, weight_bytes: int,
+                 gradient_bytes: int, optimizer_bytes: int, activation_bytes: int, attention: str = "causal",
+                 lm_head: str = "all") -> dict:
+    """The simulator's prediction for one profiled case: ``plan`` holds exactly the rows that ran, on one
+    GPU with no data parallelism. Used by validate and calibrate; nothing here is specific to them."""
+    from .config import TrainingSpec
+    c = costs.counts(plan, lm_head)
+    t = costs.microbatch_time(c, model, hardware, micro_batch, activation_bytes, False)
+    sub = model.model_copy(update={"num_layers": plan.num_layers})
+    params = costs.base_parameters(sub) + int(costs.extra_parameters([plan], sub)[0])
+    tr = TrainingSpec(micro_batch_size=micro_batch, global_batch_size=micro_batch, zero_stage=0,
+                      weight_bytes=weight_bytes, gradient_bytes=gradient_bytes, optimizer_bytes=optimizer_bytes,
+                      activation_bytes=activation_bytes)
+    static = sum(costs.static_bytes(params, tr, 1).values())
+    act = float(costs.activation_bytes(c, model, micro_batch, activation_bytes, False)[0])
+    transient = costs.transient_logits_bytes(c, model, micro_batch, activation_bytes)
+    ops = costs.op_flops(c, model, attention)
+    return {"time_s": {k: float(np.asarray(v).reshape(-1)[0]) for k, v in t.items()},
+            "fwd_bwd_s": float(sum(np.asarray(v).reshape(-1)[0] for v in t.values())),
+            "optimizer_s": float(costs.optimizer_time(params, tr, hardware, 1)),
+            "activation_bytes": act, "peak_bytes": static + act + transient, "parameters": params,
+            "flops_forward": float(micro_batch * (sum(ops.values())[0].sum() + costs.lm_head_flops(c, model)))}
