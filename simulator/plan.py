@@ -349,7 +349,7 @@ def select_layers(plan: Plan, n: int) -> tuple[np.ndarray, np.ndarray]:
     groups: dict[bytes, list[int]] = {}
     for l in range(L):
         sig = (plan.mode[0, l].tobytes() + plan.present[0, l].tobytes() + plan.rank[0, l].tobytes()
-               + bytes([plan.sep_q[0, l], plan.sep_kv[0, l]]))
+               + bytes([int(plan.sep_q[0, l]), int(plan.sep_kv[0, l])]))
         groups.setdefault(sig, []).append(l)
     members = list(groups.values())
     if n < len(members):
