@@ -143,8 +143,12 @@ def _apply_keep(arrs: dict, layout: Layout, keep: np.ndarray, selection: str) ->
     present = np.where(layout.is_image[None, None, :], kept_tokens(keep[:, :, None], layout.tokens),
                        layout.tokens[None, None, :])
     arrs["present"] = np.minimum(arrs["present"], present)
+    _rank_before_drops(arrs, selection)
+
+
+def _rank_before_drops(arrs: dict, selection: str) -> None:
+    """With attention selection, layer l-1 scores a segment's present tokens when layer l keeps fewer."""
     if selection == "attention":
-        # layer l-1 scores the segment's present tokens when layer l keeps fewer of them
         shrink = np.zeros_like(arrs["present"], dtype=bool)
         shrink[:, :-1] = arrs["present"][:, 1:] < arrs["present"][:, :-1]
         arrs["rank"] = np.where(shrink, arrs["present"], 0)
@@ -217,10 +221,7 @@ def compile_points(spec: MethodSpec | None, layout: Layout, num_layers: int, par
         mode, keep = _layers_table(spec, layout, L, "")
         arrs["mode"][:] = mode
         arrs["present"][:] = kept_tokens(keep, layout.tokens[None, :])
-        if spec.selection == "attention":
-            shrink = np.zeros_like(arrs["present"], dtype=bool)
-            shrink[:, :-1] = arrs["present"][:, 1:] < arrs["present"][:, :-1]
-            arrs["rank"] = np.where(shrink, arrs["present"], 0)
+        _rank_before_drops(arrs, spec.selection)
         _set_projections(arrs, layout, spec.separate_image_projections)
     else:  # pragma: no cover - parse_method only yields the types above
         raise TypeError(spec)
@@ -311,10 +312,9 @@ def validate_schedule(spec: MethodSpec, task: Task, L: int, field: str, values=N
         if spec.selection == "attention" and spec.stages[0][0] < 1:
             raise ScenarioError(None, f"{field}.stages.0", "a first stage at layer >= 1 with selection 'attention'")
     elif isinstance(spec, LayersSpec):
-        _layers_table(spec, layout, L, field)
+        keep = _layers_table(spec, layout, L, field)[1]
         if spec.selection == "attention":
-            keep0 = _layers_table(spec, layout, L, field)[1][0]
-            if (keep0 < 1).any():
+            if (keep[0] < 1).any():
                 raise ScenarioError(None, f"{field}.layers", "layer 0 keeping every token with selection 'attention'")
     if not layout.is_image.any():
         raise ScenarioError(None, field, "a task with at least one image segment for a token-reduction schedule")
