@@ -1,7 +1,7 @@
 """The GPU campaign in one command: profile the validation grid, calibrate, validate, and write
 everything into one folder ready to commit (validate/data/<gpu>/ and calibrations/<gpu>.json).
 
-    python -m profiler.campaign --out validate/data/h100 [--quick]
+    python -m trsim.profiler.campaign --out validate/data/h100 [--quick]
 
 Grid (issue 4): llama-3.2-3b and llama-2-7b layer widths (4 profiled layers each, chosen to cover
 every kind of layer); baseline, himix, hmgen with 3 and 5 shallow layers, drop and pyramid;
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     if args.quick:
         grid = [("llama-3.2-3b", 256, 1), ("llama-3.2-3b", 729, 2)]
     results = []
-    trsim = [sys.executable, "-m", "simulator.cli"]
+    trsim = [sys.executable, "-m", "trsim"]
     for m, img, b in grid:
         path = out / "scenarios" / f"{m}-img{img}-b{b}.yaml"
         path.write_text(yaml.safe_dump(scenario(m, img, b), sort_keys=False))

@@ -1,7 +1,7 @@
 """``trsim profile``: arguments here (importable without torch), the work in profiler.run."""
 from __future__ import annotations
 
-from simulator.errors import ScenarioError
+from trsim.simulator.errors import ScenarioError
 
 
 def add_profile_arguments(p) -> None:
@@ -29,8 +29,8 @@ def cmd_profile(args, console) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from simulator.config import load_scenario
-    from simulator.fileio import atomic_write_json
+    from trsim.simulator.config import load_scenario
+    from trsim.simulator.fileio import atomic_write_json
 
     from .run import profile_scenario
     scn = load_scenario(args.scenario)
@@ -51,7 +51,7 @@ def cmd_profile(args, console) -> int:
         if not torch.cuda.is_available():
             raise ScenarioError("trsim profile", "--device", "a CUDA device, but this torch sees none (use --device cpu)")
     if args.layers:
-        from simulator.plan import compile_schedule, select_layers
+        from trsim.simulator.plan import compile_schedule, select_layers
         for s in schedules or scn.schedules:
             for t in tasks or scn.tasks:
                 try:

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simulator.config import ModelSpec
-from simulator.plan import FULL, KV_ONLY, Plan
+from trsim.simulator.config import ModelSpec
+from trsim.simulator.plan import FULL, KV_ONLY, Plan
 
 
 # ---------------------------------------------------------------------------------- building blocks

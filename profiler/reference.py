@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from simulator.plan import FULL, KV_ONLY
+from trsim.simulator.plan import FULL, KV_ONLY
 
 from .model import Decoder, even_choice, rope_tables
 

@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import torch
 
-from simulator import costs
-from simulator.config import Scenario
-from simulator.plan import compile_schedule, select_layers
+from trsim.simulator import costs
+from trsim.simulator.config import Scenario
+from trsim.simulator.plan import compile_schedule, select_layers
 
 from .flops import count_flop_counter, count_fvcore
 from .measure import class_times, saved_activation_bytes, time_steps

@@ -7,7 +7,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from simulator.errors import ScenarioError
+from trsim.simulator.errors import ScenarioError
 
 SCHEMA = "trsim.profile/1"
 

@@ -1,6 +1,6 @@
 """trsim's analytic simulator: token-reduction schedules to FLOPs, memory, step time and budget.
 
-    from simulator import load_scenario, simulate
+    from trsim.simulator import load_scenario, simulate
     result = simulate(load_scenario("scenarios/paper_vila_u_3b.yaml"))
 """
 from .config import ModelSpec, HardwareSpec, Scenario, load_scenario, scenario_from_dict

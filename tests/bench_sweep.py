@@ -4,8 +4,8 @@
 """
 import numpy as np
 
-from simulator import load_scenario
-from simulator.simulate import run_sweep
+from trsim.simulator import load_scenario
+from trsim.simulator.simulate import run_sweep
 
 POINTS = 10_000
 

@@ -31,5 +31,5 @@ def tiny_doc():
 
 @pytest.fixture
 def tiny(tiny_doc):
-    from simulator import scenario_from_dict
+    from trsim.simulator import scenario_from_dict
     return scenario_from_dict(tiny_doc)

@@ -8,11 +8,11 @@ import sys
 import pytest
 import yaml
 
-from simulator.cli import main
+from trsim.cli import main
 
 
 def run(*args):
-    p = subprocess.run([sys.executable, "-m", "simulator.cli", *args], capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-m", "trsim", *args], capture_output=True, text=True)
     return p.returncode, p.stdout, p.stderr
 
 

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from simulator import costs, scenario_from_dict
-from simulator.plan import FULL, KV_ONLY, SKIP, Layout, compile_points, hmgen_shallow_layers, select_layers
-from simulator.config import DropSpec, HimixSpec, HmgenSpec, ModelSpec, PyramidSpec, Task
+from trsim.simulator import costs, scenario_from_dict
+from trsim.simulator.plan import FULL, KV_ONLY, SKIP, Layout, compile_points, hmgen_shallow_layers, select_layers
+from trsim.simulator.config import DropSpec, HimixSpec, HmgenSpec, ModelSpec, PyramidSpec, Task
 
 # d=8, H=2, Hkv=1, hd=4, I=16 (swiglu), V=10; sequence: text 2, image 4, text 1
 M = ModelSpec(num_layers=2, hidden_size=8, num_attention_heads=2, num_key_value_heads=1, head_dim=4,
@@ -65,8 +65,8 @@ def test_hmgen_shallow_placement_and_limits():
     mask = hmgen_shallow_layers(28, [3, 5])
     assert np.nonzero(mask[0])[0].tolist() == [12, 14, 16]
     assert np.nonzero(mask[1])[0].tolist() == [10, 12, 14, 16, 18]
-    from simulator.plan import check_hmgen_count
-    from simulator.errors import ScenarioError
+    from trsim.simulator.plan import check_hmgen_count
+    from trsim.simulator.errors import ScenarioError
     with pytest.raises(ScenarioError, match="layers 0 and 27"):
         check_hmgen_count(14, 28, "x")
 
@@ -129,7 +129,7 @@ def test_more_dropping_never_costs_more(segs, L, k1, k2, frm):
 @settings(max_examples=60, deadline=None)
 @given(st.lists(seg, min_size=1, max_size=5), st.integers(3, 12), st.integers(0, 11))
 def test_per_layer_sums_equal_totals_and_full_at_least_causal(segs, L, k):
-    from simulator.simulate import evaluate
+    from trsim.simulator.simulate import evaluate
     lay = Layout.from_task(_task(segs))
     for spec in (HimixSpec(method="himix", from_layer=min(k, L - 1)), HmgenSpec(method="hmgen", shallow_layers=[1]),
                  DropSpec(method="drop", from_layer=min(k, L - 1), keep=0.3)):
@@ -142,7 +142,7 @@ def test_per_layer_sums_equal_totals_and_full_at_least_causal(segs, L, k):
 
 
 def test_simulate_per_layer_sums_equal_totals(tiny):
-    from simulator import simulate
+    from trsim.simulator import simulate
     res = simulate(tiny)
     for s in res.schedules:
         for t in s.tasks.values():
@@ -154,7 +154,7 @@ def test_simulate_per_layer_sums_equal_totals(tiny):
 
 
 def test_sweep_points_match_single_evaluations(tiny_doc):
-    from simulator import simulate
+    from trsim.simulator import simulate
     tiny_doc["sweep"] = {"schedule": "drop", "parameter": "keep", "values": [0.0, 0.25, 0.5, 1.0]}
     res = simulate(scenario_from_dict(tiny_doc))
     one = {s.name: s for s in res.schedules}["drop"]

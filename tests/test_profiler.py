@@ -5,14 +5,14 @@ import json
 import pytest
 import torch
 
-from simulator import costs
-from simulator.plan import compile_schedule, select_layers
-from profiler.flops import count_flop_counter, count_fvcore
-from profiler.measure import saved_activation_bytes
-from profiler.model import Decoder, init_weights
-from profiler.reference import reference_loss
-from profiler.run import analytic_counts, profile_scenario
-from profiler.schema import parse_results
+from trsim.simulator import costs
+from trsim.simulator.plan import compile_schedule, select_layers
+from trsim.profiler.flops import count_flop_counter, count_fvcore
+from trsim.profiler.measure import saved_activation_bytes
+from trsim.profiler.model import Decoder, init_weights
+from trsim.profiler.reference import reference_loss
+from trsim.profiler.run import analytic_counts, profile_scenario
+from trsim.profiler.schema import parse_results
 
 METHODS = ["baseline", "himix", "hmgen", "drop", "pyramid", "table"]
 
@@ -84,7 +84,7 @@ def test_subsampled_layers_execute_the_plan_rows(tiny):
 
 
 def test_oom_is_recorded_and_the_run_goes_on(tiny, monkeypatch):
-    import profiler.run as run
+    import trsim.profiler.run as run
     real = run.time_steps
 
     def boom(model, *a, **k):
@@ -100,7 +100,7 @@ def test_oom_is_recorded_and_the_run_goes_on(tiny, monkeypatch):
 
 
 def test_profile_cli_writes_valid_results_atomically(tmp_path, monkeypatch):
-    from simulator.cli import main
+    from trsim.cli import main
     out = tmp_path / "r.json"
     assert main(["profile", "scenarios/tiny_cpu.yaml", "--repeats", "2", "--warmup", "0", "--out", str(out),
                  "--schedules", "baseline,himix", "--format", "json"]) == 0
@@ -109,7 +109,7 @@ def test_profile_cli_writes_valid_results_atomically(tmp_path, monkeypatch):
     assert {c.schedule for c in res.cases} == {"baseline", "himix"} and all(c.flops_match for c in res.cases)
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left behind
 
-    import simulator.fileio as fio
+    import trsim.simulator.fileio as fio
     def fail(*a, **k):
         raise OSError("disk full")
     monkeypatch.setattr(fio.os, "fsync", fail)

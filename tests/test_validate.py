@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from simulator import scenario_from_dict
-from simulator.plan import compile_schedule
-from validate import fit as F
-from validate.commands import cross_validate
+from trsim.simulator import scenario_from_dict
+from trsim.simulator.plan import compile_schedule
+from trsim.validate import fit as F
+from trsim.validate.commands import cross_validate
 
 
 def synthetic_cases(tiny_doc, truth):
@@ -49,7 +49,7 @@ def test_cross_validation_never_sees_the_held_out_group(tiny_doc, monkeypatch):
     def spy(train, hw0):
         seen.append({c.schedule for c in train})
         return real(train, hw0)
-    import validate.commands as cmd
+    import trsim.validate.commands as cmd
     monkeypatch.setattr(cmd, "fit", spy)
     preds = cross_validate(cases, F.base_hardware("cpu"), "schedule")
     schedules = sorted({c.schedule for c in cases})
@@ -64,7 +64,7 @@ def test_cross_validation_never_sees_the_held_out_group(tiny_doc, monkeypatch):
 
 @pytest.mark.slow
 def test_cpu_end_to_end_profile_calibrate_validate(tmp_path):
-    from simulator.cli import main
+    from trsim.cli import main
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     for out, mb in ((a, "1"), (b, "3")):
         assert main(["profile", "scenarios/tiny_cpu.yaml", "--micro-batch", mb, "--repeats", "3", "--warmup", "1",

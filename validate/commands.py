@@ -6,10 +6,10 @@ import json
 import numpy as np
 from rich.table import Table
 
-from profiler.schema import load_results
-from simulator.config import load_calibration_parameters
-from simulator.errors import ScenarioError
-from simulator.fileio import atomic_write_json
+from trsim.profiler.schema import load_results
+from trsim.simulator.config import load_calibration_parameters
+from trsim.simulator.errors import ScenarioError
+from trsim.simulator.fileio import atomic_write_json
 
 from .fit import PARAMS, Case, base_hardware, calibration_document, cases_from_results, fit, hardware_for
 
@@ -47,7 +47,7 @@ def calibrate_command(args, console) -> int:
 
 def _flops_mismatches(cases: list[Case]) -> list[str]:
     """Counted FLOPs against the analytic FLOPs recomputed now from each case's plan."""
-    from profiler.run import analytic_counts
+    from trsim.profiler.run import analytic_counts
     bad = []
     for c in cases:
         ana = analytic_counts(c.plan, c.model, c.micro_batch, c.settings["attention"], c.settings["lm_head"])
@@ -163,8 +163,8 @@ def _print_report(report, preds, console):
 
 
 def _plot(report, preds, path):
-    from simulator.cli import require_matplotlib
-    from simulator.fileio import atomic_savefig
+    from trsim.cli import require_matplotlib
+    from trsim.simulator.fileio import atomic_savefig
     plt = require_matplotlib()
     fig, ax = plt.subplots(figsize=(5, 5))
     meas = [r["measured_fwd_bwd_s"] * 1e3 for r in report["cases"]]

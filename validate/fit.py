@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import least_squares
 
-from simulator.config import HardwareSpec, ModelSpec
-from simulator.plan import Plan
-from simulator.presets import HARDWARE_PRESETS
-from simulator.simulate import predict_case
+from trsim.simulator.config import HardwareSpec, ModelSpec
+from trsim.simulator.plan import Plan
+from trsim.simulator.presets import HARDWARE_PRESETS
+from trsim.simulator.simulate import predict_case
 
 PARAMS = ("matmul_efficiency", "matmul_half_rows", "attention_efficiency", "attention_half_keys",
           "bandwidth_efficiency", "gather_efficiency", "layer_overhead_s", "step_overhead_s")

@@ -10,7 +10,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from .errors import ScenarioError
+from trsim.simulator.errors import ScenarioError
 
 GiB = 2**30
 
@@ -103,7 +103,7 @@ def simulation_csv(res) -> str:
 
 
 def plot_sweep(sw: dict, path: str) -> None:
-    from .fileio import atomic_savefig
+    from trsim.simulator.fileio import atomic_savefig
     plt = require_matplotlib()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     x = sw["values"]
@@ -136,9 +136,9 @@ def require_matplotlib():
 
 
 def cmd_simulate(args, console: Console) -> int:
-    from .config import load_scenario
-    from .fileio import atomic_write_json, atomic_write_text
-    from .simulate import simulate
+    from trsim.simulator.config import load_scenario
+    from trsim.simulator.fileio import atomic_write_json, atomic_write_text
+    from trsim.simulator.simulate import simulate
     scn = load_scenario(args.scenario)
     if args.plot and scn.sweep is None:
         raise ScenarioError(args.scenario, "sweep", "a sweep block, since --plot draws the swept parameter")
@@ -164,7 +164,7 @@ def cmd_simulate(args, console: Console) -> int:
 
 
 def cmd_presets(args, console: Console) -> int:
-    from .presets import HARDWARE_PRESETS, MODEL_PRESETS
+    from trsim.simulator.presets import HARDWARE_PRESETS, MODEL_PRESETS
     if args.format == "json":
         print(json.dumps({"models": MODEL_PRESETS, "hardware": HARDWARE_PRESETS}, indent=1))
         return 0
@@ -192,6 +192,8 @@ def cmd_presets(args, console: Console) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trsim", description="Cost model and on-GPU validation of token-reduction "
                                 "schedules for unified vision-language model training.")
+    from trsim import __version__
+    p.add_argument("--version", action="version", version=f"trsim {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("simulate", help="FLOPs, memory, step time and budget of every schedule in a scenario")
     s.add_argument("scenario", help="scenario file (YAML, TOML or JSON)")
@@ -203,9 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("presets", help="list model and hardware presets")
     pr.add_argument("--format", choices=("table", "json"), default="table")
     pr.set_defaults(func=cmd_presets)
-    for name, module, helptext in (("profile", "profiler.cli", "run every schedule for real and measure it"),
-                                   ("calibrate", "validate.cli", "fit the time model to profiler results"),
-                                   ("validate", "validate.cli", "predicted against measured, with errors")):
+    for name, module, helptext in (("profile", "trsim.profiler.cli", "run every schedule for real and measure it"),
+                                   ("calibrate", "trsim.validate.cli", "fit the time model to profiler results"),
+                                   ("validate", "trsim.validate.cli", "predicted against measured, with errors")):
         sp = sub.add_parser(name, help=helptext)
         sp.set_defaults(lazy=(module, name))
         _add_lazy_arguments(sp, module, name)
