@@ -135,9 +135,27 @@ def static_bytes(params, t: TrainingSpec, data_parallel: int) -> dict[str, np.nd
 
 
 # ---------------------------------------------------------------------------------------- time
-def _matmul_time(flops, rows, hw: HardwareSpec):
+def linear_time(rows, k_in, n_out, hw: HardwareSpec):
+    """Forward + backward seconds of one linear layer: ``rows`` tokens x ``k_in`` -> ``n_out`` (any
+    broadcastable shapes). The forward GEMM is [rows, k_in] x [k_in, n_out]; the backward runs two GEMMs
+    of the same FLOPs (input gradient and weight gradient).
+
+    This is the one place where a GEMM's FLOPs become time: parallel layouts pass the per-rank shapes,
+    and the efficiency model decides how fast a GEMM of that shape runs.
+    Today: peak x matmul_efficiency x rows / (rows + matmul_half_rows) for all three GEMMs.
+    """
     rows = np.maximum(rows, 1)
-    return flops / (hw.peak_flops * hw.matmul_efficiency) * (1 + hw.matmul_half_rows / rows)
+    flops = 2.0 * rows * k_in * n_out
+    return 3 * flops / (hw.peak_flops * hw.matmul_efficiency) * (1 + hw.matmul_half_rows / rows)
+
+
+def attention_core_time(pairs, queries, heads, head_dim, hw: HardwareSpec):
+    """Forward + backward seconds of the attention core (scores and weighted sum) over ``pairs``
+    query-key pairs executed per head, for ``queries`` query rows (so ``pairs / queries`` keys each)."""
+    keys = pairs / np.maximum(queries, 1)
+    fwd = 4.0 * pairs * heads * head_dim / (hw.peak_flops * hw.attention_efficiency) * (
+        1 + hw.attention_half_keys / np.maximum(keys, 1))
+    return (1 + hw.attention_backward_ratio) * fwd
 
 
 def microbatch_time(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int, act_bytes: int,
@@ -155,17 +173,16 @@ def microbatch_time(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int,
     d, H, Hkv, hd, I, V = (m.hidden_size, m.num_attention_heads, m.num_key_value_heads, m.head_dim,
                            m.intermediate_size, m.vocab_size)
     e = act_bytes
-    mm = (_matmul_time(B * (f["q"] + f["o"] + f["mlp"]), B * c.nq, hw)
-          + _matmul_time(B * (f["k"] + f["v"]), B * c.nkv, hw))
-    lm = _matmul_time(B * lm_head_flops(c, m), B * c.n_lm, hw)
-    matmul = 3 * ((mm * w).sum(-1) + lm)  # forward + backward (2x)
+    rows_q, rows_kv = B * c.nq, B * c.nkv
+    mm = (linear_time(rows_q, d, H * hd, hw) + linear_time(rows_q, H * hd, d, hw)  # q, o
+          + 2 * linear_time(rows_kv, d, Hkv * hd, hw)                              # k, v
+          + linear_time(rows_q, d, I * (m.mlp_matrices - 1), hw) + linear_time(rows_q, I, d, hw))  # MLP
+    matmul = (mm * w).sum(-1) + linear_time(B * c.n_lm, d, V, hw)
 
     exec_pairs = np.where(c.masked, c.pairs_full, c.pairs_causal)
-    keys = exec_pairs / np.maximum(c.nq, 1)
-    att_fwd = 4 * B * exec_pairs * H * hd / (hw.peak_flops * hw.attention_efficiency) * (1 + hw.attention_half_keys
-                                                                                         / np.maximum(keys, 1))
-    att_fwd = att_fwd + B * f["rank"] / (hw.peak_flops * hw.attention_efficiency)
-    attention = (1 + hw.attention_backward_ratio) * (att_fwd * w).sum(-1)
+    att = attention_core_time(B * exec_pairs, B * c.nq, H, hd, hw)
+    rank = (1 + hw.attention_backward_ratio) * B * f["rank"] / (hw.peak_flops * hw.attention_efficiency)
+    attention = ((att + rank) * w).sum(-1)
 
     act = 3 * I if m.mlp_matrices == 3 else 2 * I
     kv_heads = np.where(c.masked, H, Hkv)
