@@ -16,26 +16,50 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError,
                       field_validator, model_validator)
 
-from .errors import ScenarioError
+from .errors import ScenarioError, describe
 from .presets import HARDWARE_PRESETS, MODEL_PRESETS
+from .reader import UnreadableFile, read_document as _read_document
+from .strict import error_from_validation, refuse_coercions, validate  # noqa: F401  (error_from_validation re-exported)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Every user-facing model: unknown keys refused, values finite. Booleans and strings are not taken as
+    numbers anywhere (``refuse_coercions`` checks every validated document against its raw input)."""
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# Bounded generic types. The bounds are far beyond any real run and keep every count a float64 can hold
+# exactly, so no product in the cost model can overflow or lose its meaning.
+def _count(hi: int, lo: int = 1):
+    return Annotated[int, Field(ge=lo, le=hi)]
+
+
+def _real(lo: float | None = None, hi: float | None = None, gt: float | None = None):
+    return Annotated[float, Field(ge=lo, le=hi, gt=gt, allow_inf_nan=False)]
+
+
+Dim = _count(2**20)                  # widths, heads, head_dim
+Layers = _count(2**14)
+Vocab = _count(2**27)
+Tokens = _count(10**9)               # tokens of one segment
+Samples = _count(10**15, lo=0)
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+MAX_SEGMENTS = 1024
+MAX_SWEEP_POINTS = 100_000
 
 
 # ----------------------------------------------------------------------------------------- model
 class ModelSpec(_Strict):
     """A decoder-only transformer, LLaMA-style unless ``mlp`` says otherwise."""
-    name: str = "custom"
-    num_layers: PositiveInt
-    hidden_size: PositiveInt
-    num_attention_heads: PositiveInt
-    num_key_value_heads: PositiveInt
-    head_dim: PositiveInt
-    intermediate_size: PositiveInt
+    name: Annotated[str, Field(max_length=200)] = "custom"
+    num_layers: Layers
+    hidden_size: Dim
+    num_attention_heads: Dim
+    num_key_value_heads: Dim
+    head_dim: Dim
+    intermediate_size: _count(2**22)
     mlp: Literal["swiglu", "geglu", "gelu"] = "swiglu"
-    vocab_size: PositiveInt
+    vocab_size: Vocab
     tie_word_embeddings: bool = False
 
     @model_validator(mode="after")
@@ -52,16 +76,16 @@ class ModelSpec(_Strict):
 
 class ModelInput(_Strict):
     preset: Optional[str] = None
-    hf_config: Optional[str] = None
-    name: Optional[str] = None
-    num_layers: Optional[PositiveInt] = None
-    hidden_size: Optional[PositiveInt] = None
-    num_attention_heads: Optional[PositiveInt] = None
-    num_key_value_heads: Optional[PositiveInt] = None
-    head_dim: Optional[PositiveInt] = None
-    intermediate_size: Optional[PositiveInt] = None
+    hf_config: Optional[Annotated[str, Field(min_length=1, max_length=4096)]] = None
+    name: Optional[Annotated[str, Field(max_length=200)]] = None
+    num_layers: Optional[Layers] = None
+    hidden_size: Optional[Dim] = None
+    num_attention_heads: Optional[Dim] = None
+    num_key_value_heads: Optional[Dim] = None
+    head_dim: Optional[Dim] = None
+    intermediate_size: Optional[_count(2**22)] = None
     mlp: Optional[Literal["swiglu", "geglu", "gelu"]] = None
-    vocab_size: Optional[PositiveInt] = None
+    vocab_size: Optional[Vocab] = None
     tie_word_embeddings: Optional[bool] = None
 
     @field_validator("preset")
@@ -105,13 +129,11 @@ def resolve_model(inp: ModelInput, base_dir: Path) -> ModelSpec:
                    if v is not None and k not in ("preset", "hf_config")})
     if "head_dim" not in fields and "hidden_size" in fields and "num_attention_heads" in fields:
         if fields["hidden_size"] % fields["num_attention_heads"]:
-            raise ScenarioError(None, "model.head_dim", "given explicitly, since hidden_size is not a multiple "
-                                "of num_attention_heads")
+            raise ScenarioError(None, "model.head_dim", f"a value given explicitly, since hidden_size "
+                                f"({fields['hidden_size']}) is not a multiple of num_attention_heads "
+                                f"({fields['num_attention_heads']})")
         fields["head_dim"] = fields["hidden_size"] // fields["num_attention_heads"]
-    try:
-        return ModelSpec(**fields)
-    except ValidationError as exc:
-        raise _first_error(exc, prefix="model")
+    return validate(ModelSpec, fields, prefix="model")
 
 
 # -------------------------------------------------------------------------------------- hardware
@@ -146,8 +168,8 @@ CALIBRATED_FIELDS = ("matmul_efficiency", "matmul_half_rows", "attention_efficie
 class HardwareInput(_Strict):
     preset: Optional[str] = None
     calibration: Optional[str] = None
-    num_gpus: PositiveInt = 8
-    price_per_gpu_hour: float = Field(default=2.5, ge=0)
+    num_gpus: _count(2**24) = 8
+    price_per_gpu_hour: _real(lo=0, hi=1e6) = 2.5
     # any HardwareSpec field may be overridden explicitly
     name: Optional[str] = None
     peak_flops: Optional[PositiveFloat] = None
@@ -176,46 +198,41 @@ class HardwareInput(_Strict):
         return v
 
 
-def load_calibration_parameters(path: Path) -> dict[str, float]:
-    """The fitted parameters of a calibration file written by ``trsim calibrate``."""
-    try:
-        doc = json.loads(path.read_text())
-        params = doc["parameters"]
-        return {k: float(params[k]["value"] if isinstance(params[k], dict) else params[k])
-                for k in CALIBRATED_FIELDS if k in params}
-    except FileNotFoundError:
-        raise ScenarioError(None, "hardware.calibration", f"an existing calibration file, but {path} does not exist")
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise ScenarioError(None, "hardware.calibration",
-                            f"a calibration JSON with a 'parameters' object ({path}: {exc})")
-
-
-def resolve_hardware(inp: HardwareInput, base_dir: Path) -> HardwareSpec:
+def resolve_hardware(inp: HardwareInput, base_dir: Path, force_calibration: bool = False
+                     ) -> tuple[HardwareSpec, Optional[dict]]:
+    """The hardware profile (preset, then calibration, then explicit fields) and a summary of the calibration
+    applied, if any. A calibration fitted for other hardware is refused unless ``force_calibration``."""
+    from .calibration import load_calibration
     fields: dict[str, Any] = {}
     if inp.preset:
         fields.update({k: v for k, v in HARDWARE_PRESETS[inp.preset].items() if k != "source"}, name=inp.preset)
-    if inp.calibration:
-        path = base_dir / inp.calibration
-        fields.update(load_calibration_parameters(path), calibration=str(inp.calibration))
     fields.update({k: v for k, v in inp.model_dump().items()
                    if v is not None and k not in ("preset", "calibration", "num_gpus", "price_per_gpu_hour")})
-    try:
-        return HardwareSpec(**fields)
-    except ValidationError as exc:
-        raise _first_error(exc, prefix="hardware")
+    summary = None
+    if inp.calibration:
+        path = base_dir / inp.calibration
+        target = fields.get("name", "custom")
+        try:
+            cal = load_calibration(path, expected_hardware=target, force=force_calibration)
+        except UnreadableFile as err:
+            raise err.for_field("hardware.calibration")
+        summary = cal.summary(str(path), forced=force_calibration and cal.hardware_preset != target)
+        explicit = {k for k, v in inp.model_dump().items() if v is not None}
+        fields.update({k: v for k, v in cal.values().items() if k not in explicit}, calibration=str(path))
+    return validate(HardwareSpec, fields, prefix="hardware"), summary
 
 
 # -------------------------------------------------------------------------------------- training
 class TrainingSpec(_Strict):
-    micro_batch_size: PositiveInt = 8
-    global_batch_size: PositiveInt = 512
-    epochs: PositiveFloat = 1.0
+    micro_batch_size: _count(2**20) = 8
+    global_batch_size: _count(2**40) = 512
+    epochs: _real(gt=0, hi=1e6) = 1.0
     activation_checkpointing: bool = False
     zero_stage: Literal[0, 1, 2, 3] = 2
-    weight_bytes: PositiveInt = 2          # bf16 weights
-    gradient_bytes: PositiveInt = 2        # bf16 gradients
-    optimizer_bytes: PositiveInt = 12      # AdamW: fp32 master weights + first and second moments
-    activation_bytes: PositiveInt = 2      # bf16 activations
+    weight_bytes: _count(64) = 2          # bf16 weights
+    gradient_bytes: _count(64) = 2        # bf16 gradients
+    optimizer_bytes: _count(256) = 12     # AdamW: fp32 master weights + first and second moments
+    activation_bytes: _count(64) = 2      # bf16 activations
 
 
 class Conventions(_Strict):
@@ -226,15 +243,15 @@ class Conventions(_Strict):
 
 # ----------------------------------------------------------------------------------------- tasks
 class Segment(_Strict):
-    name: str
+    name: Name
     kind: Literal["text", "image"]
-    tokens: PositiveInt
+    tokens: Tokens
     target: bool = False
 
 
 class Task(_Strict):
-    samples: NonNegativeInt = 0
-    segments: list[Segment] = Field(min_length=1)
+    samples: Samples = 0
+    segments: list[Segment] = Field(min_length=1, max_length=MAX_SEGMENTS)
 
     @field_validator("segments")
     @classmethod
@@ -247,19 +264,19 @@ class Task(_Strict):
 
 
 # ------------------------------------------------------------------------------------- schedules
-_keep = Annotated[float, Field(ge=0, le=1)]
+_keep = _real(lo=0, hi=1)
 
 
 class HimixSpec(_Strict):
     method: Literal["himix"]
-    from_layer: NonNegativeInt = 0
+    from_layer: _count(2**14, lo=0) = 0
     separate_image_projections: bool = True
 
 
 class HmgenSpec(_Strict):
     method: Literal["hmgen"]
-    shallow: Optional[NonNegativeInt] = None
-    shallow_layers: Optional[list[NonNegativeInt]] = None
+    shallow: Optional[_count(2**14, lo=0)] = None
+    shallow_layers: Optional[list[_count(2**14, lo=0)]] = Field(default=None, max_length=2**14)
     separate_image_projections: bool = True
 
     @model_validator(mode="after")
@@ -271,14 +288,14 @@ class HmgenSpec(_Strict):
 
 class DropSpec(_Strict):
     method: Literal["drop"]
-    from_layer: NonNegativeInt
+    from_layer: _count(2**14, lo=0)
     keep: _keep
     selection: Literal["even", "attention"] = "even"
 
 
 class PyramidSpec(_Strict):
     method: Literal["pyramid"]
-    stages: list[tuple[NonNegativeInt, _keep]] = Field(min_length=1)
+    stages: list[tuple[_count(2**14, lo=0), _keep]] = Field(min_length=1, max_length=2**14)
     selection: Literal["even", "attention"] = "even"
 
     @field_validator("stages")
@@ -318,27 +335,26 @@ _METHODS = {"himix": HimixSpec, "hmgen": HmgenSpec, "drop": DropSpec, "pyramid":
 
 def parse_method(raw: Any, field: str) -> MethodSpec:
     if not isinstance(raw, dict):
-        raise ScenarioError(None, field, f"a mapping with 'method' ({', '.join(_METHODS)}) or 'layers', got {raw!r}")
+        raise ScenarioError(None, field, f"a mapping with 'method' ({', '.join(_METHODS)}) or 'layers', "
+                            f"got {describe(raw)}")
     if "layers" in raw and "method" not in raw:
         cls = LayersSpec
     else:
         method = raw.get("method")
-        if method not in _METHODS:
+        if not isinstance(method, str) or method not in _METHODS:
             raise ScenarioError(None, f"{field}.method", f"one of {', '.join(_METHODS)} (or a 'layers' table), "
-                                f"got {method!r}")
+                                f"got {describe(method)}")
         cls = _METHODS[method]
-    try:
-        return cls(**raw)
-    except ValidationError as exc:
-        raise _first_error(exc, prefix=field)
+    return validate(cls, raw, prefix=field)
 
 
 class SweepSpec(_Strict):
     schedule: str
     task: Optional[str] = None
     parameter: Literal["shallow", "keep", "from_layer"]
-    values: Optional[list[float]] = None
-    range: Optional[tuple[float, float, float]] = None  # start, stop (inclusive), step
+    values: Optional[list[_real(lo=-1e15, hi=1e15)]] = Field(default=None, max_length=MAX_SWEEP_POINTS)
+    range: Optional[tuple[_real(lo=-1e15, hi=1e15), _real(lo=-1e15, hi=1e15), _real(lo=-1e15, hi=1e15)]] = None
+    # range: start, stop (inclusive), step
 
     @model_validator(mode="after")
     def _one_of(self):
@@ -348,6 +364,11 @@ class SweepSpec(_Strict):
             raise ValueError("range as [start, stop, step] with step > 0 and stop >= start")
         if self.values is not None and not self.values:
             raise ValueError("a non-empty list of values")
+        if self.range is not None:  # bounded up front, before anything is allocated
+            start, stop, step = self.range
+            n = (stop - start) / step + 1
+            if n > MAX_SWEEP_POINTS:
+                raise ValueError(f"a range of at most {MAX_SWEEP_POINTS:,} points, got {n:,.0f}")
         return self
 
     def points(self):
@@ -361,14 +382,15 @@ class SweepSpec(_Strict):
 
 # -------------------------------------------------------------------------------------- scenario
 class ScenarioFile(_Strict):
-    name: str
-    description: str = ""
+    name: Name
+    description: Annotated[str, Field(max_length=10_000)] = ""
     model: ModelInput
     hardware: HardwareInput = HardwareInput(preset="h100-sxm")
     training: TrainingSpec = TrainingSpec()
     conventions: Conventions = Conventions()
-    tasks: dict[str, Task] = Field(min_length=1)
-    schedules: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=lambda: {"baseline": {}})
+    tasks: dict[Name, Task] = Field(min_length=1, max_length=1024)
+    schedules: dict[Name, Optional[dict[Name, Any]]] = Field(default_factory=lambda: {"baseline": {}},
+                                                            max_length=1024)
     sweep: Optional[SweepSpec] = None
 
 
@@ -387,6 +409,7 @@ class Scenario(BaseModel):
     tasks: dict[str, Task]
     schedules: dict[str, dict[str, MethodSpec]]
     sweep: Optional[SweepSpec]
+    calibration: Optional[dict] = None   # summary of the calibration file applied (CalibrationFile.summary)
 
     @property
     def grad_accumulation(self) -> int:
@@ -396,55 +419,21 @@ class Scenario(BaseModel):
         return self.model_copy(update=changes)
 
 
-def _first_error(exc: ValidationError, prefix: str = "") -> ScenarioError:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(err["loc"]))
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "no such key (unknown field)"
-    elif err["type"] == "missing":
-        msg = "a value (this field is required)"
-    elif msg.startswith("Value error, "):
-        msg = "expected " + msg[len("Value error, "):]
-    elif "input" in err and not isinstance(err["input"], (dict, list)):
-        msg = f"{msg}, got {err['input']!r}"
-    return ScenarioError(None, loc, msg)
-
-
 def read_document(path: str | Path) -> dict:
-    """Parse a YAML (safe loader), TOML or JSON file into a dict, or raise ScenarioError."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise ScenarioError(str(p), "<file>", "an existing scenario file (not found)")
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise ScenarioError(str(p), "<file>", f"a readable text file ({exc.__class__.__name__})")
-    try:
-        if p.suffix.lower() == ".toml":
-            doc = tomllib.loads(text)
-        elif p.suffix.lower() == ".json":
-            doc = json.loads(text)
-        else:
-            doc = yaml.safe_load(text)
-    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        detail = " ".join(str(exc).split())
-        raise ScenarioError(str(p), "<file>", f"well-formed {p.suffix.lstrip('.') or 'YAML'} ({detail})")
-    if not isinstance(doc, dict):
-        raise ScenarioError(str(p), "<root>", f"a mapping at the top level, got {type(doc).__name__}")
-    return doc
+    """Parse a YAML (safe loader), TOML or JSON scenario file into a dict, or raise ScenarioError."""
+    return _read_document(path, what="scenario file")
 
 
-def scenario_from_dict(doc: dict, source: str = "<scenario>", base_dir: Path | None = None) -> Scenario:
+def scenario_from_dict(doc: dict, source: str = "<scenario>", base_dir: Path | None = None,
+                       force_calibration: bool = False) -> Scenario:
     from .plan import validate_schedule  # the plan compiler owns schedule semantics
     base_dir = base_dir or Path(".")
     try:
-        try:
-            raw = ScenarioFile(**doc)
-        except ValidationError as exc:
-            raise _first_error(exc)
+        if not isinstance(doc, dict):
+            raise ScenarioError(None, "<root>", f"a mapping at the top level, got {describe(doc)}")
+        raw = validate(ScenarioFile, doc)
         model = resolve_model(raw.model, base_dir)
-        hardware = resolve_hardware(raw.hardware, base_dir)
+        hardware, calibration = resolve_hardware(raw.hardware, base_dir, force_calibration)
         tr = raw.training
         per_step = tr.micro_batch_size * raw.hardware.num_gpus
         if tr.global_batch_size % per_step:
@@ -467,7 +456,8 @@ def scenario_from_dict(doc: dict, source: str = "<scenario>", base_dir: Path | N
         return Scenario(name=raw.name, description=raw.description, source=source, model=model,
                         hardware=hardware, num_gpus=raw.hardware.num_gpus,
                         price_per_gpu_hour=raw.hardware.price_per_gpu_hour, training=tr,
-                        conventions=raw.conventions, tasks=raw.tasks, schedules=schedules, sweep=raw.sweep)
+                        conventions=raw.conventions, tasks=raw.tasks, schedules=schedules, sweep=raw.sweep,
+                        calibration=calibration)
     except ScenarioError as err:
         raise err.located(source)
 
@@ -478,7 +468,8 @@ def _check_sweep(sweep: SweepSpec, schedules: dict[str, dict[str, MethodSpec]]) 
                             f"got {sweep.schedule!r}")
     tasks = schedules[sweep.schedule]
     if sweep.task is None and len(tasks) != 1:
-        raise ScenarioError(None, "sweep.task", f"the task whose schedule is swept (one of {', '.join(tasks)})")
+        raise ScenarioError(None, "sweep.task", f"the task whose schedule is swept (one of {', '.join(tasks)}), "
+                            f"got none")
     task = sweep.task or next(iter(tasks))
     if task not in tasks:
         raise ScenarioError(None, "sweep.task", f"a task of schedule {sweep.schedule!r} ({', '.join(tasks)}), "
@@ -491,8 +482,9 @@ def _check_sweep(sweep: SweepSpec, schedules: dict[str, dict[str, MethodSpec]]) 
                             f"method ({', '.join(ok) or 'none can be swept'}), got {sweep.parameter!r}")
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read, validate and resolve a scenario file."""
+def load_scenario(path: str | Path, force_calibration: bool = False) -> Scenario:
+    """Read, validate and resolve a scenario file (``force_calibration``: apply a calibration fitted for
+    other hardware anyway)."""
     p = Path(path)
     doc = read_document(p)
-    return scenario_from_dict(doc, source=str(p), base_dir=p.parent)
+    return scenario_from_dict(doc, source=str(p), base_dir=p.parent, force_calibration=force_calibration)

@@ -80,6 +80,7 @@ class SimulationResult:
     cost_model: str
     schedules: list[ScheduleResult]
     sweep: dict | None = None
+    calibration: dict | None = None   # the calibration file applied (None: the preset's uncalibrated values)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -211,7 +212,8 @@ def simulate(scn: Scenario) -> SimulationResult:
             parameters=_f(ev["params"]), warnings=warnings))
     out = SimulationResult(scenario=scn.name, description=scn.description, model=scn.model.name,
                            hardware=scn.hardware.name, num_gpus=scn.num_gpus,
-                           cost_model=scn.conventions.cost_model, schedules=results)
+                           cost_model=scn.conventions.cost_model, schedules=results,
+                           calibration=scn.calibration)
     if scn.sweep is not None:
         out.sweep = run_sweep(scn)
     return out

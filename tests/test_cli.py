@@ -56,7 +56,7 @@ def _write(tmp_path, doc, name="s.yaml"):
 
 
 BAD = [
-    (lambda d: d.update(colour="blue"), "colour: no such key"),
+    (lambda d: d.update(colour="blue"), "colour: expected one of the keys name, description, model"),
     (lambda d: d["model"].update(preset="llama-9"), "model.preset"),
     (lambda d: d["schedules"].update(x={"u": {"method": "magic"}}), "schedules.x.u.method"),
     (lambda d: d["tasks"]["u"]["segments"][1].update(tokens=0), "tasks.u.segments.1.tokens"),
@@ -116,7 +116,11 @@ def test_hf_config_and_calibration_paths(tmp_path, tiny_doc, capsys):
                                                       "hidden_act": "silu"}))
     tiny_doc["model"] = {"hf_config": "config.json"}
     cal = tmp_path / "cal.json"
-    cal.write_text(json.dumps({"parameters": {"matmul_efficiency": {"value": 0.5, "std": 0.01}}}))
+    from trsim.simulator.calibration import calibration_document, write_calibration
+    write_calibration(cal, calibration_document(
+        {"matmul_efficiency": 0.5}, std={"matmul_efficiency": 0.01}, hardware_preset="cpu",
+        environment={"device": "cpu", "torch": "2.13.0"}, results_files=["r.json"], cases=3,
+        fit={"method": "test", "measurements": 3, "fitted": ["matmul_efficiency"]}))
     tiny_doc["hardware"]["calibration"] = "cal.json"
     assert main(["simulate", _write(tmp_path, tiny_doc), "--format", "json"]) == 0
     tiny_doc["hardware"]["calibration"] = "nope.json"

@@ -26,11 +26,8 @@ def _fmt_hours(x: float) -> str:
 def print_simulation(res, console: Console, detail: bool = False) -> None:
     title = (f"{res.scenario}: {res.model} on {res.num_gpus} x {res.hardware}"
              + (f"\n[dim]{res.description}[/dim]" if res.description else ""))
-    t = Table(title=title, title_justify="left")
-    for col, just in [("schedule", "left"), ("FLOPs ratio", "right"), ("paper formula", "right"),
-                      ("speedup", "right"), ("step time", "right"), ("MFU", "right"), ("peak memory", "right"),
-                      ("GPU-hours", "right"), ("cost", "right"), ("saved", "right")]:
-        t.add_column(col, justify=just)
+    t = table(title, ("schedule", "FLOPs ratio", "paper formula", "speedup", "step time", "MFU", "peak memory",
+                      "GPU-hours", "cost", "saved"), left=("schedule",))
     for s in res.schedules:
         fits = "" if s.step.fits else " [red](OOM)[/red]"
         t.add_row(s.name, f"{s.exact_flops_ratio:.3f}x", f"{s.paper_flops_ratio:.3f}x", f"{s.speedup:.2f}x",
@@ -68,14 +65,22 @@ def print_simulation(res, console: Console, detail: bool = False) -> None:
                       f"{best.budget.gpu_hours_saved:,.0f} GPU-hours ({_fmt_money(best.budget.cost_saved_usd)}) saved.")
     if res.sweep:
         print_sweep(res.sweep, console)
+    console.print(calibration_line(res.calibration), markup=False, highlight=False)
+
+
+def calibration_line(cal: dict | None) -> str:
+    """Which calibration produced the step times (every output records it)."""
+    if not cal:
+        return "calibration: none (the hardware preset's uncalibrated efficiency values)"
+    forced = " - FORCED onto other hardware" if cal.get("forced") else ""
+    return (f"calibration: {cal['file']} (fitted for {cal['hardware_preset']} on {cal.get('gpu') or cal['device']}, "
+            f"torch {cal['torch']}, {cal['cases']} cases, {cal['created']}){forced}")
 
 
 def print_sweep(sw: dict, console: Console, limit: int = 40) -> None:
-    t = Table(title=f"sweep of {sw['parameter']} ({sw['schedule']}/{sw['task']}), {len(sw['values'])} points",
-              title_justify="left")
-    for col in (sw["parameter"], "FLOPs ratio", "paper formula", "speedup", "step time", "MFU", "peak memory",
-                "GPU-hours"):
-        t.add_column(col, justify="right")
+    t = table(f"sweep of {sw['parameter']} ({sw['schedule']}/{sw['task']}), {len(sw['values'])} points",
+              (sw["parameter"], "FLOPs ratio", "paper formula", "speedup", "step time", "MFU", "peak memory",
+               "GPU-hours"))
     n = len(sw["values"])
     idx = list(range(n)) if n <= limit else list(range(limit // 2)) + list(range(n - limit // 2, n))
     for j, i in enumerate(idx):
@@ -92,13 +97,14 @@ def simulation_csv(res) -> str:
     w = csv.writer(buf)
     w.writerow(["schedule", "task", "tokens", "flops_forward", "flops_backward", "lm_head_flops_forward",
                 "microbatch_time_s", "activation_bytes", "step_time_s", "step_flops", "flops_ratio",
-                "paper_flops_ratio", "speedup", "peak_memory_bytes", "mfu", "gpu_hours", "cost_usd"])
+                "paper_flops_ratio", "speedup", "peak_memory_bytes", "mfu", "gpu_hours", "cost_usd", "calibration"])
+    cal = res.calibration["file"] if res.calibration else ""
     for s in res.schedules:
         for name, tr in s.tasks.items():
             w.writerow([s.name, name, tr.tokens, tr.flops_forward, tr.flops_backward, tr.lm_head_flops_forward,
                         tr.microbatch_time_s, tr.activation_bytes, s.step.time_s, s.step.flops, s.flops_ratio,
                         s.paper_flops_ratio, s.speedup, s.step.peak_memory_bytes, s.step.mfu, s.budget.gpu_hours,
-                        s.budget.cost_usd])
+                        s.budget.cost_usd, cal])
     return buf.getvalue()
 
 
@@ -139,7 +145,7 @@ def cmd_simulate(args, console: Console) -> int:
     from trsim.simulator.config import load_scenario
     from trsim.simulator.fileio import atomic_write_json, atomic_write_text
     from trsim.simulator.simulate import simulate
-    scn = load_scenario(args.scenario)
+    scn = load_scenario(args.scenario, force_calibration=args.force)
     if args.plot and scn.sweep is None:
         raise ScenarioError(args.scenario, "sweep", "a sweep block, since --plot draws the swept parameter")
     res = simulate(scn)
@@ -168,10 +174,9 @@ def cmd_presets(args, console: Console) -> int:
     if args.format == "json":
         print(json.dumps({"models": MODEL_PRESETS, "hardware": HARDWARE_PRESETS}, indent=1))
         return 0
-    t = Table(title="model presets (values from each checkpoint's config.json)", title_justify="left")
-    for col in ("preset", "layers", "hidden", "heads", "kv heads", "head dim", "intermediate", "mlp", "vocab",
-                "tied", "source"):
-        t.add_column(col, justify="left" if col in ("preset", "mlp", "source") else "right")
+    t = table("model presets (values from each checkpoint's config.json)",
+              ("preset", "layers", "hidden", "heads", "kv heads", "head dim", "intermediate", "mlp", "vocab", "tied",
+               "source"), left=("preset", "mlp", "source"))
     for name, p in MODEL_PRESETS.items():
         t.add_row(name, str(p["num_layers"]), str(p["hidden_size"]), str(p["num_attention_heads"]),
                   str(p["num_key_value_heads"]), str(p["head_dim"]), str(p["intermediate_size"]), p["mlp"],
@@ -201,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--detail", action="store_true", help="per-task breakdown and the compiled plans")
     s.add_argument("--out", help="also write the results (JSON, or CSV if the name ends in .csv)")
     s.add_argument("--plot", help="PNG of speedup and FLOPs ratio against the swept value (needs a sweep)")
+    s.add_argument("--force", action="store_true",
+                   help="apply a calibration file fitted for other hardware than the scenario's")
     s.set_defaults(func=cmd_simulate)
     pr = sub.add_parser("presets", help="list model and hardware presets")
     pr.add_argument("--format", choices=("table", "json"), default="table")
@@ -221,8 +228,26 @@ def _add_lazy_arguments(sp, module: str, name: str) -> None:
     getattr(mod, f"add_{name}_arguments")(sp)
 
 
+def make_console(file=None) -> Console:
+    """Rich console for tables. When stdout is not a terminal (a pipe, a file, CI logs) nothing is ever cut to
+    fit a width: lines are as long as their content. On a narrow terminal table cells fold onto more lines
+    instead of being cut with an ellipsis (see ``table``)."""
+    probe = Console(file=file)
+    if probe.is_terminal:
+        return probe
+    return Console(file=file, width=100_000, soft_wrap=True, no_color=True, highlight=False)
+
+
+def table(title: str, columns, left=()) -> Table:
+    """A results table whose cells fold rather than truncate: no number is ever shown with an ellipsis."""
+    t = Table(title=title, title_justify="left")
+    for col in columns:
+        t.add_column(col, justify="left" if col in left else "right", overflow="fold")
+    return t
+
+
 def main(argv=None) -> int:
-    console = Console()
+    console = make_console()
     err = Console(stderr=True)
     args = build_parser().parse_args(argv)
     try:

@@ -12,6 +12,7 @@ def add_calibrate_arguments(p) -> None:
 def add_validate_arguments(p) -> None:
     p.add_argument("results", nargs="+", help="results JSON files written by 'trsim profile'")
     p.add_argument("--calibration", help="calibration JSON (default: fit inside each cross-validation fold)")
+    p.add_argument("--force", action="store_true", help="apply a calibration fitted for other hardware anyway")
     p.add_argument("--hardware", default=None, help="hardware preset (default: from the results)")
     p.add_argument("--plot", help="PNG of predicted against measured step time with the y = x line")
     p.add_argument("--out", help="write the validation report as JSON, atomically")

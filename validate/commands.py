@@ -7,7 +7,7 @@ import numpy as np
 from rich.table import Table
 
 from trsim.profiler.schema import load_results
-from trsim.simulator.config import load_calibration_parameters
+from trsim.simulator.calibration import load_calibration
 from trsim.simulator.errors import ScenarioError
 from trsim.simulator.fileio import atomic_write_json
 
@@ -93,7 +93,9 @@ def validate_command(args, console) -> int:
     report = {"results_files": list(args.results), "hardware_preset": preset, "gpu": env.get("gpu"),
               "device": env.get("device"), "flops_mismatches": mismatches, "cases": []}
     if args.calibration:
-        hw = hw0.model_copy(update=load_calibration_parameters(__import__("pathlib").Path(args.calibration)))
+        cal = load_calibration(args.calibration, expected_hardware=preset, force=args.force)
+        report["calibration"] = cal.summary(args.calibration, forced=args.force and cal.hardware_preset != preset)
+        hw = hw0.model_copy(update=cal.values())
         preds = {"calibration": {i: c.predict(hw) for i, c in enumerate(cases)}}
     else:
         preds = {"leave-one-schedule-out": cross_validate(cases, hw0, "schedule"),

@@ -8,8 +8,6 @@ backward measured together it cannot be told apart from ``attention_efficiency``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-
 import numpy as np
 from scipy.optimize import least_squares
 
@@ -139,12 +137,11 @@ def fit(cases: list[Case], hw0: HardwareSpec) -> FitResult:
 
 
 def calibration_document(fitres: FitResult, sources: list[str], environment: dict, preset: str) -> dict:
-    import datetime as _dt
-    return {"schema": "trsim.calibration/1",
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "hardware_preset": preset, "gpu": environment.get("gpu"), "device": environment.get("device"),
-            "torch": environment.get("torch"), "cuda": environment.get("cuda"), "dtype": environment.get("dtype"),
-            "results_files": [str(Path(s)) for s in sources], "cases": fitres.cases,
-            "residual_rms_log": fitres.residual_rms, "parameters_at_bounds": fitres.at_bound,
-            "not_fitted": {"attention_backward_ratio": fitres.hardware.attention_backward_ratio},
-            "parameters": {k: {"value": fitres.values[k], "std": fitres.std[k]} for k in PARAMS}}
+    """The calibration file's contents, validated by trsim.simulator.calibration (which also reads it back)."""
+    from trsim.simulator.calibration import calibration_document as _document
+    fit_record = {"method": "bounded nonlinear least squares (scipy.optimize.least_squares, trf)",
+                  "measurements": fitres.cases, "fitted": list(PARAMS),
+                  "fixed": {"attention_backward_ratio": fitres.hardware.attention_backward_ratio},
+                  "residual_rms_log": fitres.residual_rms, "at_bounds": list(fitres.at_bound)}
+    return _document(fitres.values, hardware_preset=preset, environment=environment, results_files=sources,
+                     cases=fitres.cases, fit=fit_record, std=fitres.std)
