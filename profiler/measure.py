@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from contextlib import contextmanager
 
 import torch
@@ -56,8 +57,9 @@ def constant_storages(model) -> set[int]:
     if getattr(model, "_idx_lm", None) is not None:
         out.add(model._idx_lm.untyped_storage().data_ptr())
     for io in (model._io or []) + getattr(model, "_built", []):
-        for t in (io.idx_q, io.idx_kvo, io.mask, io.cos_q, io.sin_q, io.cos_k, io.sin_k):
-            if t is not None:
+        block = io.block_mask.as_tuple()[:-1] if io.block_mask is not None else ()
+        for t in (io.idx_q, io.idx_kvo, io.mask, io.cos_q, io.sin_q, io.cos_k, io.sin_k, *block):
+            if isinstance(t, torch.Tensor):
                 out.add(t.untyped_storage().data_ptr())
     return out
 
@@ -72,6 +74,13 @@ def saved_activation_bytes(model, ids, labels) -> int:
     loss.backward()
     model.zero_grad(set_to_none=True)
     return sum(b for p, b in seen.items() if p not in constants)
+
+
+def stats(xs) -> dict:
+    """Median, extremes and interquartile range of repeated measurements (seconds)."""
+    q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
+    return {"median_s": statistics.median(xs), "min_s": min(xs), "max_s": max(xs), "iqr_s": q[2] - q[0],
+            "samples": len(xs)}
 
 
 def _sync(device):
@@ -106,30 +115,14 @@ def time_steps(model, ids, labels, optimizer, repeats: int, warmup: int) -> dict
             fb.append(t_fb)
             opt.append(t_opt)
     model.zero_grad(set_to_none=True)
-
-    def stats(xs):
-        q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
-        return {"median_s": statistics.median(xs), "min_s": min(xs), "max_s": max(xs), "iqr_s": q[2] - q[0],
-                "samples": len(xs)}
     return {"forward_backward": stats(fb), "optimizer": stats(opt)}
 
 
-def class_times(model, ids, labels) -> dict:
-    """Self time per operator class and forward time per layer, from one torch.profiler run (seconds).
-    On CUDA the device (kernel) time is used, elsewhere the CPU self time."""
-    from torch.profiler import ProfilerActivity, profile
-    device = ids.device
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    model.zero_grad(set_to_none=True)
-    _sync(device)
-    with profile(activities=acts) as prof:
-        model(ids, labels).backward()
-        _sync(device)
-    model.zero_grad(set_to_none=True)
-    use_dev = device.type == "cuda"
+def _step_classes(events, use_dev: bool, n_layers: int) -> tuple[dict, list[float]]:
+    """Self time per operator class and forward time per layer of one profiled step (seconds)."""
     out = {c: 0.0 for c in CLASSES}
     layers: dict[int, float] = {}
-    for ev in prof.key_averages():
+    for ev in events:
         t = (ev.self_device_time_total if use_dev else ev.self_cpu_time_total) / 1e6
         if ev.key.startswith("trsim.layer."):
             layers[int(ev.key.rsplit(".", 1)[1])] = (ev.device_time_total if use_dev else ev.cpu_time_total) / 1e6
@@ -137,4 +130,34 @@ def class_times(model, ids, labels) -> dict:
         cls = classify(ev.key)
         if cls is not None:
             out[cls] += t
-    return {"classes_s": out, "layer_forward_s": [layers.get(l, 0.0) for l in range(len(model.layers))]}
+    return out, [layers.get(l, 0.0) for l in range(n_layers)]
+
+
+def class_times(model, ids, labels, repeats: int = 5) -> dict:
+    """Self time per operator class and forward time per layer over ``repeats`` profiled steps (one
+    torch.profiler cycle each): the median of each, and per class the spread. On CUDA the device
+    (kernel) time is used, elsewhere the CPU self time."""
+    from torch.profiler import ProfilerActivity, profile, schedule
+    device = ids.device
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    use_dev = device.type == "cuda"
+    n_layers = len(model.layers)
+    steps: list[tuple[dict, list[float]]] = []
+    model.zero_grad(set_to_none=True)
+    _sync(device)
+    with warnings.catch_warnings():  # "won't be using warmup": the first, untimed step is the warm-up
+        warnings.simplefilter("ignore")
+        prof = profile(activities=acts, schedule=schedule(skip_first=1, wait=0, warmup=0, active=1, repeat=repeats),
+                       on_trace_ready=lambda p: steps.append(_step_classes(p.key_averages(), use_dev, n_layers)))
+    with prof, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(repeats + 1):
+            model(ids, labels).backward()
+            _sync(device)
+            model.zero_grad(set_to_none=True)
+            prof.step()
+    model.zero_grad(set_to_none=True)
+    per_class = {c: stats([s[0][c] for s in steps]) for c in CLASSES}
+    layer_fwd = [statistics.median(s[1][l] for s in steps) for l in range(n_layers)]
+    return {"classes_s": {c: v["median_s"] for c, v in per_class.items()}, "classes_stats": per_class,
+            "layer_forward_s": layer_fwd}

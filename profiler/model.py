@@ -1,19 +1,23 @@
 """A LLaMA-style decoder that executes a trsim token plan for real.
 
 Shapes: B micro-batch, N sequence length, d hidden size, H query heads, Hkv key/value heads,
-hd head dim, I MLP width, V vocabulary. ``h`` is always the whole sequence [B, N, d]; a layer reads
-the rows it needs, and writes back only the rows of its queries:
+hd head dim, I MLP width, V vocabulary. The decoder keeps two states: ``h``, the whole sequence
+[B, N, d], and ``x``, the working rows of the current query set. Where the plan changes the query set
+(``plan.query_set_changes``), the working rows are written back into ``h`` (``index_copy``) and the new
+query rows are gathered from it (``index_select``); between changes the layers pass the compact ``x``
+from one to the next, so a drop gathers once where a segment shrinks, not in every layer:
 
-* full tokens are gathered (``index_select``), normed, projected to Q, K, V, attended, pass through
-  the MLP, and are scattered back (``index_copy``);
-* kv_only tokens are gathered from ``h`` (where their state stays frozen, since nothing writes it),
+* full tokens are the working rows: normed, projected to Q, K, V, attended, passed through the MLP;
+* kv_only tokens are read from ``h`` (where their state stays frozen, since nothing writes it),
   normed and projected to K and V only;
 * skipped and dropped tokens are not read at all; their rows of ``h`` pass through unchanged.
 
-A layer whose query set is the whole sequence skips the gather and scatter. Attention is one
-``scaled_dot_product_attention`` call per layer: ``is_causal`` where the query and key sets are the
-same, otherwise an explicit additive mask built from the original positions (key position <= query
-position). Rotary embeddings always use the original positions.
+Attention keeps a fused kernel in every layer. Where the query and key sets are the same it is one
+``scaled_dot_product_attention(is_causal=True)`` call (flash on CUDA). Where kv_only keys join (HiMix),
+the visible pairs are ``key position <= query position`` over the original positions: on CUDA a
+FlexAttention call with a block mask built from those positions (a fused, block-sparse kernel: blocks
+that are wholly masked are skipped), elsewhere SDPA with the same boolean mask (FlexAttention has no
+CPU backward). Both take grouped-query K/V as they are. Rotary embeddings use the original positions.
 """
 from __future__ import annotations
 
@@ -26,7 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from trsim.simulator.config import ModelSpec
-from trsim.simulator.plan import FULL, KV_ONLY, Plan
+from trsim.simulator.plan import FULL, KV_ONLY, Plan, query_set_changes
+
+ATTENTION_BACKENDS = ("auto", "sdpa", "flex")  # auto: flex for masked layers on CUDA, sdpa elsewhere
 
 
 # ---------------------------------------------------------------------------------- building blocks
@@ -86,12 +92,14 @@ class LayerIO:
     q_chunks: list[tuple[int, bool, str]]   # (rows, is_image, segment) in query order
     idx_kvo: torch.Tensor | None   # [nkvo] positions of kv_only tokens
     kvo_chunks: list[tuple[int, bool, str]]
-    mask: torch.Tensor | None      # [1, 1, nq, nkv] additive mask, or None for is_causal
+    mask: torch.Tensor | None      # [nq, nkv] additive (0 visible, -inf not), or None for is_causal
+    block_mask: object | None      # FlexAttention BlockMask of the same mask (flex backend only)
     cos_q: torch.Tensor
     sin_q: torch.Tensor
     cos_k: torch.Tensor
     sin_k: torch.Tensor
     rank: dict[str, int]           # segment -> tokens to score for the next layer's drop
+    regather: bool = True          # query set differs from the previous layer's: write back, then gather
 
 
 def even_choice(n: int, m: int) -> np.ndarray:
@@ -99,7 +107,22 @@ def even_choice(n: int, m: int) -> np.ndarray:
     return np.floor((np.arange(m) + 0.5) * n / m).astype(np.int64)
 
 
-def layer_io(plan: Plan, l: int, survivors: dict[str, torch.Tensor], cos, sin, dtype) -> LayerIO:
+def visible(kpos: torch.Tensor, qpos: torch.Tensor) -> torch.Tensor:
+    """The one causal rule over original positions: a query sees the keys at or before it."""
+    return kpos <= qpos
+
+
+def flex_block_mask(qpos: torch.Tensor, kpos: torch.Tensor):
+    """A FlexAttention block mask of ``visible`` for queries at ``qpos`` and keys at ``kpos``."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def mask_mod(b, h, q, k):
+        return visible(kpos[k], qpos[q])
+    return create_block_mask(mask_mod, None, None, len(qpos), len(kpos), device=qpos.device)
+
+
+def layer_io(plan: Plan, l: int, survivors: dict[str, torch.Tensor], cos, sin, dtype, flex: bool = False,
+             regather: bool = True) -> LayerIO:
     """Build layer ``l``'s inputs from the plan row and the current survivors of each segment."""
     lay = plan.layout
     q_idx, q_chunks, kvo_idx, kvo_chunks, rank = [], [], [], [], {}
@@ -120,14 +143,34 @@ def layer_io(plan: Plan, l: int, survivors: dict[str, torch.Tensor], cos, sin, d
     idx_q = torch.cat(q_idx)
     idx_kvo = torch.cat(kvo_idx) if kvo_idx else None
     kpos = idx_q if idx_kvo is None else torch.cat([idx_q, idx_kvo])
-    mask = None
+    mask = block = None
     if idx_kvo is not None:
-        visible = kpos[None, :] <= idx_q[:, None]
-        mask = torch.zeros(visible.shape, dtype=dtype, device=idx_q.device).masked_fill(~visible, float("-inf"))
-        mask = mask[None, None]
+        # additive, in the model's dtype: SDPA would otherwise convert a boolean mask on every call (and
+        # keep the converted copy for backward)
+        mask = torch.zeros((len(idx_q), len(kpos)), dtype=dtype, device=idx_q.device).masked_fill(
+            ~visible(kpos[None, :], idx_q[:, None]), float("-inf"))
+        block = flex_block_mask(idx_q, kpos) if flex else None
     return LayerIO(gathered=len(idx_q) < lay.total, idx_q=idx_q, q_chunks=q_chunks, idx_kvo=idx_kvo,
-                   kvo_chunks=kvo_chunks, mask=mask, cos_q=cos[idx_q], sin_q=sin[idx_q], cos_k=cos[kpos],
-                   sin_k=sin[kpos], rank=rank)
+                   kvo_chunks=kvo_chunks, mask=mask, block_mask=block, cos_q=cos[idx_q], sin_q=sin[idx_q],
+                   cos_k=cos[kpos], sin_k=sin[kpos], rank=rank, regather=regather)
+
+
+_COMPILED_FLEX = None
+
+
+def flex_attention(q, k, v, block_mask):
+    """FlexAttention with grouped-query K/V; compiled (the fused kernel) on CUDA, eager elsewhere
+    (an unfused reference without backward on CPU, used to check the mask's numerics)."""
+    global _COMPILED_FLEX
+    from torch.nn.attention import flex_attention as fa
+    if q.device.type != "cuda":
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "called without torch.compile": intended off CUDA
+            return fa.flex_attention(q, k, v, block_mask=block_mask, enable_gqa=True)
+    if _COMPILED_FLEX is None:
+        _COMPILED_FLEX = torch.compile(fa.flex_attention, dynamic=False)
+    return _COMPILED_FLEX(q, k, v, block_mask=block_mask, enable_gqa=True)
 
 
 # ------------------------------------------------------------------------------------------ layer
@@ -174,10 +217,11 @@ class DecoderLayer(nn.Module):
             return self.w_down(F.gelu(self.w_gate(x), approximate="tanh") * self.w_up(x))
         return self.w_down(F.gelu(self.w_up(x), approximate="tanh"))
 
-    def forward(self, h, io: LayerIO):
-        B = h.shape[0]
+    def forward(self, x, io: LayerIO, h):
+        """x [B, nq, d]: the working rows (the query tokens, in position order); h [B, N, d]: the whole
+        sequence, read only for the frozen kv_only rows. Returns the new working rows and ranking scores."""
+        B = x.shape[0]
         H, Hkv, hd = self.H, self.Hkv, self.hd
-        x = h.index_select(1, io.idx_q) if io.gathered else h                       # [B, nq, d]
         xs = self._split(self.attn_norm(x), io.q_chunks, self.wq_image is not None or self.wk_image is not None)
         q = self._project(xs, self.wq, self.wq_image)                   # [B, nq, H*hd]
         k = self._project(xs, self.wk, self.wk_image)                   # [B, nq, Hkv*hd]
@@ -197,15 +241,13 @@ class DecoderLayer(nn.Module):
                 scores = self._rank_scores(q, k, io)
         if io.mask is None:
             a = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=H != Hkv)
+        elif io.block_mask is not None:
+            a = flex_attention(q, k, v, io.block_mask)
         else:
-            if H != Hkv:
-                k, v = k.repeat_interleave(H // Hkv, dim=1), v.repeat_interleave(H // Hkv, dim=1)
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=io.mask)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=io.mask, enable_gqa=H != Hkv)
         a = a.transpose(1, 2).reshape(B, nq, H * hd)                                 # [B, nq, H*hd]
         h1 = x + self.wo(a)
-        out = h1 + self.mlp(self.mlp_norm(h1))
-        h = h.index_copy(1, io.idx_q, out) if io.gathered else out
-        return h, scores
+        return h1 + self.mlp(self.mlp_norm(h1)), scores
 
     def _rank_scores(self, q, k, io: LayerIO) -> dict[str, torch.Tensor]:
         """FastV-style ranking: the attention the last query gives each token of a segment about to be
@@ -227,10 +269,12 @@ class DecoderLayer(nn.Module):
 class Decoder(nn.Module):
     """Embedding, the plan's layers, final norm and LM head; ``forward`` returns the training loss."""
 
-    def __init__(self, spec: ModelSpec, plan: Plan, lm_head: str = "all"):
+    def __init__(self, spec: ModelSpec, plan: Plan, lm_head: str = "all", attention: str = "auto"):
         super().__init__()
         assert plan.num_points == 1, "the decoder executes a single plan"
-        self.spec, self.plan, self.lm_head_mode = spec, plan, lm_head
+        assert attention in ATTENTION_BACKENDS, attention
+        self.spec, self.plan, self.lm_head_mode, self.attention = spec, plan, lm_head, attention
+        self._regather = query_set_changes(plan)[0]
         d, V = spec.hidden_size, spec.vocab_size
         self.embed = nn.Embedding(V, d)
         self.layers = nn.ModuleList(DecoderLayer(spec, bool(plan.sep_q[0, l]), bool(plan.sep_kv[0, l]))
@@ -260,6 +304,13 @@ class Decoder(nn.Module):
                 survivors[name] = cur[keep]
         return survivors
 
+    def uses_flex(self, device) -> bool:
+        return self.attention == "flex" or (self.attention == "auto" and torch.device(device).type == "cuda")
+
+    def _layer_io(self, l, surv, device, dtype):
+        return layer_io(self.plan, l, surv, *self._rope, dtype, flex=self.uses_flex(device),
+                        regather=bool(self._regather[l]))
+
     def build_io(self, device, dtype):
         """Precompute every layer's inputs (static plans: no attention-ranked dropping)."""
         cos, sin = rope_tables(self.plan.layout.total, self.spec.head_dim, device=device, dtype=dtype)
@@ -276,7 +327,7 @@ class Decoder(nn.Module):
         ios = []
         for l in range(self.plan.num_layers):
             surv = self._select(surv, l, None)
-            ios.append(layer_io(self.plan, l, surv, cos, sin, dtype))
+            ios.append(self._layer_io(l, surv, device, dtype))
         self._io = ios
 
     def forward(self, ids, labels):
@@ -284,6 +335,7 @@ class Decoder(nn.Module):
         if not hasattr(self, "_rope"):
             self.build_io(ids.device, self.embed.weight.dtype)
         h = self.embed(ids)                                                          # [B, N, d]
+        x, cur = h, None             # working rows and their positions (None: the whole sequence)
         surv = self._initial_survivors(ids.device) if self._dynamic else None
         self._built: list[LayerIO] = []
         scores = None
@@ -291,14 +343,18 @@ class Decoder(nn.Module):
             with torch.profiler.record_function(f"trsim.layer.{l}"):
                 if self._dynamic:
                     surv = self._select(surv, l, scores)
-                    io = layer_io(self.plan, l, surv, *self._rope, h.dtype)
+                    io = self._layer_io(l, surv, ids.device, h.dtype)
                     self._built.append(io)
                 else:
                     io = self._io[l]
+                if io.regather:  # the query set changes here: write the working rows back, gather the new ones
+                    h = x if cur is None else h.index_copy(1, cur, x)
+                    x, cur = (h.index_select(1, io.idx_q), io.idx_q) if io.gathered else (h, None)
                 if self.checkpointing and torch.is_grad_enabled():
-                    h, scores = torch.utils.checkpoint.checkpoint(layer, h, io, use_reentrant=False)
+                    x, scores = torch.utils.checkpoint.checkpoint(layer, x, io, h, use_reentrant=False)
                 else:
-                    h, scores = layer(h, io)
+                    x, scores = layer(x, io, h)
+        h = x if cur is None else h.index_copy(1, cur, x)
         if self.lm_head_mode == "targets":
             h = h.index_select(1, self._idx_lm)
         logits = self.lm_head(self.norm(h))                                          # [B, n_lm, V]

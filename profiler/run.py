@@ -52,18 +52,18 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def profile_case(scn: Scenario, schedule: str, task: str, *, device, dtype, layers, micro_batch, repeats, warmup,
-                 use_fvcore: bool = True, count: bool = True) -> dict:
+                 use_fvcore: bool = True, count: bool = True, class_repeats: int = 5, attention: str = "auto") -> dict:
     spec = scn.model
     conv = scn.conventions
     full = compile_schedule(scn, schedule, task)
     idx, weights = select_layers(full, layers if layers else full.num_layers)
     plan = full.rows(idx)
     case = dict(schedule=schedule, task=task, status="ok", micro_batch=micro_batch, layers=[int(i) for i in idx],
-                layer_weights=[float(w) for w in weights], plan=plan.to_dict())
+                layer_weights=[float(w) for w in weights], plan=plan.to_dict(), plan_signature=plan.signature())
     model = None
     try:
         torch.manual_seed(0)
-        model = Decoder(spec, plan, lm_head=conv.lm_head)
+        model = Decoder(spec, plan, lm_head=conv.lm_head, attention=attention)
         init_weights(model)
         model.to(device=device, dtype=dtype)
         model.build_io(device, dtype)
@@ -98,7 +98,7 @@ def profile_case(scn: Scenario, schedule: str, task: str, *, device, dtype, laye
             peak = torch.cuda.max_memory_allocated(device)
             model.zero_grad(set_to_none=True)
         timing = time_steps(model, ids, labels, opt, repeats=repeats, warmup=warmup)
-        timing.update(class_times(model, ids, labels))
+        timing.update(class_times(model, ids, labels, repeats=class_repeats))
         case["time"] = timing
         case["memory"] = dict(activation_saved_bytes=int(act), peak_allocated_bytes=peak, static_bytes=static,
                               parameters=int(params))
@@ -112,28 +112,58 @@ def profile_case(scn: Scenario, schedule: str, task: str, *, device, dtype, laye
     return case
 
 
-def profile_scenario(scn: Scenario, *, device: str = "cpu", layers=None, micro_batch=None, repeats: int = 10,
-                     warmup: int = 3, schedules=None, tasks=None, use_fvcore: bool = True, on_case=None) -> dict:
-    dev = torch.device(device)
-    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    B = micro_batch or scn.training.micro_batch_size
+def case_key(case: dict) -> tuple[str, str]:
+    return case["schedule"], case["task"]
+
+
+def scenario_cases(scn: Scenario, schedules=None, tasks=None) -> list[tuple[str, str]]:
+    """The (schedule, task) pairs a run profiles: baseline first unless a subset is named."""
     names = schedules or list(scn.schedules) or ["baseline"]
     if "baseline" not in names and schedules is None:
         names = ["baseline"] + names
-    pairs = [(s, t) for s in names for t in (tasks or scn.tasks)]
-    cases = []
-    for s, t in pairs:
-        cases.append(profile_case(scn, s, t, device=dev, dtype=dtype, layers=layers, micro_batch=B,
-                                  repeats=repeats, warmup=warmup, use_fvcore=use_fvcore))
-        if on_case:
-            on_case(cases[-1])
+    return [(s, t) for s in names for t in (tasks or scn.tasks)]
+
+
+def results_document(scn: Scenario, dev, dtype, *, micro_batch, repeats, warmup, layers, cases) -> dict:
+    """A results file around ``cases`` (complete or not), checked against the schema."""
     e = 2 if dtype == torch.bfloat16 else 4
     doc = {"schema": SCHEMA, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
            "scenario": scn.name, "scenario_file": scn.source, "model": scn.model.model_dump(),
            "environment": environment(dev, dtype),
-           "settings": dict(micro_batch=B, repeats=repeats, warmup=warmup, layers=layers,
+           "settings": dict(micro_batch=micro_batch, repeats=repeats, warmup=warmup, layers=layers,
                             attention=scn.conventions.attention, lm_head=scn.conventions.lm_head,
                             weight_bytes=e, gradient_bytes=e, optimizer_bytes=2 * e, activation_bytes=e),
-           "cases": cases}
+           "cases": list(cases)}
     ProfileResults(schema_=SCHEMA, **{k: v for k, v in doc.items() if k != "schema"})  # schema check
     return doc
+
+
+def profile_scenario(scn: Scenario, *, device: str = "cpu", layers=None, micro_batch=None, repeats: int = 10,
+                     warmup: int = 3, schedules=None, tasks=None, use_fvcore: bool = True, on_case=None,
+                     done: list[dict] | None = None, save=None, class_repeats: int = 5,
+                     attention: str = "auto") -> dict:
+    """Profile every (schedule, task) pair; cases in ``done`` (from an earlier, interrupted run) are kept
+    and not run again. After each finished case ``save(doc)`` gets the document so far, so that a run
+    killed later loses nothing it finished."""
+    dev = torch.device(device)
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    B = micro_batch or scn.training.micro_batch_size
+    pairs = scenario_cases(scn, schedules, tasks)
+    kept = {case_key(c): c for c in (done or []) if case_key(c) in set(pairs)}
+    cases: dict[tuple[str, str], dict] = {}
+
+    def document():
+        return results_document(scn, dev, dtype, micro_batch=B, repeats=repeats, warmup=warmup, layers=layers,
+                                cases=[cases[p] for p in pairs if p in cases])
+    for s, t in pairs:
+        if (s, t) in kept:
+            cases[(s, t)] = kept[(s, t)]
+        else:
+            cases[(s, t)] = profile_case(scn, s, t, device=dev, dtype=dtype, layers=layers, micro_batch=B,
+                                         repeats=repeats, warmup=warmup, use_fvcore=use_fvcore,
+                                         class_repeats=class_repeats, attention=attention)
+            if save:
+                save(document())
+        if on_case:
+            on_case(cases[(s, t)])
+    return document()

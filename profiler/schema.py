@@ -34,8 +34,9 @@ class Stats(_M):
 class Timing(_M):
     forward_backward: Stats
     optimizer: Stats
-    classes_s: dict[str, float]
-    layer_forward_s: list[float]
+    classes_s: dict[str, float]           # median over the profiled steps
+    layer_forward_s: list[float]          # median over the profiled steps
+    classes_stats: Optional[dict[str, Stats]] = None   # per class: median, min, max, iqr over those steps
 
 
 class Memory(_M):
@@ -54,6 +55,7 @@ class Case(_M):
     layers: list[int]
     layer_weights: list[float]
     plan: dict
+    plan_signature: Optional[str] = None  # hash of the executed plan arrays (Plan.signature): equal plans, equal hash
     flops: Optional[dict[str, FlopCount]] = None
     flops_match: Optional[bool] = None
     time: Optional[Timing] = None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import HardwareSpec, ModelSpec, TrainingSpec
-from .plan import FULL, KV_ONLY, SKIP, Plan
+from .plan import FULL, KV_ONLY, SKIP, Plan, query_set_changes
 
 OPS = ("q", "k", "v", "o", "attention", "mlp", "rank")
 
@@ -26,6 +26,8 @@ class Counts:
     pairs_full: np.ndarray    # every query against every present key
     masked: np.ndarray        # bool: layer runs attention with an explicit mask (kv_only tokens present)
     gathered: np.ndarray      # bool: layer works on a gathered subset of the sequence
+    regathered: np.ndarray    # bool: gathered layer whose query set differs from the previous layer's (gathers)
+    written_back: np.ndarray  # bool: gathered layer whose query set changes next (or last layer): scatters back
     rank: np.ndarray          # tokens scored for attention-ranked dropping
     total: int                # tokens in the sequence
     n_lm: int                 # positions whose logits are computed
@@ -43,8 +45,12 @@ def counts(plan: Plan, lm_head: str = "all") -> Counts:
     lay = plan.layout
     total = lay.total
     n_lm = total if lm_head == "all" else int(lay.tokens[lay.target].sum())
+    gathered = nq < total
+    change = query_set_changes(plan)  # the executor keeps a compact state between changes (profiler/model.py)
+    ends = np.concatenate([change[:, 1:], np.ones_like(change[:, :1])], axis=1)
     return Counts(nq=nq, nkv=nkv, nkvo=nkvo, pairs_causal=pairs_causal, pairs_full=nq * nkv, masked=nkvo > 0,
-                  gathered=nq < total, rank=plan.rank.sum(-1), total=total, n_lm=n_lm, weights=plan.weights())
+                  gathered=gathered, regathered=gathered & change, written_back=gathered & ends,
+                  rank=plan.rank.sum(-1), total=total, n_lm=n_lm, weights=plan.weights())
 
 
 # ------------------------------------------------------------------------------------- FLOPs
@@ -95,25 +101,27 @@ def activation_bytes(c: Counts, m: ModelSpec, micro_batch: int, act_bytes: int, 
     rotated q and the attention output, which the output projection reads as a view (2 H hd);
     MLP intermediates (4I gated, 2I gelu);
     fp32 norm statistics (2) and attention log-sum-exp (H).
-    per query token of a gathered layer: the layer output, which index_copy keeps for backward (d).
-    per key/value token: rotated k and v (KV heads, or all heads where an explicit mask expands them).
+    per query token of the last layer before its query set changes (or of the last layer), where that
+    set is a gathered subset: the working rows, which index_copy keeps for backward when it writes them
+    back into the whole sequence (d). (The executor gathers once per change of the query set.)
+    per key/value token: rotated k and v (KV heads: every attention path takes grouped-query K/V as is).
     per kv_only token: its frozen state and its norm (2d), plus the fp32 norm statistic.
     LM head: final-norm input and output for the rows it sees, fp32 log-probabilities.
-    With activation checkpointing each layer keeps only its input (the whole sequence) and one
-    layer's activations are live again during its recomputation.
+    With activation checkpointing each layer keeps only its inputs (its working rows, and once per
+    change of the query set the whole sequence it reads kv_only rows from) and one layer's
+    activations are live again during its recomputation.
     """
     d, H, Hkv, hd, I = m.hidden_size, m.num_attention_heads, m.num_key_value_heads, m.head_dim, m.intermediate_size
     e = act_bytes
     mlp = 4 * I if m.mlp_matrices == 3 else 2 * I
-    kv_heads = np.where(c.masked, H, Hkv)
     layer = (c.nq * ((4 * d + 2 * H * hd + mlp) * e + 4 * (2 + H))
-             + np.where(c.gathered, c.nq * d * e, 0)
-             + c.nkv * 2 * kv_heads * hd * e
+             + np.where(c.written_back, c.nq * d * e, 0)
+             + c.nkv * 2 * Hkv * hd * e
              + c.nkvo * (2 * d * e + 4))
     lm = c.n_lm * (2 * d * e + 4 + 4 * m.vocab_size)
     if checkpointing:
         w = c.weights
-        kept = c.total * d * e * w.sum()
+        kept = d * e * ((c.nq * w).sum(-1) + c.total * (c.regathered * w).sum(-1))
         return micro_batch * (kept + layer.max(-1) + lm) + 4  # + the loss's fp32 normaliser, once
     return micro_batch * ((layer * c.weights).sum(-1) + lm) + 4
 
@@ -185,14 +193,14 @@ def microbatch_time(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int,
     attention = ((att + rank) * w).sum(-1)
 
     act = 3 * I if m.mlp_matrices == 3 else 2 * I
-    kv_heads = np.where(c.masked, H, Hkv)
-    layer_bytes = B * e * (c.nq * (4 * d + 6 * d + 2 * H * hd + act) + c.nkv * 2 * Hkv * hd
-                           + c.nkv * np.where(c.masked, 2 * kv_heads * hd, 0) + c.nkvo * 2 * d)
+    # (the explicit-mask path no longer expands K/V to every head: grouped-query K/V go to the kernel as is)
+    layer_bytes = B * e * (c.nq * (4 * d + 6 * d + 2 * H * hd + act) + c.nkv * 2 * Hkv * hd + c.nkvo * 2 * d)
     loss_bytes = B * c.n_lm * V * (e + 4 + 4 + 4)
     bw = hw.memory_bandwidth * hw.bandwidth_efficiency
     membound = 3 * ((layer_bytes * w).sum(-1) + loss_bytes) / bw
 
-    gather_bytes = B * e * d * 2 * (np.where(c.gathered, 2 * c.nq, 0) + c.nkvo)
+    # token rows moved: a gather where the query set changes, a scatter before the next change, kv_only rows
+    gather_bytes = B * e * d * 2 * (np.where(c.regathered, c.nq, 0) + np.where(c.written_back, c.nq, 0) + c.nkvo)
     gather = 3 * (gather_bytes * w).sum(-1) / (hw.memory_bandwidth * hw.gather_efficiency)
 
     overhead = np.full_like(matmul, hw.layer_overhead_s * w.sum() + hw.step_overhead_s, dtype=float)

@@ -86,6 +86,19 @@ class Plan:
     def weights(self) -> np.ndarray:
         return np.ones(self.num_layers) if self.layer_weights is None else self.layer_weights
 
+    def signature(self) -> str:
+        """A short hash of what is executed (layout and every per-layer array; not the layer weights), the
+        same for two schedules whose plans are identical, so that cross-validation can group them."""
+        import hashlib
+        assert self.num_points == 1
+        h = hashlib.sha256()
+        for a in (self.layout.tokens, self.layout.is_image, self.layout.target, self.mode, self.present,
+                  self.sep_q, self.sep_kv, self.rank):
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(a.astype(a.dtype.newbyteorder("<")).tobytes())
+        return h.hexdigest()[:16]
+
     def describe(self) -> list[dict]:
         """Run-length summary of a single plan, for humans and results files."""
         assert self.num_points == 1
@@ -333,6 +346,19 @@ def check_hmgen_count(K: int, L: int, field: str) -> None:
 def compile_schedule(scenario, schedule: str, task: str) -> Plan:
     spec = scenario.schedules[schedule].get(task)
     return compile_points(spec, Layout.from_task(scenario.tasks[task]), scenario.model.num_layers)
+
+
+def query_set_changes(plan: Plan) -> np.ndarray:
+    """[P, L] bool: layer l's query tokens differ from layer l-1's (always true at layer 0).
+
+    The query set is the present tokens of the FULL segments. Survivors only change where a segment's
+    present count shrinks, so the set is unchanged exactly when every segment keeps its FULL-ness and,
+    where FULL, its present count. The executor gathers a compact working state only where this is true
+    and writes it back only before the next change (or after the last layer)."""
+    full = plan.mode == FULL
+    q = np.where(full, plan.present, 0)
+    same = (full[:, 1:] == full[:, :-1]).all(-1) & (q[:, 1:] == q[:, :-1]).all(-1)
+    return np.concatenate([np.ones((plan.num_points, 1), dtype=bool), ~same], axis=1)
 
 
 def select_layers(plan: Plan, n: int) -> tuple[np.ndarray, np.ndarray]:
