@@ -38,9 +38,11 @@ def _real(lo: float | None = None, hi: float | None = None, gt: float | None = N
     return Annotated[float, Field(ge=lo, le=hi, gt=gt, allow_inf_nan=False)]
 
 
-Dim = _count(2**20)                  # widths, heads, head_dim
-Layers = _count(2**14)
-Vocab = _count(2**27)
+Width = _count(2**18)                # hidden_size
+Heads = _count(2**14)                # attention heads, key/value heads, head_dim
+Ffn = _count(2**20)                  # intermediate_size
+Layers = _count(2**12)
+Vocab = _count(2**24)
 Tokens = _count(10**9)               # tokens of one segment
 Samples = _count(10**15, lo=0)
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -53,11 +55,11 @@ class ModelSpec(_Strict):
     """A decoder-only transformer, LLaMA-style unless ``mlp`` says otherwise."""
     name: Annotated[str, Field(max_length=200)] = "custom"
     num_layers: Layers
-    hidden_size: Dim
-    num_attention_heads: Dim
-    num_key_value_heads: Dim
-    head_dim: Dim
-    intermediate_size: _count(2**22)
+    hidden_size: Width
+    num_attention_heads: Heads
+    num_key_value_heads: Heads
+    head_dim: Heads
+    intermediate_size: Ffn
     mlp: Literal["swiglu", "geglu", "gelu"] = "swiglu"
     vocab_size: Vocab
     tie_word_embeddings: bool = False
@@ -79,11 +81,11 @@ class ModelInput(_Strict):
     hf_config: Optional[Annotated[str, Field(min_length=1, max_length=4096)]] = None
     name: Optional[Annotated[str, Field(max_length=200)]] = None
     num_layers: Optional[Layers] = None
-    hidden_size: Optional[Dim] = None
-    num_attention_heads: Optional[Dim] = None
-    num_key_value_heads: Optional[Dim] = None
-    head_dim: Optional[Dim] = None
-    intermediate_size: Optional[_count(2**22)] = None
+    hidden_size: Optional[Width] = None
+    num_attention_heads: Optional[Heads] = None
+    num_key_value_heads: Optional[Heads] = None
+    head_dim: Optional[Heads] = None
+    intermediate_size: Optional[Ffn] = None
     mlp: Optional[Literal["swiglu", "geglu", "gelu"]] = None
     vocab_size: Optional[Vocab] = None
     tie_word_embeddings: Optional[bool] = None
@@ -269,14 +271,14 @@ _keep = _real(lo=0, hi=1)
 
 class HimixSpec(_Strict):
     method: Literal["himix"]
-    from_layer: _count(2**14, lo=0) = 0
+    from_layer: _count(2**12, lo=0) = 0
     separate_image_projections: bool = True
 
 
 class HmgenSpec(_Strict):
     method: Literal["hmgen"]
-    shallow: Optional[_count(2**14, lo=0)] = None
-    shallow_layers: Optional[list[_count(2**14, lo=0)]] = Field(default=None, max_length=2**14)
+    shallow: Optional[_count(2**12, lo=0)] = None
+    shallow_layers: Optional[list[_count(2**12, lo=0)]] = Field(default=None, max_length=2**12)
     separate_image_projections: bool = True
 
     @model_validator(mode="after")
@@ -288,14 +290,14 @@ class HmgenSpec(_Strict):
 
 class DropSpec(_Strict):
     method: Literal["drop"]
-    from_layer: _count(2**14, lo=0)
+    from_layer: _count(2**12, lo=0)
     keep: _keep
     selection: Literal["even", "attention"] = "even"
 
 
 class PyramidSpec(_Strict):
     method: Literal["pyramid"]
-    stages: list[tuple[_count(2**14, lo=0), _keep]] = Field(min_length=1, max_length=2**14)
+    stages: list[tuple[_count(2**12, lo=0), _keep]] = Field(min_length=1, max_length=2**12)
     selection: Literal["even", "attention"] = "even"
 
     @field_validator("stages")

@@ -35,11 +35,13 @@ class Counts:
 
 
 def counts(plan: Plan, lm_head: str = "all") -> Counts:
-    mode, present = plan.mode, plan.present
-    q_s = np.where(mode == FULL, present, 0)
-    kv_s = np.where(mode != SKIP, present, 0)
+    # float64 throughout: products of token counts and widths exceed int64 for long sequences (a 1e9-token
+    # segment's causal pairs times heads x head_dim), and float64 counts stay exact below 2**53.
+    mode, present = plan.mode, plan.present.astype(np.float64)
+    q_s = np.where(mode == FULL, present, 0.0)
+    kv_s = np.where(mode != SKIP, present, 0.0)
     nq, nkv = q_s.sum(-1), kv_s.sum(-1)
-    nkvo = np.where(mode == KV_ONLY, present, 0).sum(-1)
+    nkvo = np.where(mode == KV_ONLY, present, 0.0).sum(-1)
     before = np.cumsum(kv_s, axis=-1) - kv_s  # keys of earlier segments
     pairs_causal = (q_s * before).sum(-1) + (q_s * (q_s + 1) // 2).sum(-1)
     lay = plan.layout
@@ -50,7 +52,7 @@ def counts(plan: Plan, lm_head: str = "all") -> Counts:
     ends = np.concatenate([change[:, 1:], np.ones_like(change[:, :1])], axis=1)
     return Counts(nq=nq, nkv=nkv, nkvo=nkvo, pairs_causal=pairs_causal, pairs_full=nq * nkv, masked=nkvo > 0,
                   gathered=gathered, regathered=gathered & change, written_back=gathered & ends,
-                  rank=plan.rank.sum(-1), total=total, n_lm=n_lm, weights=plan.weights())
+                  rank=plan.rank.sum(-1).astype(np.float64), total=total, n_lm=n_lm, weights=plan.weights())
 
 
 # ------------------------------------------------------------------------------------- FLOPs

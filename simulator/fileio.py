@@ -1,10 +1,50 @@
-"""Atomic result files: written to a temporary file beside the target, then renamed over it."""
+"""Result files: checked before any work starts, then written atomically (a temporary file beside the
+target, renamed over it) with the permissions the user's umask gives a new file."""
 from __future__ import annotations
 
 import json
 import os
 import tempfile
 from pathlib import Path
+
+from .errors import ScenarioError, describe
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish(tmp: str, path: Path) -> None:
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; a result file is an ordinary file
+    os.replace(tmp, path)
+
+
+def check_writable(path: str | Path, flag: str, suffixes: tuple[str, ...] | None = None) -> Path:
+    """Fail now, before any work, if ``path`` cannot be written: wrong extension, a directory, a parent that
+    is a file, or a directory where no file can be created (probed by creating and removing a temporary
+    file). Missing parent directories are created, as the write itself would."""
+    p = Path(path)
+    where = str(path)
+    if suffixes is not None and p.suffix.lower() not in suffixes:
+        raise ScenarioError(where, flag, f"a file name ending in {' or '.join(suffixes)}, got {describe(p.suffix or p.name)}")
+    if not p.name or p.is_dir():
+        raise ScenarioError(where, flag, "a file path, got a directory")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name[:100]}.", suffix=".probe", dir=p.parent)
+        os.close(fd)
+        os.unlink(tmp)
+    except FileExistsError:
+        raise ScenarioError(where, flag, "a path whose parent folders are folders, got a file in the way")
+    except NotADirectoryError:
+        raise ScenarioError(where, flag, "a path whose parent folders are folders, got a file in the way")
+    except PermissionError:
+        raise ScenarioError(where, flag, f"a writable folder, got permission denied in {p.parent}")
+    except OSError as exc:
+        raise ScenarioError(where, flag, f"a writable path, got {exc.strerror or exc.__class__.__name__}")
+    return p
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -16,7 +56,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -26,7 +66,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
+    """Strict JSON (a NaN or infinity is a bug upstream, never written)."""
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False, allow_nan=False) + "\n")
 
 
 def atomic_savefig(fig, path: str | Path) -> None:
@@ -36,7 +77,7 @@ def atomic_savefig(fig, path: str | Path) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=130, bbox_inches="tight")
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

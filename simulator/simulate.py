@@ -263,6 +263,7 @@ def run_sweep(scn: Scenario) -> dict:
             "speedup": (base["step_time"] / st).tolist(), "step_time_s": st.tolist(),
             "mfu": np.broadcast_to(ev["mfu"], values.shape).tolist(),
             "peak_memory_bytes": np.broadcast_to(ev["peak"], values.shape).tolist(),
+            "fits": (np.broadcast_to(ev["peak"], values.shape) <= scn.hardware.memory_bytes).tolist(),
             "gpu_hours": (b["gpu_hours"] * st).tolist(), "cost_usd": (b["cost_usd"] * st).tolist()}
 
 

@@ -5,14 +5,31 @@ import argparse
 import csv
 import io
 import json
+import math
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from trsim.simulator.errors import ScenarioError
 
 GiB = 2**30
+
+
+def _fmt_si(x: float, unit: str) -> str:
+    """3 significant figures with an SI prefix: no small number shows as 0.000."""
+    for f, p in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= f:
+            return f"{x / f:,.3g} {p}{unit}"
+    return f"{x:.3g} {unit}"
+
+
+def _fmt_bytes(x: float) -> str:
+    for f, p in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if abs(x) >= f:
+            return f"{x / f:,.2f} {p}"
+    return f"{x:,.0f} B"
 
 
 def _fmt_money(x: float) -> str:
@@ -24,48 +41,93 @@ def _fmt_hours(x: float) -> str:
 
 
 def print_simulation(res, console: Console, detail: bool = False) -> None:
-    title = (f"{res.scenario}: {res.model} on {res.num_gpus} x {res.hardware}"
-             + (f"\n[dim]{res.description}[/dim]" if res.description else ""))
+    title = (f"{esc(res.scenario)}: {esc(res.model)} on {res.num_gpus} x {esc(res.hardware)}"
+             + (f"\n[dim]{esc(res.description)}[/dim]" if res.description else ""))
     t = table(title, ("schedule", "FLOPs ratio", "paper formula", "speedup", "step time", "MFU", "peak memory",
                       "GPU-hours", "cost", "saved"), left=("schedule",))
     for s in res.schedules:
         fits = "" if s.step.fits else " [red](OOM)[/red]"
-        t.add_row(s.name, f"{s.exact_flops_ratio:.3f}x", f"{s.paper_flops_ratio:.3f}x", f"{s.speedup:.2f}x",
+        t.add_row(esc(s.name), f"{s.exact_flops_ratio:.3f}x", f"{s.paper_flops_ratio:.3f}x", f"{s.speedup:.2f}x",
                   f"{s.step.time_s * 1e3:,.1f} ms", f"{s.step.mfu:.1%}",
-                  f"{s.step.peak_memory_bytes / GiB:.1f} GiB{fits}", _fmt_hours(s.budget.gpu_hours),
+                  f"{s.step.peak_memory_bytes / GiB:,.1f} GiB{fits}", _fmt_hours(s.budget.gpu_hours),
                   _fmt_money(s.budget.cost_usd),
                   f"{_fmt_hours(s.budget.gpu_hours_saved)} h / {_fmt_money(s.budget.cost_saved_usd)}")
     console.print(t)
     if detail:
         for s in res.schedules:
-            d = Table(title=f"{s.name}: per task (one sample; time for one micro-batch)", title_justify="left")
-            for col in ("task", "tokens", "fwd TFLOPs", "LM head", "matmul", "attention", "memory-bound",
-                        "gather", "overhead", "micro-batch", "activations"):
-                d.add_column(col, justify="left" if col == "task" else "right")
-            for name, tr in s.tasks.items():
-                tb = tr.time_breakdown_s
-                d.add_row(name, str(tr.tokens), f"{tr.flops_forward / 1e12:.3f}",
-                          f"{tr.lm_head_flops_forward / tr.flops_forward:.0%}",
-                          *(f"{tb.get(k, 0) * 1e3:.2f} ms" for k in ("matmul", "attention", "memory_bound",
-                                                                        "gather", "overhead")),
-                          f"{tr.microbatch_time_s * 1e3:.1f} ms", f"{tr.activation_bytes / GiB:.2f} GiB")
-            console.print(d)
-            for name, tr in s.tasks.items():
-                rows = "; ".join(f"layers {r['layers']}: " + ", ".join(
-                    f"{seg} {v['mode']}" + ("" if v["mode"] == "full" else "") + f" {v['present']}"
-                    for seg, v in r["segments"].items()) for r in tr.plan)
-                console.print(f"  [dim]{s.name}/{name} plan: {rows}[/dim]")
+            print_detail(s, console)
     for s in res.schedules:
         for w in s.warnings:
-            console.print(f"[yellow]warning[/yellow] {s.name}: {w}")
-    best = max((s for s in res.schedules if s.name != "baseline"), key=lambda s: s.speedup, default=None)
-    if best is not None:
-        console.print(f"[bold]{best.name}[/bold] on {res.model}: {best.exact_flops_ratio:.2f}x FLOPs, "
-                      f"{best.speedup:.2f}x step speedup predicted on {res.num_gpus} x {res.hardware}, "
-                      f"{best.budget.gpu_hours_saved:,.0f} GPU-hours ({_fmt_money(best.budget.cost_saved_usd)}) saved.")
+            console.print(f"[yellow]warning[/yellow] {esc(s.name)}: {esc(w)}")
+    print_recommendation(res, console)
     if res.sweep:
         print_sweep(res.sweep, console)
     console.print(calibration_line(res.calibration), markup=False, highlight=False)
+
+
+def esc(text) -> str:
+    """User text (names, descriptions) is never read as rich markup."""
+    return escape(str(text))
+
+
+_COMPUTE_EXCLUDED = ("optimizer", "communication_exposed", "communication_total")
+
+
+def print_detail(s, console: Console) -> None:
+    """Per task: costs of one sample and of one micro-batch; then how the step time adds up."""
+    d = table(f"{esc(s.name)}: per task",
+              ("task", "tokens / sample", "fwd FLOPs / sample", "LM head share", "matmul / µbatch",
+               "attention / µbatch", "memory-bound / µbatch", "gather / µbatch", "overhead / µbatch",
+               "fwd+bwd / µbatch", "activations / µbatch"), left=("task",))
+    for name, tr in s.tasks.items():
+        tb = tr.time_breakdown_s
+        d.add_row(esc(name), f"{tr.tokens:,}", _fmt_si(tr.flops_forward, "FLOP"),
+                  f"{tr.lm_head_flops_forward / tr.flops_forward:.0%}" if tr.flops_forward else "-",
+                  *(f"{tb.get(k, 0) * 1e3:,.2f} ms" for k in ("matmul", "attention", "memory_bound", "gather",
+                                                              "overhead")),
+                  f"{tr.microbatch_time_s * 1e3:,.2f} ms", _fmt_bytes(tr.activation_bytes))
+    console.print(d)
+    # step = sum over tasks of (its share of the micro-batches x micro-batches per step x its micro-batch time)
+    #        + optimizer + exposed communication
+    bd = s.step.time_breakdown_s
+    compute = sum(v for k, v in bd.items() if k not in _COMPUTE_EXCLUDED)
+    per_mb = sum(tr.sample_fraction * tr.microbatch_time_s for tr in s.tasks.values())
+    n_mb = compute / per_mb if per_mb else 0.0
+    c = table(f"{esc(s.name)}: how the step time adds up", ("term", "how", "time / step", "share"), left=("term", "how"))
+    total = s.step.time_s
+    for name, tr in s.tasks.items():
+        part = tr.sample_fraction * n_mb * tr.microbatch_time_s
+        c.add_row(f"compute: {esc(name)}", f"{tr.sample_fraction:.0%} of {n_mb:,.0f} micro-batches x "
+                  f"{tr.microbatch_time_s * 1e3:,.2f} ms", f"{part * 1e3:,.2f} ms", f"{part / total:.1%}")
+    for key, label in (("optimizer", "optimizer step"), ("communication_exposed", "exposed communication")):
+        v = bd.get(key, 0.0)
+        how = (f"{bd.get('communication_total', 0.0) * 1e3:,.2f} ms total, the rest hidden behind backward"
+               if key == "communication_exposed" else "AdamW over memory bandwidth")
+        c.add_row(label, how, f"{v * 1e3:,.2f} ms", f"{v / total:.1%}")
+    rest = total - compute - bd.get("optimizer", 0.0) - bd.get("communication_exposed", 0.0)
+    if abs(rest) > 1e-9 * total:
+        c.add_row("other", "", f"{rest * 1e3:,.2f} ms", f"{rest / total:.1%}")
+    c.add_row("[bold]step[/bold]", "", f"[bold]{total * 1e3:,.2f} ms[/bold]", "100.0%")
+    console.print(c)
+    for name, tr in s.tasks.items():
+        rows = "; ".join(f"layers {r['layers']}: " + ", ".join(
+            f"{seg} {v['mode']} {v['present']}" for seg, v in r["segments"].items()) for r in tr.plan)
+        console.print(f"  {s.name}/{name} plan (tokens present per sample): {rows}", markup=False, highlight=False,
+                      soft_wrap=True)
+
+
+def print_recommendation(res, console: Console) -> None:
+    """The fastest reduced schedule among those that fit in memory; never one that does not fit."""
+    reduced = [s for s in res.schedules if s.name != "baseline"]
+    fitting = [s for s in reduced if s.step.fits]
+    best = max(fitting, key=lambda s: s.speedup, default=None)
+    if best is not None:
+        console.print(f"[bold]{esc(best.name)}[/bold] on {esc(res.model)}: {best.exact_flops_ratio:.2f}x FLOPs, "
+                      f"{best.speedup:.2f}x step speedup predicted on {res.num_gpus} x {esc(res.hardware)}, "
+                      f"{best.budget.gpu_hours_saved:,.0f} GPU-hours ({_fmt_money(best.budget.cost_saved_usd)}) saved.")
+    elif reduced:
+        console.print(f"[red]no reduced schedule fits in the memory of one {esc(res.hardware)}[/red]; none is "
+                      f"recommended (see the peak memory column)")
 
 
 def calibration_line(cal: dict | None) -> str:
@@ -78,7 +140,10 @@ def calibration_line(cal: dict | None) -> str:
 
 
 def print_sweep(sw: dict, console: Console, limit: int = 40) -> None:
-    t = table(f"sweep of {sw['parameter']} ({sw['schedule']}/{sw['task']}), {len(sw['values'])} points",
+    fits = sw.get("fits") or [True] * len(sw["values"])
+    n_oom = len(fits) - sum(fits)
+    t = table(f"sweep of {esc(sw['parameter'])} ({esc(sw['schedule'])}/{esc(sw['task'])}), {len(sw['values'])} points"
+              + (f", [red]{n_oom} out of memory[/red]" if n_oom else ""),
               (sw["parameter"], "FLOPs ratio", "paper formula", "speedup", "step time", "MFU", "peak memory",
                "GPU-hours"))
     n = len(sw["values"])
@@ -86,25 +151,43 @@ def print_sweep(sw: dict, console: Console, limit: int = 40) -> None:
     for j, i in enumerate(idx):
         if n > limit and j == limit // 2:
             t.add_row("...", *[""] * 7)
+        oom = "" if fits[i] else " [red](OOM)[/red]"
         t.add_row(f"{sw['values'][i]:g}", f"{sw['exact_flops_ratio'][i]:.3f}x", f"{sw['paper_flops_ratio'][i]:.3f}x",
                   f"{sw['speedup'][i]:.2f}x", f"{sw['step_time_s'][i] * 1e3:,.1f} ms", f"{sw['mfu'][i]:.1%}",
-                  f"{sw['peak_memory_bytes'][i] / GiB:.1f} GiB", _fmt_hours(sw["gpu_hours"][i]))
+                  f"{sw['peak_memory_bytes'][i] / GiB:,.1f} GiB{oom}", _fmt_hours(sw["gpu_hours"][i]))
     console.print(t)
 
 
+CSV_COLUMNS = ["schedule", "task", "sweep_parameter", "sweep_value", "tokens", "flops_forward", "flops_backward",
+               "lm_head_flops_forward", "microbatch_time_s", "activation_bytes", "step_time_s", "step_flops",
+               "flops_ratio", "paper_flops_ratio", "speedup", "peak_memory_bytes", "fits", "mfu", "gpu_hours",
+               "cost_usd", "calibration"]
+
+
 def simulation_csv(res) -> str:
+    """One row per schedule and task, then one row per sweep point (per-task columns empty there)."""
     buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["schedule", "task", "tokens", "flops_forward", "flops_backward", "lm_head_flops_forward",
-                "microbatch_time_s", "activation_bytes", "step_time_s", "step_flops", "flops_ratio",
-                "paper_flops_ratio", "speedup", "peak_memory_bytes", "mfu", "gpu_hours", "cost_usd", "calibration"])
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    w.writeheader()
     cal = res.calibration["file"] if res.calibration else ""
     for s in res.schedules:
         for name, tr in s.tasks.items():
-            w.writerow([s.name, name, tr.tokens, tr.flops_forward, tr.flops_backward, tr.lm_head_flops_forward,
-                        tr.microbatch_time_s, tr.activation_bytes, s.step.time_s, s.step.flops, s.flops_ratio,
-                        s.paper_flops_ratio, s.speedup, s.step.peak_memory_bytes, s.step.mfu, s.budget.gpu_hours,
-                        s.budget.cost_usd, cal])
+            w.writerow(dict(schedule=s.name, task=name, tokens=tr.tokens, flops_forward=tr.flops_forward,
+                            flops_backward=tr.flops_backward, lm_head_flops_forward=tr.lm_head_flops_forward,
+                            microbatch_time_s=tr.microbatch_time_s, activation_bytes=tr.activation_bytes,
+                            step_time_s=s.step.time_s, step_flops=s.step.flops, flops_ratio=s.flops_ratio,
+                            paper_flops_ratio=s.paper_flops_ratio, speedup=s.speedup,
+                            peak_memory_bytes=s.step.peak_memory_bytes, fits=s.step.fits, mfu=s.step.mfu,
+                            gpu_hours=s.budget.gpu_hours, cost_usd=s.budget.cost_usd, calibration=cal))
+    sw = res.sweep
+    if sw:
+        fits = sw.get("fits") or [None] * len(sw["values"])
+        for i, v in enumerate(sw["values"]):
+            w.writerow(dict(schedule=sw["schedule"], task=sw["task"], sweep_parameter=sw["parameter"], sweep_value=v,
+                            step_time_s=sw["step_time_s"][i], flops_ratio=sw["flops_ratio"][i],
+                            paper_flops_ratio=sw["paper_flops_ratio"][i], speedup=sw["speedup"][i],
+                            peak_memory_bytes=sw["peak_memory_bytes"][i], fits=fits[i], mfu=sw["mfu"][i],
+                            gpu_hours=sw["gpu_hours"][i], cost_usd=sw["cost_usd"][i], calibration=cal))
     return buf.getvalue()
 
 
@@ -141,31 +224,62 @@ def require_matplotlib():
         raise ScenarioError("--plot", "matplotlib", "matplotlib installed (pip install -e '.[plot]')")
 
 
+def plot_suffixes() -> tuple[str, ...]:
+    require_matplotlib()
+    from matplotlib.backend_bases import FigureCanvasBase
+    return tuple(f".{k}" for k in FigureCanvasBase.get_supported_filetypes())
+
+
+def check_outputs(args, out_suffixes=(".json", ".csv")) -> None:
+    """--out and --plot are checked before any work: a run never fails at the end for want of a path."""
+    from trsim.simulator.fileio import check_writable
+    if getattr(args, "out", None):
+        check_writable(args.out, "--out", out_suffixes)
+    if getattr(args, "plot", None):
+        check_writable(args.plot, "--plot", plot_suffixes())
+
+
+def check_finite(doc, where: str) -> None:
+    """No output ever carries a NaN or an infinity: inputs whose costs overflow float64 are refused."""
+    from trsim.simulator.errors import describe
+    stack = [(doc, "")]
+    while stack:
+        v, path = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ScenarioError(where, path.lstrip(".") or "<results>", f"inputs whose predicted costs are finite "
+                                f"numbers, got {describe(v)} (the inputs are beyond what the model can price)")
+        if isinstance(v, dict):
+            stack.extend((x, f"{path}.{k}") for k, x in v.items())
+        elif isinstance(v, (list, tuple)):
+            stack.extend((x, f"{path}.{i}") for i, x in enumerate(v))
+
+
 def cmd_simulate(args, console: Console) -> int:
     from trsim.simulator.config import load_scenario
     from trsim.simulator.fileio import atomic_write_json, atomic_write_text
     from trsim.simulator.simulate import simulate
+    check_outputs(args)
     scn = load_scenario(args.scenario, force_calibration=args.force)
     if args.plot and scn.sweep is None:
-        raise ScenarioError(args.scenario, "sweep", "a sweep block, since --plot draws the swept parameter")
+        raise ScenarioError(args.scenario, "sweep", "a sweep block, since --plot draws the swept parameter, got none")
     res = simulate(scn)
+    doc = res.to_dict()
+    check_finite(doc, args.scenario)
     if args.format == "json":
-        text = json.dumps(res.to_dict(), indent=1)
-        print(text)
+        print(json.dumps(doc, indent=1, allow_nan=False))
     elif args.format == "csv":
-        text = simulation_csv(res)
-        sys.stdout.write(text)
+        sys.stdout.write(simulation_csv(res))
     else:
         print_simulation(res, console, detail=args.detail)
     if args.out:
-        if args.out.endswith(".csv"):
+        if args.out.lower().endswith(".csv"):
             atomic_write_text(args.out, simulation_csv(res))
         else:
-            atomic_write_json(args.out, res.to_dict())
+            atomic_write_json(args.out, doc)
     if args.plot:
         plot_sweep(res.sweep, args.plot)
         if args.format == "table":
-            console.print(f"plot written to {args.plot}")
+            console.print(f"plot written to {args.plot}", markup=False, highlight=False)
     return 0
 
 

@@ -1,0 +1,283 @@
+"""Mutation fuzzing of the command line, shared by tests/test_fuzz.py (hypothesis, in the suite) and
+``python tests/fuzzing.py N`` (a long standalone run that reports crash sites).
+
+A case starts from a shipped scenario, applies random structural mutations to the parsed document
+(deletions, retyped values, extreme numbers, unknown and duplicated keys, deep nesting), writes it as
+YAML, JSON or TOML, optionally damages the text (truncation, byte flips, duplicated lines), and runs
+``trsim simulate`` in-process with random output options. The contract checked: exit code 0 or 2,
+never an exception; on exit 2 exactly one line ``trsim: error: ...``; on exit 0 every number printed is
+finite and ``--format json`` is strict JSON; nothing hangs (a per-run alarm).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import io
+import json
+import math
+import random
+import re
+import signal
+import sys
+from pathlib import Path
+
+import tomli_w
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
+
+EXTREMES = [True, False, None, 0, -1, 1, 2, 0.5, -0.5, 1e-300, 1e308, -1e308, float("nan"), float("inf"),
+            float("-inf"), 2**31, 2**53 + 1, 2**63 - 1, 2**63, 2**64, 10**30, -(2**63), "", "x", "8", "1e3",
+            "true", "nan", "a" * 5000, [], {}, [1, 2, 3], [[0, 0.5]], {"method": "himix"}, {"method": {"a": 1}},
+            {"layers": {"0": {"image": "fulll"}}}, {"x": 1}, 1.5, 3.7e6, 2e7, 1e9]
+
+
+def load_docs() -> list[tuple[str, dict]]:
+    return [(p.name, yaml.safe_load(p.read_text())) for p in SCENARIOS]
+
+
+def _paths(doc, prefix=()):
+    """Every (container, key) location in the document."""
+    out = []
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            out.append((doc, k, prefix + (k,)))
+            out.extend(_paths(v, prefix + (k,)))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            out.append((doc, i, prefix + (i,)))
+            out.extend(_paths(v, prefix + (i,)))
+    return out
+
+
+def mutate_doc(doc: dict, rng: random.Random, n: int) -> dict:
+    doc = copy.deepcopy(doc)
+    for _ in range(n):
+        try:
+            locs = _paths(doc)
+        except RecursionError:
+            break
+        if not locs:
+            break
+        parent, key, _ = rng.choice(locs)
+        op = rng.random()
+        if op < 0.2:                                   # delete
+            del parent[key]
+        elif op < 0.55:                                # retype / extreme value
+            parent[key] = copy.deepcopy(rng.choice(EXTREMES))
+        elif op < 0.7:                                 # scale a number
+            v = parent[key]
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                parent[key] = rng.choice([v * 10**rng.randint(1, 18), -v, v + 1, v - 1, v / 3, int(v) * 2**40])
+        elif op < 0.8:                                 # unknown key
+            if isinstance(parent[key], dict):
+                parent[key][rng.choice(["colour", "num_layer", "tokens ", "metod", "x"])] = rng.choice(EXTREMES[:12])
+        elif op < 0.87:                                # deep nesting
+            v = parent[key]
+            for _ in range(rng.choice([3, 40, 300])):
+                v = [v] if rng.random() < 0.5 else {"a": v}
+            parent[key] = v
+        elif op < 0.93:                                # a sweep
+            doc["sweep"] = {"schedule": rng.choice(list(doc.get("schedules") or {"baseline": 0}) or ["x"]),
+                            "parameter": rng.choice(["keep", "shallow", "from_layer"]),
+                            rng.choice(["values", "range"]): rng.choice(
+                                [[0, 1, 0.1], [0, 1e9, 1e-9], [float("nan"), 1, 0.1], [0, float("inf"), 1],
+                                 [0.1, 0.5], [1, 2, 3], [0, 12, 1], [True, 1], [1e300, 1e308, 1e-300]])}
+        else:                                          # long names
+            if isinstance(parent[key], dict) and "name" in parent[key]:
+                parent[key]["name"] = "n" * rng.choice([1000, 20000])
+    return doc
+
+
+def serialise(doc, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(doc, allow_nan=True)
+    if fmt == "toml":
+        return tomli_w.dumps(_toml_clean(doc) if isinstance(doc, dict) else {"root": _toml_clean(doc)})
+    return yaml.safe_dump(doc, sort_keys=False, width=10**6)
+
+
+def _toml_clean(v):
+    """TOML has no null and needs string keys; drop the one, stringify the other."""
+    if isinstance(v, dict):
+        return {str(k): _toml_clean(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list):
+        return [_toml_clean(x) for x in v if x is not None]
+    return v
+
+
+def damage_text(text: str, rng: random.Random) -> bytes:
+    data = text.encode()
+    op = rng.random()
+    if op < 0.3 and data:                              # truncation
+        return data[:rng.randrange(len(data))]
+    if op < 0.6 and data:                              # byte flips
+        b = bytearray(data)
+        for _ in range(rng.randint(1, 4)):
+            i = rng.randrange(len(b))
+            b[i] = rng.randrange(256)
+        return bytes(b)
+    lines = text.splitlines(keepends=True)             # a duplicated line: duplicated keys
+    if lines:
+        i = rng.randrange(len(lines))
+        lines.insert(i, lines[i])
+    return "".join(lines).encode()
+
+
+class Hang(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise Hang()
+
+
+def _strict_json(text: str):
+    def bad(c):
+        raise ValueError(f"non-finite constant {c}")
+    return json.loads(text, parse_constant=bad)
+
+
+_NONFINITE = re.compile(r"(?<![A-Za-z_])(nan|inf|infinity)(?![A-Za-z_])", re.I)
+
+
+def run_case(args: list[str], timeout: float = 20.0) -> tuple[int | None, str, str, str | None]:
+    """Run ``trsim ARGS`` in-process; (exit code, stdout, stderr, problem or None)."""
+    from trsim.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(args)
+            except SystemExit as exc:  # argparse
+                code = exc.code if isinstance(exc.code, int) else 2
+    except Hang:
+        return None, out.getvalue(), err.getvalue(), "hang"
+    except BaseException as exc:  # noqa: BLE001 - any exception is a crash site
+        import traceback
+        tb = traceback.extract_tb(exc.__traceback__)
+        site = next((f"{Path(f.filename).name}:{f.lineno}" for f in reversed(tb) if "/trsim" in f.filename
+                     or "wt-" in f.filename or "/simulator/" in f.filename), "?")
+        return None, out.getvalue(), err.getvalue(), f"exception {type(exc).__name__} at {site}: {exc}"[:300]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    return code, out.getvalue(), err.getvalue(), check_outcome(code, args, out.getvalue(), err.getvalue())
+
+
+def check_outcome(code, args, out: str, err: str) -> str | None:
+    if code not in (0, 2):
+        return f"exit code {code}"
+    if "Traceback" in err or "Traceback" in out:
+        return "traceback printed"
+    if code == 2:
+        lines = err.strip().splitlines()
+        if len(lines) != 1 or not lines[0].startswith("trsim: error: "):
+            return f"error output is not one 'trsim: error:' line: {err[:300]!r}"
+        if re.search(r"instance of|literal\[|Input should|function-after|pydantic", lines[0]):
+            return f"pydantic internals in the message: {lines[0][:300]}"
+        return None
+    fmt = args[args.index("--format") + 1] if "--format" in args else "table"
+    if fmt == "json":
+        try:
+            doc = _strict_json(out)
+        except ValueError as exc:
+            return f"not strict JSON: {exc}"
+        bad = _nonfinite_numbers(doc)
+        if bad:
+            return f"non-finite number in JSON at {bad}"
+    elif fmt == "csv":
+        for row in csv.reader(io.StringIO(out)):
+            for cell in row:
+                try:
+                    x = float(cell)
+                except ValueError:
+                    continue
+                if not math.isfinite(x):
+                    return f"non-finite CSV cell {cell!r}"
+    else:
+        body = "\n".join(line for line in out.splitlines() if not line.startswith("calibration:"))
+        m = _NONFINITE.search(body)
+        if m:
+            return f"non-finite value printed: {m.group(0)!r}"
+        if re.search(r"-\d[\d,.]* ms", body):
+            return "negative step time printed"
+    if re.search(r"\b(\d{3,}|[2-9]\d)\d\.\d%", out):
+        pass
+    return None
+
+
+def _nonfinite_numbers(doc, path="") -> str | None:
+    stack = [(doc, path)]
+    while stack:
+        v, p = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            return p
+        if isinstance(v, dict):
+            stack.extend((x, f"{p}.{k}") for k, x in v.items())
+        elif isinstance(v, list):
+            stack.extend((x, f"{p}.{i}") for i, x in enumerate(v))
+        if isinstance(v, dict) and "mfu" in v and isinstance(v["mfu"], float) and not 0 <= v["mfu"] <= 1:
+            return f"{p}.mfu = {v['mfu']} (not physical)"
+        if isinstance(v, dict) and "time_s" in v and isinstance(v["time_s"], float) and v["time_s"] <= 0:
+            return f"{p}.time_s = {v['time_s']}"
+    return None
+
+
+def make_case(rng: random.Random, docs, tmpdir: Path) -> list[str]:
+    name, base = rng.choice(docs)
+    doc = mutate_doc(base, rng, rng.choice([0, 1, 1, 2, 3, 5]))
+    fmt = rng.choice(["yaml", "json", "toml"])
+    try:
+        text = serialise(doc, fmt)
+    except (TypeError, ValueError, RecursionError):
+        fmt, text = "yaml", json.dumps(doc)  # JSON is YAML; the YAML emitter recurses too deep for some cases
+    data = damage_text(text, rng) if rng.random() < 0.25 else text.encode()
+    path = tmpdir / f"case.{fmt}"
+    path.write_bytes(data)
+    args = ["simulate", str(path)]
+    r = rng.random()
+    if r < 0.35:
+        args += ["--format", "json"]
+    elif r < 0.5:
+        args += ["--format", "csv"]
+    if rng.random() < 0.3:
+        args.append("--detail")
+    if rng.random() < 0.1:
+        args += ["--out", str(tmpdir / rng.choice(["o.json", "o.csv", "nodir/o.json"]))]
+    return args
+
+
+def main(n: int, seed: int = 0) -> int:
+    import tempfile
+    from collections import Counter
+    rng = random.Random(seed)
+    docs = load_docs()
+    sites = Counter()
+    examples = {}
+    with tempfile.TemporaryDirectory() as d:
+        for i in range(n):
+            args = make_case(rng, docs, Path(d))
+            code, out, err, problem = run_case(args)
+            if problem:
+                key = re.sub(r"\d+(\.\d+)?", "N", problem)[:160]
+                sites[key] += 1
+                if key not in examples:
+                    examples[key] = (args, Path(args[1]).read_bytes()[:3000], problem)
+    for key, count in sites.most_common():
+        print(f"{count:5d}  {key}")
+    out = ROOT / ".fuzz_examples"
+    out.mkdir(exist_ok=True)
+    for j, (key, (args, data, problem)) in enumerate(examples.items()):
+        (out / f"{j:03d}{Path(args[1]).suffix}").write_bytes(data)
+        (out / f"{j:03d}.txt").write_text(f"{problem}\n{args}\n")
+    print(f"{n} cases, {sum(sites.values())} problems, {len(sites)} distinct")
+    return 1 if sites else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000, int(sys.argv[2]) if len(sys.argv) > 2 else 0))
