@@ -98,37 +98,22 @@ class ModelInput(_Strict):
         return v
 
 
-def _fields_from_hf_config(cfg: dict) -> dict:
-    """Map a Hugging Face config.json onto ModelSpec fields."""
-    get = lambda *keys: next((cfg[k] for k in keys if cfg.get(k) is not None), None)  # noqa: E731
-    out = dict(num_layers=get("num_hidden_layers", "n_layer"), hidden_size=get("hidden_size", "n_embd"),
-               num_attention_heads=get("num_attention_heads", "n_head"),
-               intermediate_size=get("intermediate_size", "n_inner", "ffn_dim"),
-               vocab_size=get("vocab_size"), tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)))
-    out["num_key_value_heads"] = get("num_key_value_heads") or out["num_attention_heads"]
-    if get("head_dim"):
-        out["head_dim"] = get("head_dim")
-    act = str(get("hidden_act", "activation_function") or "silu")
-    gated = cfg.get("model_type", "llama") not in ("phi", "gpt2", "gpt_neox", "gptj", "opt")
-    out["mlp"] = ("geglu" if gated else "gelu") if "gelu" in act else "swiglu"
-    out["name"] = cfg.get("_name_or_path") or cfg.get("model_type") or "hf_config"
-    return {k: v for k, v in out.items() if v is not None}
-
-
 def resolve_model(inp: ModelInput, base_dir: Path) -> ModelSpec:
     fields: dict[str, Any] = {}
     if inp.preset:
         fields.update({k: v for k, v in MODEL_PRESETS[inp.preset].items() if k != "source"}, name=inp.preset)
+    hf = None
     if inp.hf_config:
-        path = (base_dir / inp.hf_config)
-        try:
-            fields.update(_fields_from_hf_config(json.loads(path.read_text())))
-        except FileNotFoundError:
-            raise ScenarioError(None, "model.hf_config", f"a readable config.json, but {path} does not exist")
-        except (json.JSONDecodeError, AttributeError, TypeError) as exc:
-            raise ScenarioError(None, "model.hf_config", f"a JSON object in {path} ({exc})")
+        from .hf_config import read_hf_config
+        hf = read_hf_config(base_dir / inp.hf_config)
+        fields.update(hf.fields)
     fields.update({k: v for k, v in inp.model_dump().items()
                    if v is not None and k not in ("preset", "hf_config")})
+    if hf is not None:
+        for name, key in hf.missing.items():
+            if name not in fields:
+                raise ScenarioError(hf.file, key, f"a value (model type {hf.model_type or 'unknown'} has no default "
+                                    f"for it; or give model.{name} in the scenario), got none")
     if "head_dim" not in fields and "hidden_size" in fields and "num_attention_heads" in fields:
         if fields["hidden_size"] % fields["num_attention_heads"]:
             raise ScenarioError(None, "model.head_dim", f"a value given explicitly, since hidden_size "

@@ -1,0 +1,217 @@
+"""``model: {hf_config: PATH}``: the decoder's shape from a published Hugging Face ``config.json``.
+
+Unified and understanding VLMs nest their language model's config: LLaVA under ``text_config`` (which
+omits every value equal to the LLaMA default), Janus-Pro under ``language_config``, VILA under
+``llm_cfg`` or in an ``llm/`` sub-folder; Qwen2-VL, Emu3, Chameleon, Gemma and GPT-2 keep it at the top
+level. Defaults come from the ``transformers`` configuration classes when they are installed (the
+``hf`` extra; ``CONFIG_MAPPING[model_type](**config)``, offline, nothing is downloaded): they know every
+model type's defaults. Without transformers a small built-in table covers the defaults that published
+VLM configs rely on (LLaMA, Gemma, GPT-2); anything else must be spelled out, and the error names the
+missing key and the file. Mixture-of-experts configs are refused: experts are not modelled, and pricing
+one as dense would be silently wrong.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Strict, TypeAdapter, ValidationError
+
+from .errors import ScenarioError, describe
+from .reader import UnreadableFile, read_document
+
+# Where a VLM's config.json keeps its language model's config.
+NESTED = ("text_config", "language_config", "llm_cfg", "llm_config", "text_model_config")
+# Model types whose nested language config defaults to LLaMA when it names no model_type (as transformers'
+# LlavaConfig does).
+LLAMA_BY_DEFAULT = ("llava", "llava_llama", "llava_next", "vipllava", "multi_modality", "janus")
+# ModelSpec field -> config keys, first present wins (GPT-2 and others spell them differently).
+KEYS = {"num_layers": ("num_hidden_layers", "n_layer", "num_layers"),
+        "hidden_size": ("hidden_size", "n_embd", "d_model"),
+        "num_attention_heads": ("num_attention_heads", "n_head"),
+        "num_key_value_heads": ("num_key_value_heads",),
+        "head_dim": ("head_dim",),
+        "intermediate_size": ("intermediate_size", "n_inner", "ffn_dim"),
+        "vocab_size": ("vocab_size",)}
+ACTIVATION_KEYS = ("hidden_act", "hidden_activation", "activation_function")
+# Two-matrix (non-gated) MLPs; every other model type is taken as gated (LLaMA-style).
+NON_GATED = ("gpt2", "gpt_neox", "gptj", "opt", "phi", "falcon", "bloom", "gpt_bigcode", "codegen", "mpt",
+             "starcoder2")
+# Expert counts (Mixtral, Qwen-MoE, DeepSeek-MoE, DBRX/OLMoE) and the fields that go with them.
+MOE_COUNTS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+MOE_FIELDS = ("num_experts_per_tok", "n_shared_experts", "moe_intermediate_size", "shared_expert_intermediate_size")
+
+# Built-in fallback: the defaults of transformers' LlamaConfig, GemmaConfig and GPT2Config, which published
+# configs omit (LLaVA's text_config, Gemma's tied embeddings, GPT-2's n_inner: null = 4 x hidden).
+FALLBACK_DEFAULTS = {
+    "llama": dict(num_hidden_layers=32, hidden_size=4096, num_attention_heads=32, intermediate_size=11008,
+                  vocab_size=32000, tie_word_embeddings=False, hidden_act="silu"),
+    "gemma": dict(num_hidden_layers=28, hidden_size=3072, num_attention_heads=16, num_key_value_heads=16,
+                  head_dim=256, intermediate_size=24576, vocab_size=256000, tie_word_embeddings=True,
+                  hidden_act="gelu_pytorch_tanh"),
+    "gpt2": dict(n_layer=12, n_embd=768, n_head=12, n_inner=None, vocab_size=50257, tie_word_embeddings=True,
+                 activation_function="gelu_new"),
+}
+
+
+@dataclass
+class HfModel:
+    """ModelSpec fields read from a config.json, and where each missing one should have been."""
+    file: str
+    fields: dict[str, Any]
+    missing: dict[str, str] = field(default_factory=dict)   # ModelSpec field -> key path in ``file``
+    model_type: str | None = None
+
+
+def config_file(path: Path) -> Path:
+    """``path`` itself, or the config.json in a model folder (or in its ``llm/`` sub-folder, as VILA ships)."""
+    if path.is_dir():
+        for cand in (path / "config.json", path / "llm" / "config.json"):
+            if cand.is_file():
+                return cand
+        raise ScenarioError(None, "model.hf_config", f"a config.json file or a model folder holding one, got the "
+                            f"folder {path} without config.json")
+    return path
+
+
+def _transformers_mapping():
+    try:
+        from transformers import CONFIG_MAPPING
+    except ImportError:
+        return None
+    return CONFIG_MAPPING
+
+
+def _sub_config(raw: dict, file: Path) -> tuple[dict, str, Path]:
+    """The language model's config dict, its key prefix, and the file it came from."""
+    for key in NESTED:
+        sub = raw.get(key)
+        if isinstance(sub, dict):
+            return sub, f"{key}.", file
+        if key in raw and sub is not None and not isinstance(sub, (dict, str)):
+            raise ScenarioError(str(file), key, f"a mapping holding the language model's config, got {describe(sub)}")
+    if any(k in raw for k in ("llm_cfg", "llm_config")) or raw.get("model_type") == "llava_llama":
+        llm = file.parent / "llm" / "config.json"
+        if llm.is_file():
+            return _load(llm), "", llm
+        raise ScenarioError(str(file), "llm_cfg", f"the language model's config, inline or in {llm}, got neither")
+    return raw, "", file
+
+
+def _load(file: Path) -> dict:
+    return read_document(file, what="config.json", fmt="json")
+
+
+def _check_dense(cfg, prefix: str, file: Path) -> None:
+    get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
+    for key in MOE_COUNTS:
+        n = get(key)
+        if isinstance(n, int) and not isinstance(n, bool) and n > 1:
+            extra = ", ".join(f"{k} {get(k)}" for k in MOE_FIELDS if get(k) is not None)
+            raise ScenarioError(str(file), f"{prefix}{key}", f"a dense decoder (mixture-of-experts layers are not "
+                                f"modelled), got a mixture-of-experts config with {key} {n}"
+                                + (f", {extra}" if extra else "") + "; to price its dense equivalent give the model "
+                                "fields explicitly instead of hf_config")
+
+
+def read_hf_config(path: Path) -> HfModel:
+    """The ModelSpec fields of the language model in a config.json (or model folder)."""
+    try:
+        file = config_file(path)
+        raw = _load(file)
+    except UnreadableFile as err:
+        raise err.for_field("model.hf_config")
+    top_type = raw.get("model_type")
+    if top_type is not None and not isinstance(top_type, str):
+        raise ScenarioError(str(file), "model_type", f"a string, got {describe(top_type)}")
+    sub, prefix, src = _sub_config(raw, file)
+    sub_type = sub.get("model_type") if sub is not raw else top_type
+    if sub_type is not None and not isinstance(sub_type, str):
+        raise ScenarioError(str(src), f"{prefix}model_type", f"a string, got {describe(sub_type)}")
+    if sub_type is None and sub is not raw and top_type in LLAMA_BY_DEFAULT:
+        sub_type = "llama"
+    _check_dense(sub, prefix, src)
+
+    from .config import ModelSpec
+    for name, keys in KEYS.items():  # the file's own values are checked before any library sees them
+        for k in keys:
+            if sub.get(k) is not None:
+                _checked(ModelSpec, name, sub[k], str(src), f"{prefix}{k}")
+    mapping = _transformers_mapping()
+    obj = None
+    if mapping is not None:
+        obj = _with_transformers(mapping, raw, top_type, sub, sub_type, prefix, src)
+    defaults = {} if obj is not None else FALLBACK_DEFAULTS.get(sub_type or "", {})
+    if obj is not None:
+        _check_dense(obj, prefix, src)
+
+    def lookup(keys):
+        """(value, key found) from the language config, then transformers' object, then the fallback table."""
+        for k in keys:
+            if k in sub and sub[k] is not None:
+                return sub[k], k
+        for k in keys:
+            if obj is not None and getattr(obj, k, None) is not None:
+                return getattr(obj, k), k
+            if k in defaults and defaults[k] is not None:
+                return defaults[k], k
+        return None, keys[0]
+
+    out = HfModel(file=str(src), fields={}, model_type=sub_type)
+    for name, keys in KEYS.items():
+        value, key = lookup(keys)
+        if value is None:
+            if name == "intermediate_size" and (sub_type in NON_GATED or "n_inner" in sub):
+                hidden = out.fields.get("hidden_size")
+                if hidden is not None:  # GPT-2 style: n_inner null means 4 x hidden
+                    out.fields[name] = 4 * hidden
+                    continue
+            if name not in ("num_key_value_heads", "head_dim"):
+                out.missing[name] = f"{prefix}{keys[0]}"
+            continue
+        out.fields[name] = _checked(ModelSpec, name, value, str(src), f"{prefix}{key}")
+    if "num_key_value_heads" not in out.fields and "num_attention_heads" in out.fields:
+        out.fields["num_key_value_heads"] = out.fields["num_attention_heads"]  # no GQA key: one K/V head per head
+    tie = next((d["tie_word_embeddings"] for d in (sub, raw) if isinstance(d.get("tie_word_embeddings"), bool)), None)
+    if tie is None:
+        tie = getattr(obj, "tie_word_embeddings", None) if obj is not None else defaults.get("tie_word_embeddings")
+    if tie is not None:
+        out.fields["tie_word_embeddings"] = bool(tie)
+    act, _ = lookup(ACTIVATION_KEYS)
+    act = act if isinstance(act, str) else "silu"
+    gated = sub_type not in NON_GATED
+    out.fields["mlp"] = ("geglu" if gated else "gelu") if "gelu" in act else ("swiglu" if gated else "gelu")
+    name = raw.get("_name_or_path") or sub.get("_name_or_path") or top_type or sub_type or "hf_config"
+    out.fields["name"] = str(name)[:200]
+    return out
+
+
+def _with_transformers(mapping, raw, top_type, sub, sub_type, prefix, src):
+    """transformers' configuration object for the language model (its defaults filled in), or None when
+    transformers does not know the model type."""
+    import logging
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    try:
+        if top_type in mapping and sub is raw:
+            full = mapping[top_type](**{k: v for k, v in raw.items() if k != "model_type"})
+            return full.get_text_config(decoder=True) if hasattr(full, "get_text_config") else full
+        if top_type in mapping and prefix == "text_config.":
+            full = mapping[top_type](**{k: v for k, v in raw.items() if k != "model_type"})
+            return full.get_text_config(decoder=True)
+        if sub_type in mapping:
+            return mapping[sub_type](**{k: v for k, v in sub.items() if k != "model_type"})
+    except Exception as exc:  # noqa: BLE001 - a third-party constructor: any failure is a bad config file
+        raise ScenarioError(str(src), prefix.rstrip(".") or "<file>", f"a config transformers can read, got "
+                            f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+    return None
+
+
+def _checked(model, name: str, value, where: str, key: str):
+    """A config value validated against ModelSpec's type and bounds (strictly: true is not 1), blaming the key."""
+    from .strict import error_from_validation
+    f = model.model_fields[name]
+    try:
+        return TypeAdapter(Annotated[f.annotation, Strict(), *f.metadata]).validate_python(value)
+    except ValidationError as exc:
+        raise error_from_validation(exc, value, where=where, prefix=key) from None

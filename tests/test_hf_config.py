@@ -1,0 +1,143 @@
+"""model: {hf_config: ...} reads real published config.json files (fixtures modelled on them), with
+transformers' configuration classes and with the built-in fallback, and refuses what it cannot price."""
+import builtins
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from trsim.cli import main
+from trsim.simulator import scenario_from_dict
+
+DATA = Path(__file__).parent / "data" / "hf_configs"
+
+# (fixture, expected ModelSpec fields): values from each checkpoint's published config.json and, where the file
+# omits them, the model type's defaults (LLaMA's for LLaVA's text_config, Gemma's tied embeddings, GPT-2's 4 x hidden)
+EXPECTED = {
+    "llava-1.5-7b": dict(num_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=32, head_dim=128,
+                         intermediate_size=11008, vocab_size=32064, tie_word_embeddings=False, mlp="swiglu"),
+    "llava-no-type": dict(num_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=32,
+                          intermediate_size=11008, vocab_size=32064, mlp="swiglu"),
+    "janus-pro-7b": dict(num_layers=30, hidden_size=4096, num_attention_heads=32, num_key_value_heads=32,
+                         head_dim=128, intermediate_size=11008, vocab_size=102400, mlp="swiglu"),
+    "vila1.5-3b": dict(num_layers=32, hidden_size=2560, num_attention_heads=20, num_key_value_heads=20, head_dim=128,
+                       intermediate_size=6912, vocab_size=32000, tie_word_embeddings=False, mlp="swiglu"),
+    "vila-llm-folder": dict(num_layers=32, hidden_size=4096, num_attention_heads=32, intermediate_size=11008,
+                            vocab_size=32000, mlp="swiglu"),
+    "qwen2-vl-7b": dict(num_layers=28, hidden_size=3584, num_attention_heads=28, num_key_value_heads=4, head_dim=128,
+                        intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False, mlp="swiglu"),
+    "emu3-gen": dict(num_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=8,
+                     intermediate_size=14336, vocab_size=184622, tie_word_embeddings=False, mlp="swiglu"),
+    "chameleon-7b": dict(num_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=32,
+                         intermediate_size=11008, vocab_size=65536, tie_word_embeddings=False, mlp="swiglu"),
+    "gemma-2b": dict(num_layers=18, hidden_size=2048, num_attention_heads=8, num_key_value_heads=1, head_dim=256,
+                     intermediate_size=16384, vocab_size=256000, tie_word_embeddings=True, mlp="geglu"),
+    "gpt2": dict(num_layers=12, hidden_size=768, num_attention_heads=12, num_key_value_heads=12, head_dim=64,
+                 intermediate_size=3072, vocab_size=50257, tie_word_embeddings=True, mlp="gelu"),
+}
+
+
+@pytest.fixture(params=["transformers", "fallback"])
+def backend(request, monkeypatch):
+    if request.param == "fallback":
+        real = builtins.__import__
+
+        def no_transformers(name, *a, **k):
+            if name == "transformers" or name.startswith("transformers."):
+                raise ImportError("transformers hidden by the test")
+            return real(name, *a, **k)
+        monkeypatch.setattr(builtins, "__import__", no_transformers)
+    else:
+        pytest.importorskip("transformers")
+    return request.param
+
+
+def _scenario(tiny_doc, path, **model):
+    tiny_doc["model"] = {"hf_config": str(path), **model}
+    tiny_doc["schedules"] = {"baseline": {}}
+    return tiny_doc
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_published_configs(tiny_doc, backend, name):
+    target = DATA / name if name == "vila-llm-folder" else DATA / name / "config.json"
+    scn = scenario_from_dict(_scenario(tiny_doc, target))
+    got = scn.model.model_dump()
+    for k, v in EXPECTED[name].items():
+        assert got[k] == v, (name, backend, k, got[k], v)
+
+
+@pytest.mark.parametrize("name,key", [("mixtral-8x7b", "num_local_experts"), ("qwen1.5-moe-a2.7b", "num_experts"),
+                                      ("deepseek-moe-16b", "n_routed_experts")])
+def test_mixture_of_experts_refused_naming_the_expert_fields(tmp_path, tiny_doc, backend, capsys, name, key):
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(_scenario(tiny_doc, DATA / name / "config.json")))
+    assert main(["simulate", str(p)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"{DATA / name / 'config.json'}: {key}: expected a dense decoder" in err and "num_experts_per_tok" in err
+
+
+def _run(tmp_path, tiny_doc, cfg_path, capsys, **model):
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(_scenario(tiny_doc, cfg_path, **model)))
+    code = main(["simulate", str(p)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return str(p), err
+
+
+def test_missing_key_names_the_config_file_and_key(tmp_path, tiny_doc, capsys, backend):
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"model_type": "my_custom_lm", "hidden_size": 64, "num_attention_heads": 4,
+                               "intermediate_size": 128, "vocab_size": 100}))
+    _, err = _run(tmp_path, tiny_doc, cfg, capsys)
+    assert f"{cfg}: num_hidden_layers: expected a value" in err and "model.num_layers" in err
+    # the scenario may supply it
+    tiny_doc2 = _scenario(dict(tiny_doc), cfg, num_layers=4)
+    assert scenario_from_dict(tiny_doc2).model.num_layers == 4
+
+
+def test_nested_missing_key_is_named_with_its_path(tmp_path, tiny_doc, capsys):
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"model_type": "some_vlm", "language_config": {
+        "model_type": "my_lm", "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 8,
+        "vocab_size": 10}}))
+    _, err = _run(tmp_path, tiny_doc, cfg, capsys)
+    assert f"{cfg}: language_config.num_hidden_layers: expected a value" in err
+
+
+@pytest.mark.parametrize("value,needle", [("4096", "got '4096'"), (True, "got true"), (-3, ">= 1"),
+                                          (2**70, "<="), (12.5, "whole number")])
+def test_wrong_types_in_config_name_the_key(tmp_path, tiny_doc, capsys, backend, value, needle):
+    cfg = tmp_path / "config.json"
+    doc = json.loads((DATA / "llava-1.5-7b" / "config.json").read_text())
+    doc["text_config"]["hidden_size"] = value
+    cfg.write_text(json.dumps(doc))
+    _, err = _run(tmp_path, tiny_doc, cfg, capsys)
+    assert f"{cfg}: text_config.hidden_size: expected" in err and needle in err, err
+
+
+def test_unreadable_config_paths(tmp_path, tiny_doc, capsys):
+    (tmp_path / "empty_dir").mkdir()
+    (tmp_path / "latin1.json").write_bytes(b'{"model_type": "caf\xe9"}')
+    (tmp_path / "loop.json").symlink_to(tmp_path / "loop.json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "dup.json").write_text('{"hidden_size": 1, "hidden_size": 2}')
+    cases = [("empty_dir", "model.hf_config", "without config.json"),
+             ("missing.json", "model.hf_config", "not found"),
+             ("loop.json", "model.hf_config", "symlink loop"),
+             ("latin1.json", "<file>", "UTF-8"),
+             ("list.json", "<root>", "a mapping"),
+             ("dup.json", "hidden_size", "each key once")]
+    for name, field, needle in cases:
+        path, err = _run(tmp_path, tiny_doc, tmp_path / name, capsys)
+        blamed = path if field.startswith("model.") else str(tmp_path / name)
+        assert f"{blamed}: {field}: expected" in err and needle in err, (name, err)
+    if os.geteuid() != 0:  # root reads anything
+        (tmp_path / "secret.json").write_text("{}")
+        (tmp_path / "secret.json").chmod(0)
+        _, err = _run(tmp_path, tiny_doc, tmp_path / "secret.json", capsys)
+        assert "permission denied" in err
