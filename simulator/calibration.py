@@ -69,6 +69,17 @@ class FitRecord(_Strict):
     notes: list[str] = Field(default_factory=list)
 
 
+class InputFile(_Strict):
+    path: str
+    sha256: Optional[str] = None
+
+
+class Provenance(_Strict):
+    """What the fit read (each input with its SHA-256) and which trsim wrote it."""
+    trsim_version: str
+    inputs: list[InputFile] = Field(default_factory=list)
+
+
 class CalibrationFile(_Strict):
     schema_: Literal["trsim.calibration/1"] = Field(alias="schema")
     created: str
@@ -82,6 +93,7 @@ class CalibrationFile(_Strict):
     cases: NonNegativeInt
     fit: FitRecord
     parameters: dict[str, ParameterValue] = Field(min_length=1)
+    provenance: Optional[Provenance] = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
 
@@ -122,7 +134,7 @@ def _constraint(exc: ValidationError) -> str:
 
 def calibration_document(parameters: dict[str, float], *, hardware_preset: str, environment: dict,
                          results_files: list[str], cases: int, fit: dict, std: dict[str, float] | None = None,
-                         created: str | None = None) -> dict:
+                         created: str | None = None, provenance: dict | None = None) -> dict:
     """A validated calibration document (raises ValueError naming the bad field if the inputs are not one).
 
     ``environment`` is a profiler results environment (device, gpu, torch, cuda, dtype); ``fit`` holds
@@ -136,6 +148,8 @@ def calibration_document(parameters: dict[str, float], *, hardware_preset: str, 
            "results_files": [str(Path(s)) for s in results_files], "cases": int(cases), "fit": fit,
            "parameters": {k: {"value": float(v), "std": None if std.get(k) is None else float(std[k])}
                           for k, v in parameters.items()}}
+    if provenance is not None:
+        doc["provenance"] = provenance
     try:
         return CalibrationFile.model_validate(doc).to_json()
     except ValidationError as exc:

@@ -124,8 +124,12 @@ def resolve_model(inp: ModelInput, base_dir: Path) -> ModelSpec:
 
 
 # -------------------------------------------------------------------------------------- hardware
+AttentionKernel = Literal["flash1", "flash2", "flash3", "cudnn", "mem_efficient", "math"]
+
+
 class HardwareSpec(_Strict):
-    """One GPU kind: datasheet rates plus the efficiency terms of the time model (see docs in README)."""
+    """One device: datasheet rates plus the efficiency terms of the time model (``trsim.simulator.efficiency``
+    and README "Efficiency model"). Defaults of the shape terms are neutral (no quantisation, no fall-off)."""
     name: str = "custom"
     peak_flops: PositiveFloat
     memory_bandwidth: PositiveFloat
@@ -133,13 +137,26 @@ class HardwareSpec(_Strict):
     intranode_bandwidth: PositiveFloat
     internode_bandwidth: PositiveFloat
     gpus_per_node: PositiveInt = 8
-    matmul_efficiency: float = Field(gt=0, le=1)
-    matmul_half_rows: float = Field(ge=0)
-    attention_efficiency: float = Field(gt=0, le=1)
-    attention_half_keys: float = Field(ge=0)
+    nominal_peak: bool = False            # peak/bandwidth are estimates, not datasheet maxima (efficiency may exceed 1)
+    # GEMMs
+    compute_units: PositiveInt = 1        # streaming multiprocessors (wave quantisation)
+    matmul_tiles: tuple[tuple[PositiveInt, PositiveInt], ...] = ((1, 1),)  # output tiles the GEMM library picks among
+    matmul_efficiency: PositiveFloat      # fraction of peak a GEMM of ideal shape reaches (bf16/fp16)
+    matmul_efficiency_fp8: Optional[PositiveFloat] = None  # the same at fp8 (fraction of the fp8 peak)
+    matmul_half_k: float = Field(default=0.0, ge=0)        # reduction length at which a tile's efficiency halves
+    matmul_overhead_s: float = Field(default=0.0, ge=0)    # fixed seconds per GEMM call (host dispatch)
+    # attention
+    attention_kernel: AttentionKernel = "flash2"
+    attention_efficiency: PositiveFloat   # fraction of peak at head dim 128, long sequences, no mask
+    attention_head_dim_factors: tuple[PositiveFloat, PositiveFloat, PositiveFloat] = (1.0, 1.0, 1.0)  # 64/128/256
+    attention_half_keys: float = Field(ge=0)               # sequence length at which the efficiency halves
+    attention_causal_half_keys: float = Field(default=0.0, ge=0)  # extra half-length under a causal mask
+    attention_causal_factor: float = Field(default=1.0, gt=0, le=1)  # efficiency factor of a causal mask
+    attention_masked_factor: float = Field(default=1.0, gt=0, le=1)  # explicit boolean mask (memory-efficient)
     attention_backward_ratio: PositiveFloat
-    bandwidth_efficiency: float = Field(gt=0, le=1)
-    gather_efficiency: float = Field(gt=0, le=1)
+    # memory-bound work, fixed costs, communication
+    bandwidth_efficiency: PositiveFloat
+    gather_efficiency: PositiveFloat
     layer_overhead_s: float = Field(ge=0)
     step_overhead_s: float = Field(ge=0)
     comm_overlap: float = Field(ge=0, le=1)
@@ -147,9 +164,9 @@ class HardwareSpec(_Strict):
     calibration: Optional[str] = None
 
 
-CALIBRATED_FIELDS = ("matmul_efficiency", "matmul_half_rows", "attention_efficiency", "attention_half_keys",
-                     "attention_backward_ratio", "bandwidth_efficiency", "gather_efficiency", "layer_overhead_s",
-                     "step_overhead_s")
+CALIBRATED_FIELDS = ("matmul_efficiency", "matmul_half_k", "matmul_overhead_s", "attention_efficiency",
+                     "attention_half_keys", "attention_backward_ratio", "bandwidth_efficiency", "gather_efficiency",
+                     "layer_overhead_s", "step_overhead_s")
 
 
 class HardwareInput(_Strict):
@@ -165,10 +182,20 @@ class HardwareInput(_Strict):
     intranode_bandwidth: Optional[PositiveFloat] = None
     internode_bandwidth: Optional[PositiveFloat] = None
     gpus_per_node: Optional[PositiveInt] = None
+    nominal_peak: Optional[bool] = None
+    compute_units: Optional[PositiveInt] = None
+    matmul_tiles: Optional[tuple[tuple[PositiveInt, PositiveInt], ...]] = None
     matmul_efficiency: Optional[float] = None
-    matmul_half_rows: Optional[float] = None
+    matmul_efficiency_fp8: Optional[float] = None
+    matmul_half_k: Optional[float] = None
+    matmul_overhead_s: Optional[float] = None
+    attention_kernel: Optional[AttentionKernel] = None
     attention_efficiency: Optional[float] = None
+    attention_head_dim_factors: Optional[tuple[float, float, float]] = None
     attention_half_keys: Optional[float] = None
+    attention_causal_half_keys: Optional[float] = None
+    attention_causal_factor: Optional[float] = None
+    attention_masked_factor: Optional[float] = None
     attention_backward_ratio: Optional[float] = None
     bandwidth_efficiency: Optional[float] = None
     gather_efficiency: Optional[float] = None
@@ -185,6 +212,21 @@ class HardwareInput(_Strict):
         return v
 
 
+def attention_kernel_fields(preset: Optional[str], kernel: str) -> dict:
+    """The attention curve of ``kernel`` on the GPU family of ``preset`` (derived in presets.py)."""
+    from .presets import ATTENTION_FAMILY, ATTENTION_KERNELS
+    family = ATTENTION_KERNELS.get(ATTENTION_FAMILY.get(preset or ""), None)
+    if family is None:
+        if preset is None or HARDWARE_PRESETS[preset].get("attention_kernel") == kernel:
+            return {"attention_kernel": kernel}  # custom hardware: the curve fields are given explicitly
+        raise ScenarioError(None, "hardware.attention_kernel",
+                            f"no kernel curves for preset {preset!r}; give the attention_* fields explicitly")
+    if kernel not in family:
+        raise ScenarioError(None, "hardware.attention_kernel",
+                            f"a kernel with a published table for {preset} ({', '.join(family)}), got {kernel!r}")
+    return {"attention_kernel": kernel, **family[kernel]}
+
+
 def resolve_hardware(inp: HardwareInput, base_dir: Path, force_calibration: bool = False
                      ) -> tuple[HardwareSpec, Optional[dict]]:
     """The hardware profile (preset, then calibration, then explicit fields) and a summary of the calibration
@@ -193,6 +235,8 @@ def resolve_hardware(inp: HardwareInput, base_dir: Path, force_calibration: bool
     fields: dict[str, Any] = {}
     if inp.preset:
         fields.update({k: v for k, v in HARDWARE_PRESETS[inp.preset].items() if k != "source"}, name=inp.preset)
+    if inp.attention_kernel:
+        fields.update(attention_kernel_fields(inp.preset, inp.attention_kernel))
     fields.update({k: v for k, v in inp.model_dump().items()
                    if v is not None and k not in ("preset", "calibration", "num_gpus", "price_per_gpu_hour")})
     summary = None

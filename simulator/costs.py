@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import efficiency
 from .config import HardwareSpec, ModelSpec, TrainingSpec
 from .plan import FULL, KV_ONLY, SKIP, Plan, query_set_changes
 
@@ -145,36 +146,41 @@ def static_bytes(params, t: TrainingSpec, data_parallel: int) -> dict[str, np.nd
 
 
 # ---------------------------------------------------------------------------------------- time
-def linear_time(rows, k_in, n_out, hw: HardwareSpec):
+def linear_time(rows, k_in, n_out, hw: HardwareSpec, precision: str = "bf16"):
     """Forward + backward seconds of one linear layer: ``rows`` tokens x ``k_in`` -> ``n_out`` (any
-    broadcastable shapes). The forward GEMM is [rows, k_in] x [k_in, n_out]; the backward runs two GEMMs
-    of the same FLOPs (input gradient and weight gradient).
+    broadcastable shapes). Three GEMMs, each priced at its own shape (``efficiency.gemm_time``):
+    forward [rows, k_in] x [k_in, n_out]; input gradient [rows, n_out] x [n_out, k_in]; weight gradient
+    [k_in, rows] x [rows, n_out], whose reduction runs over the tokens.
 
-    This is the one place where a GEMM's FLOPs become time: parallel layouts pass the per-rank shapes,
-    and the efficiency model decides how fast a GEMM of that shape runs.
-    Today: peak x matmul_efficiency x rows / (rows + matmul_half_rows) for all three GEMMs.
+    This is the one place where a GEMM's FLOPs become time: parallel layouts pass the per-rank shapes.
     """
-    rows = np.maximum(rows, 1)
-    flops = 2.0 * rows * k_in * n_out
-    return 3 * flops / (hw.peak_flops * hw.matmul_efficiency) * (1 + hw.matmul_half_rows / rows)
+    elem = efficiency.DTYPE_BYTES.get(precision, 2)
+    t = lambda M, N, K: efficiency.gemm_time(M, N, K, hw, precision=precision, elem_bytes=elem)  # noqa: E731
+    return t(rows, n_out, k_in) + t(rows, k_in, n_out) + t(k_in, n_out, rows)
 
 
-def attention_core_time(pairs, queries, heads, head_dim, hw: HardwareSpec):
+def attention_core_time(pairs, queries, heads, head_dim, hw: HardwareSpec, masked=False):
     """Forward + backward seconds of the attention core (scores and weighted sum) over ``pairs``
-    query-key pairs executed per head, for ``queries`` query rows (so ``pairs / queries`` keys each)."""
+    query-key pairs executed per head, for ``queries`` query rows (so ``pairs / queries`` keys each).
+
+    Unmasked layers run a causal fused kernel (``hw.attention_kernel``), whose queries see on average
+    half of a sequence of ``2 x keys``; ``masked`` layers (an explicit mask over the whole rectangle) run
+    the memory-efficient kernel at the sequence length ``keys``. Efficiency: ``efficiency.attention_efficiency``.
+    """
     keys = pairs / np.maximum(queries, 1)
-    fwd = 4.0 * pairs * heads * head_dim / (hw.peak_flops * hw.attention_efficiency) * (
-        1 + hw.attention_half_keys / np.maximum(keys, 1))
-    return (1 + hw.attention_backward_ratio) * fwd
+    masked = np.asarray(masked, dtype=bool)
+    seq = np.where(masked, keys, 2.0 * keys)
+    eff = efficiency.attention_efficiency(seq, head_dim, ~masked, hw, masked)
+    return (1 + hw.attention_backward_ratio) * 4.0 * pairs * heads * head_dim / (hw.peak_flops * eff)
 
 
 def microbatch_time(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int, act_bytes: int,
                     checkpointing: bool) -> dict[str, np.ndarray]:
     """Forward+backward time of one task-homogeneous micro-batch, per component, each [P] seconds.
 
-    matmuls: FLOPs / (peak x efficiency x rows / (rows + half_rows)), backward = 2 x forward;
+    matmuls: three GEMMs per linear layer at their own shapes (``linear_time``);
     attention: the pairs the kernel executes (the causal triangle, or the whole rectangle where an
-    explicit mask is used) over peak x efficiency x keys / (keys + half_keys), backward = ratio x forward;
+    explicit mask is used) at the kernel's efficiency for that length (``attention_core_time``);
     memory-bound work (norms, rotary, residuals, activation function, loss) and gather/scatter of token
     rows: bytes / (bandwidth x efficiency); fixed costs per layer and per micro-batch.
     """
@@ -190,7 +196,7 @@ def microbatch_time(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int,
     matmul = (mm * w).sum(-1) + linear_time(B * c.n_lm, d, V, hw)
 
     exec_pairs = np.where(c.masked, c.pairs_full, c.pairs_causal)
-    att = attention_core_time(B * exec_pairs, B * c.nq, H, hd, hw)
+    att = attention_core_time(B * exec_pairs, B * c.nq, H, hd, hw, masked=c.masked)
     rank = (1 + hw.attention_backward_ratio) * B * f["rank"] / (hw.peak_flops * hw.attention_efficiency)
     attention = ((att + rank) * w).sum(-1)
 

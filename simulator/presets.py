@@ -2,9 +2,13 @@
 
 Model values are those of the public Hugging Face ``config.json`` files of each checkpoint.
 Hardware values are dense bf16 tensor-core peaks and memory bandwidths from the vendors'
-datasheets; efficiency values are uncalibrated starting points (see ``trsim calibrate``).
+datasheets. GEMM and attention efficiencies are derived from public kernel benchmarks by
+``python -m trsim.validate.derive_presets`` (see ``trsim.simulator.efficiency`` for the model); the
+remaining terms are uncalibrated starting points (see ``trsim calibrate``).
 """
 from __future__ import annotations
+
+from .efficiency import GPU_TILES
 
 # name -> (source checkpoint, fields)
 MODEL_PRESETS: dict[str, dict] = {
@@ -39,13 +43,46 @@ MODEL_PRESETS: dict[str, dict] = {
 
 _GiB = 2**30
 
-# Efficiency defaults shared by all GPU presets until a calibration file replaces them.
+# Attention-kernel curves per GPU family and kernel: derived from the FlashAttention kernel tables by
+# `python -m trsim.validate.derive_presets` (do not edit by hand; `--check` verifies these numbers).
+ATTENTION_KERNELS: dict[str, dict[str, dict]] = {
+    "A100-SXM4-80GB": {
+        "flash1": dict(attention_efficiency=0.2743, attention_head_dim_factors=(1.2142, 1.0, 1.0),
+                 attention_half_keys=89.7, attention_causal_half_keys=221.1, attention_causal_factor=0.9337),
+        "flash2": dict(attention_efficiency=0.6503, attention_head_dim_factors=(0.8861, 1.0, 1.0),
+                 attention_half_keys=181.1, attention_causal_half_keys=313.5, attention_causal_factor=0.9651),
+        "math": dict(attention_efficiency=0.2653, attention_head_dim_factors=(0.5774, 1.0, 1.0),
+                 attention_half_keys=211.5, attention_causal_half_keys=0.0, attention_causal_factor=0.4075),
+        "mem_efficient": dict(attention_efficiency=0.3127, attention_head_dim_factors=(0.7948, 1.0, 1.0),
+                 attention_half_keys=76.4, attention_causal_half_keys=170.9, attention_causal_factor=0.9343),
+    },
+    "H100-SXM5-80GB": {
+        "cudnn": dict(attention_efficiency=0.5764, attention_head_dim_factors=(0.676, 1.0, 0.9508),
+                 attention_half_keys=221.2, attention_causal_half_keys=301.8, attention_causal_factor=0.9441),
+        "flash1": dict(attention_efficiency=0.139, attention_head_dim_factors=(1.1798, 1.0, 1.0),
+                 attention_half_keys=36.6, attention_causal_half_keys=189.8, attention_causal_factor=0.9538),
+        "flash2": dict(attention_efficiency=0.3488, attention_head_dim_factors=(0.8716, 1.0, 1.0),
+                 attention_half_keys=196.3, attention_causal_half_keys=342.5, attention_causal_factor=0.9699),
+        "flash3": dict(attention_efficiency=0.6567, attention_head_dim_factors=(0.7102, 1.0, 1.0741),
+                 attention_half_keys=388.3, attention_causal_half_keys=515.9, attention_causal_factor=0.987),
+        "math": dict(attention_efficiency=0.1637, attention_head_dim_factors=(0.5667, 1.0, 1.0),
+                 attention_half_keys=281.5, attention_causal_half_keys=0.0, attention_causal_factor=0.3938),
+        "mem_efficient": dict(attention_efficiency=0.1684, attention_head_dim_factors=(0.8716, 1.0, 1.0),
+                 attention_half_keys=196.3, attention_causal_half_keys=342.5, attention_causal_factor=0.9699),
+    },
+}
+ATTENTION_MASKED_FACTOR = 0.4827  # memory-efficient kernel / FlashAttention-2, A100
+
+# GPU preset -> the attention-kernel family its curves come from (B200: no public kernel table; the H100
+# fractions of peak, an extrapolation stated in README "Efficiency model").
+ATTENTION_FAMILY = {"a100-sxm-80g": "A100-SXM4-80GB", "h100-sxm": "H100-SXM5-80GB", "h200": "H100-SXM5-80GB",
+                    "b200": "H100-SXM5-80GB"}
+DEFAULT_ATTENTION_KERNEL = "flash2"
+
+# Terms no kernel table pins down; shared by the GPU presets until a calibration file replaces them.
 _DEFAULT_EFFICIENCY = dict(
-    matmul_efficiency=0.75,        # fraction of peak a large bf16 GEMM reaches
-    matmul_half_rows=256.0,        # GEMM rows (tokens in the micro-batch) at which efficiency halves
-    attention_efficiency=0.55,     # fraction of peak a long flash-attention forward reaches
-    attention_half_keys=512.0,     # keys per query at which attention efficiency halves
-    attention_backward_ratio=2.5,  # backward time / forward time of the attention kernel (recompute)
+    matmul_overhead_s=0.0,         # per-GEMM host cost; GPU launches are asynchronous and hide under compute
+    attention_backward_ratio=2.5,  # backward / forward FLOPs of the attention kernel (the benchmarks' convention)
     bandwidth_efficiency=0.8,      # fraction of datasheet bandwidth memory-bound kernels reach
     gather_efficiency=0.5,         # same, for index_select / index_copy of token rows
     layer_overhead_s=60e-6,        # launch and dispatch cost per layer, forward plus backward
@@ -54,19 +91,42 @@ _DEFAULT_EFFICIENCY = dict(
     collective_latency_s=10e-6,    # per ring hop
 )
 
+
+def _gpu(preset: str, *, compute_units: int, matmul_efficiency: float, matmul_half_k: float,
+         matmul_efficiency_fp8: float | None = None, **datasheet) -> dict:
+    """A GPU preset: datasheet rates, the GEMM constants derived from the mamf table and the default
+    attention kernel's curve (python -m trsim.validate.derive_presets)."""
+    kernel = ATTENTION_KERNELS[ATTENTION_FAMILY[preset]][DEFAULT_ATTENTION_KERNEL]
+    return dict(**datasheet, compute_units=compute_units, matmul_tiles=GPU_TILES, matmul_efficiency=matmul_efficiency,
+                matmul_efficiency_fp8=matmul_efficiency_fp8, matmul_half_k=matmul_half_k,
+                attention_kernel=DEFAULT_ATTENTION_KERNEL, **kernel, attention_masked_factor=ATTENTION_MASKED_FACTOR,
+                **_DEFAULT_EFFICIENCY)
+
+
+# compute_units, matmul_efficiency(_fp8) and matmul_half_k: derived by python -m trsim.validate.derive_presets.
 HARDWARE_PRESETS: dict[str, dict] = {
-    "a100-sxm-80g": dict(source="NVIDIA A100 SXM4 80GB datasheet", peak_flops=312e12, memory_bandwidth=2.039e12,
-                         memory_bytes=80 * _GiB, intranode_bandwidth=300e9, internode_bandwidth=25e9,
-                         gpus_per_node=8, **_DEFAULT_EFFICIENCY),
-    "h100-sxm": dict(source="NVIDIA H100 SXM5 80GB datasheet", peak_flops=989e12, memory_bandwidth=3.35e12,
-                     memory_bytes=80 * _GiB, intranode_bandwidth=450e9, internode_bandwidth=50e9,
-                     gpus_per_node=8, **_DEFAULT_EFFICIENCY),
-    "h200": dict(source="NVIDIA H200 SXM 141GB datasheet", peak_flops=989e12, memory_bandwidth=4.8e12,
-                 memory_bytes=141e9, intranode_bandwidth=450e9, internode_bandwidth=50e9,
-                 gpus_per_node=8, **_DEFAULT_EFFICIENCY),
-    # A nominal CPU profile so that CPU measurements (tests, CI) can be calibrated like any other device.
-    "cpu": dict(source="nominal 2-core AVX2 x86 CPU at 3 GHz, fp32 (2 x 2 FMA x 8 lanes x 2 x 3e9)", peak_flops=192e9, memory_bandwidth=20e9,
-                memory_bytes=24 * _GiB, intranode_bandwidth=10e9, internode_bandwidth=10e9, gpus_per_node=1,
+    "a100-sxm-80g": _gpu("a100-sxm-80g", source="NVIDIA A100 SXM4 80GB datasheet", peak_flops=312e12,
+                         memory_bandwidth=2.039e12, memory_bytes=80 * _GiB, intranode_bandwidth=300e9,
+                         internode_bandwidth=25e9, gpus_per_node=8,
+                         compute_units=108, matmul_efficiency=0.8856, matmul_half_k=32.0),
+    "h100-sxm": _gpu("h100-sxm", source="NVIDIA H100 SXM5 80GB datasheet", peak_flops=989e12, memory_bandwidth=3.35e12,
+                     memory_bytes=80 * _GiB, intranode_bandwidth=450e9, internode_bandwidth=50e9, gpus_per_node=8,
+                     compute_units=132, matmul_efficiency=0.8304, matmul_efficiency_fp8=0.8482, matmul_half_k=32.0),
+    "h200": _gpu("h200", source="NVIDIA H200 SXM 141GB datasheet", peak_flops=989e12, memory_bandwidth=4.8e12,
+                 memory_bytes=141e9, intranode_bandwidth=450e9, internode_bandwidth=50e9, gpus_per_node=8,
+                 compute_units=132, matmul_efficiency=0.8304, matmul_efficiency_fp8=0.8793, matmul_half_k=32.0),
+    "b200": _gpu("b200", source="NVIDIA DGX B200 datasheet (per GPU: 2.25 PFLOP/s dense bf16, 8 TB/s HBM3e, "
+                 "180 GB, NVLink 5 900 GB/s per direction)", peak_flops=2250e12, memory_bandwidth=8.0e12,
+                 memory_bytes=180e9, intranode_bandwidth=900e9, internode_bandwidth=50e9, gpus_per_node=8,
+                 compute_units=148, matmul_efficiency=0.789, matmul_efficiency_fp8=0.7723, matmul_half_k=32.0),
+    # A nominal CPU profile so that CPU measurements (tests, CI) can be calibrated like any other device. Its
+    # peak and bandwidth are estimates, not datasheet maxima (nominal_peak), so fitted efficiencies may exceed 1.
+    "cpu": dict(source="nominal 2-core AVX2 x86 CPU at 3 GHz, fp32 (2 x 2 FMA x 8 lanes x 2 x 3e9)", peak_flops=192e9,
+                memory_bandwidth=20e9, memory_bytes=24 * _GiB, intranode_bandwidth=10e9, internode_bandwidth=10e9,
+                gpus_per_node=1, nominal_peak=True, compute_units=2, matmul_tiles=((8, 16),), matmul_efficiency=0.75,
+                matmul_half_k=16.0, attention_kernel="math", attention_efficiency=0.55,
+                attention_head_dim_factors=(1.0, 1.0, 1.0), attention_half_keys=64.0, attention_causal_half_keys=0.0,
+                attention_causal_factor=1.0, attention_masked_factor=1.0,
                 **{**_DEFAULT_EFFICIENCY, "layer_overhead_s": 200e-6, "step_overhead_s": 1e-3,
-                   "matmul_half_rows": 32.0, "attention_half_keys": 32.0}),
+                   "matmul_overhead_s": 20e-6}),
 }

@@ -9,17 +9,25 @@ import pytest
 from trsim.simulator import scenario_from_dict
 from trsim.simulator.plan import compile_schedule
 from trsim.validate import fit as F
-from trsim.validate.commands import cross_validate
+from trsim.validate.crossval import folds, held_out
 
 
-def synthetic_cases(tiny_doc, truth):
+TRUTH = dict(matmul_efficiency=0.6, matmul_half_k=40.0, matmul_overhead_s=1e-5, attention_efficiency=0.3,
+             attention_half_keys=20.0, bandwidth_efficiency=0.4, gather_efficiency=0.2, layer_overhead_s=3e-4,
+             step_overhead_s=2e-3)
+
+
+def synthetic_cases(tiny_doc, truth, sizes=((1, 10), (8, 40)), depths=(4,), schedules=None):
     cases = []
-    for B in (1, 3, 8):
-        for img in (10, 40):
+    for L in depths:
+        for B, img in sizes:
             doc = copy.deepcopy(tiny_doc)
             doc["tasks"]["u"]["segments"][1]["tokens"] = img
+            doc["model"]["num_layers"] = L
+            if L < 4:
+                doc["schedules"] = {k: v for k, v in doc["schedules"].items() if k in ("baseline", "drop", "himix")}
             scn = scenario_from_dict(doc)
-            for s in scn.schedules:
+            for s in schedules or scn.schedules:
                 plan = compile_schedule(scn, s, "u")
                 c = F.Case(source="synthetic", schedule=s, task="u", model=scn.model, plan=plan, micro_batch=B,
                            settings=dict(weight_bytes=4, gradient_bytes=4, optimizer_bytes=8, activation_bytes=4,
@@ -32,34 +40,134 @@ def synthetic_cases(tiny_doc, truth):
     return cases
 
 
-def test_fit_recovers_known_parameters(tiny_doc):
+def test_fit_recovers_known_parameters_and_names_what_one_depth_cannot_separate(tiny_doc):
     hw0 = F.base_hardware("cpu")
-    truth = F.with_params(hw0, [0.6, 40.0, 0.3, 20.0, 0.4, 0.2, 3e-4, 2e-3])
-    res = F.fit(synthetic_cases(tiny_doc, truth), hw0)
-    for k, v in zip(F.PARAMS, [0.6, 40.0, 0.3, 20.0, 0.4, 0.2, 3e-4, 2e-3]):
-        assert res.values[k] == pytest.approx(v, rel=1e-3), k
+    truth = F.with_params(hw0, {**TRUTH, "layer_overhead_s": hw0.layer_overhead_s})
+    res = F.fit(synthetic_cases(tiny_doc, truth), hw0, prior=False)
+    # every profiled case has 4 layers: a per-layer and a per-micro-batch cost cannot be told apart
+    assert set(res.fixed) == {"layer_overhead_s"} and "step_overhead_s" in res.fixed["layer_overhead_s"]
+    assert res.std["layer_overhead_s"] is None
+    for k in F.PARAMS:
+        assert res.values[k] == pytest.approx(getattr(truth, k), rel=1e-3), k
     assert res.residual_rms < 1e-6
 
 
-def test_cross_validation_never_sees_the_held_out_group(tiny_doc, monkeypatch):
-    cases = synthetic_cases(tiny_doc, F.base_hardware("cpu"))
-    seen = []
-    real = F.fit
+def test_two_depths_make_the_layer_cost_identifiable(tiny_doc):
+    hw0 = F.base_hardware("cpu")
+    truth = F.with_params(hw0, TRUTH)
+    cases = synthetic_cases(tiny_doc, truth, sizes=((1, 10), (4, 40)), depths=(2, 4),
+                            schedules=("baseline", "drop", "himix"))
+    res = F.fit(cases, hw0, prior=False)
+    assert "layer_overhead_s" not in res.fixed and "step_overhead_s" not in res.fixed
+    assert res.values["layer_overhead_s"] == pytest.approx(3e-4, rel=1e-3)
+    assert res.values["step_overhead_s"] == pytest.approx(2e-3, rel=1e-3)
 
-    def spy(train, hw0):
-        seen.append({c.schedule for c in train})
-        return real(train, hw0)
-    import trsim.validate.commands as cmd
-    monkeypatch.setattr(cmd, "fit", spy)
-    preds = cross_validate(cases, F.base_hardware("cpu"), "schedule")
-    schedules = sorted({c.schedule for c in cases})
-    assert len(seen) == len(schedules) and len(preds) == len(cases)
-    for held, train in zip(schedules, seen):
-        assert held not in train and train == set(schedules) - {held}
-    sizes = {c.size for c in cases}
-    seen.clear()
-    cross_validate(cases, F.base_hardware("cpu"), "size")
-    assert len(seen) == len(sizes)
+
+def test_one_case_cannot_determine_nine_parameters(tiny_doc):
+    hw0 = F.base_hardware("cpu")
+    cases = synthetic_cases(tiny_doc, F.with_params(hw0, TRUTH), sizes=((2, 10),), schedules=("baseline",))
+    res = F.fit(cases, hw0)
+    assert res.measurements <= 5 and len(F.PARAMS) - len(res.fixed) <= res.measurements
+    assert all(res.fixed[k] for k in res.fixed)                 # each fixed parameter says why
+    assert all(res.std[k] is None for k in res.fixed)           # no made-up 1e-16 standard errors
+    free = [k for k in F.PARAMS if k not in res.fixed]
+    assert all(res.std[k] is None or res.std[k] > 0 for k in free)
+
+
+def test_cross_validation_never_sees_the_held_out_group_or_an_identical_plan(tiny_doc):
+    tiny_doc["schedules"]["baseline_copy"] = {}            # compiles to the baseline's plan
+    tiny_doc["schedules"]["drop_nothing"] = {"u": {"method": "drop", "from_layer": 1, "keep": 1.0}}
+    cases = synthetic_cases(tiny_doc, F.base_hardware("cpu"), sizes=((1, 10), (2, 20)))
+    sigs = [c.signature for c in cases]
+    assert len(set(sigs)) < len(sigs)                       # the set holds identical plans
+    for scheme in (("group", "schedule"), ("group", "size"), ("loo", None), ("k", 3)):
+        fs = folds(cases, scheme)
+        assert sorted(i for f in fs for i in f) == list(range(len(cases)))
+        seen = []
+        held = held_out(cases, F.base_hardware("cpu"), scheme,
+                        fit_fn=lambda train, hw0: (seen.append(train), _Fixed(hw0))[1])
+        assert len(seen) == len(fs) and set(held) == set(range(len(cases)))
+        for test, train in zip(fs, seen):
+            test_sigs = {sigs[i] for i in test}
+            assert not test_sigs & {c.signature for c in train}
+            assert len(train) + len(test) == len(cases)
+        if scheme == ("group", "schedule"):
+            # each schedule with a plan of its own is held out on its own
+            groups = [{cases[i].schedule for i in f} for f in fs]
+            assert {"himix"} in groups and any({"baseline", "baseline_copy"} <= g for g in groups)
+
+
+class _Fixed:
+    def __init__(self, hw0):
+        self.values, self.fixed, self.hardware = {}, {}, hw0
+
+
+def runs_doc(tiny_doc, truth_hw=None, configs=((4, 2, 10), (4, 4, 40), (2, 2, 40), (8, 1, 10), (2, 8, 10),
+                                              (8, 4, 40), (4, 8, 20), (2, 1, 20))):
+    base = {k: v for k, v in tiny_doc.items() if k not in ("schedules", "name")}
+    runs = []
+    for L, B, img in configs:
+        scn = copy.deepcopy(base)
+        scn["name"] = f"L{L}-B{B}-i{img}"
+        scn["model"]["num_layers"] = L
+        scn["training"] = {**scn["training"], "micro_batch_size": B, "global_batch_size": B}
+        scn["tasks"]["u"]["segments"][1]["tokens"] = img
+        runs.append({"name": scn["name"], "scenario": scn, "measured": {"step_time_s": 1.0}})
+    doc = {"source": "synthetic", "runs": runs}
+    if truth_hw is not None:
+        from trsim.validate.runs import load_runs
+        import tempfile, pathlib, yaml
+        with tempfile.TemporaryDirectory() as d:
+            path = pathlib.Path(d) / "r.yaml"
+            path.write_text(yaml.safe_dump(doc))
+            loaded, _, _ = load_runs(path)
+        for r, raw in zip(loaded, runs):
+            raw["measured"]["step_time_s"] = r.predicted_time(r.hardware_with(truth_hw, None))
+    return doc
+
+
+def test_calibrate_from_runs_recovers_step_times_and_names_fixed_parameters(tiny_doc, tmp_path):
+    import yaml
+    from trsim.cli import main
+    truth = {"matmul_efficiency": 0.5, "layer_overhead_s": 4e-4, "step_overhead_s": 3e-3}
+    path = tmp_path / "runs.yaml"
+    path.write_text(yaml.safe_dump(runs_doc(tiny_doc, truth)))
+    cal = tmp_path / "cal.json"
+    assert main(["calibrate", "--runs", str(path), "--out", str(cal), "--format", "json"]) == 0
+    doc = json.loads(cal.read_text())
+    prov = doc["provenance"]
+    assert prov["inputs"][0]["sha256"] and prov["trsim_version"] and doc["created"]
+    fixed = set(doc["fit"]["fixed"]) - {"attention_backward_ratio"}
+    assert fixed                                             # 8 step times cannot pin 9 parameters
+    assert fixed.isdisjoint(doc["fit"]["fitted"]) and fixed | set(doc["fit"]["fitted"]) == set(F.PARAMS)
+    for k in fixed:
+        assert doc["parameters"][k]["std"] is None
+        assert any(n.startswith(f"{k} fixed at the preset: ") for n in doc["fit"]["notes"])
+    # the fitted model reproduces the truth's step times, including on configurations it never saw
+    from trsim.validate.runs import load_runs
+    fitted = {k: v["value"] for k, v in doc["parameters"].items()}
+    new = tmp_path / "new.yaml"
+    new.write_text(yaml.safe_dump(runs_doc(tiny_doc, truth, configs=((6, 3, 30), (3, 6, 15)))))
+    for r in load_runs(new)[0]:
+        assert r.predicted_time(r.hardware_with(fitted)) == pytest.approx(r.measured_time, rel=0.02)
+    rep = tmp_path / "rep.json"
+    assert main(["validate", "--runs", str(path), "--cv", "loo", "--out", str(rep), "--format", "json"]) == 0
+    out = json.loads(rep.read_text())
+    assert out["summary"]["step_time_held_out"]["max_abs_pct"] < 3.0
+    assert main(["validate", "--runs", str(path), "--calibration", str(cal), "--format", "json"]) == 0
+
+
+def test_runs_file_errors_name_the_field(tiny_doc, tmp_path, capsys):
+    import yaml
+    from trsim.cli import main
+    doc = runs_doc(tiny_doc)
+    doc["runs"][1]["measured"]["step_time_s"] = -2
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["calibrate", "--runs", str(path), "--out", str(tmp_path / "c.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"trsim: error: {path}: runs[1].measured.step_time_s: expected a positive number")
+    assert "\n" not in err and not (tmp_path / "c.json").exists()
 
 
 @pytest.mark.slow
@@ -73,11 +181,13 @@ def test_cpu_end_to_end_profile_calibrate_validate(tmp_path):
     assert main(["calibrate", str(a), str(b), "--out", str(cal), "--format", "json"]) == 0
     doc = json.loads(cal.read_text())
     assert doc["schema"] == "trsim.calibration/1" and set(doc["parameters"]) == set(F.PARAMS)
+    assert "layer_overhead_s" in doc["fit"]["fixed"]  # one depth: not separable from step_overhead_s
     report, png = tmp_path / "v.json", tmp_path / "v.png"
     assert main(["validate", str(a), str(b), "--out", str(report), "--plot", str(png), "--format", "json"]) == 0
     rep = json.loads(report.read_text())
     assert rep["flops_mismatches"] == [] and rep["summary"]["activation_memory"]["max_abs_pct"] == 0.0
-    assert all("leave-one-schedule-out_error_pct" in r for r in rep["cases"])
+    assert all("leave-one-schedule-out_error_pct" in r and "flops-only-size-out_error_pct" in r
+               for r in rep["cases"])
     assert png.read_bytes()[:4] == b"\x89PNG"
     # a calibration file is what a scenario's hardware block loads
     assert main(["validate", str(a), "--calibration", str(cal), "--format", "json"]) == 0

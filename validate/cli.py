@@ -3,14 +3,19 @@ from __future__ import annotations
 
 
 def add_calibrate_arguments(p) -> None:
-    p.add_argument("results", nargs="+", help="results JSON files written by 'trsim profile'")
+    p.add_argument("results", nargs="*", help="results JSON files written by 'trsim profile'")
+    p.add_argument("--runs", help="a runs file (YAML/JSON/CSV) of measured step times, instead of results")
     p.add_argument("--out", required=True, help="calibration JSON to write (e.g. calibrations/h100.json)")
     p.add_argument("--hardware", default=None, help="hardware preset to start from (default: from the results)")
     p.add_argument("--format", choices=("table", "json"), default="table")
 
 
 def add_validate_arguments(p) -> None:
-    p.add_argument("results", nargs="+", help="results JSON files written by 'trsim profile'")
+    p.add_argument("results", nargs="*", help="results JSON files written by 'trsim profile'")
+    p.add_argument("--runs", help="a runs file (YAML/JSON/CSV) of measured step times, instead of results")
+    p.add_argument("--cv", help="held-out scheme for --runs: loo, k (5-fold), kN, group:FIELD (default k)")
+    p.add_argument("--published", action="store_true",
+                   help="run the published-runs suite (validate/published/*.yaml): presets and k-fold calibrated")
     p.add_argument("--calibration", help="calibration JSON (default: fit inside each cross-validation fold)")
     p.add_argument("--force", action="store_true", help="apply a calibration fitted for other hardware anyway")
     p.add_argument("--hardware", default=None, help="hardware preset (default: from the results)")

@@ -11,7 +11,15 @@ from trsim.simulator.calibration import load_calibration
 from trsim.simulator.errors import ScenarioError
 from trsim.simulator.fileio import atomic_write_json
 
+from .crossval import folds, held_out, parse_scheme
 from .fit import PARAMS, Case, base_hardware, calibration_document, cases_from_results, fit, hardware_for
+
+
+class _FlopsItem:
+    """A case seen by the one-constant FLOPs predictor: its model FLOPs (forward x 3) and measured time."""
+    def __init__(self, case: Case, hw):
+        self.flops = 3.0 * case.predict(hw)["flops_forward"]
+        self.measured_time = case.measured["fwd_bwd_s"]
 
 
 def _load(paths):
@@ -23,26 +31,60 @@ def _load(paths):
     return loaded, cases, env
 
 
-def calibrate_command(args, console) -> int:
-    from pathlib import Path
-    loaded, cases, env = _load(args.results)
-    preset = args.hardware or hardware_for(env.get("gpu"), env.get("device", "cpu"))
-    res = fit(cases, base_hardware(preset))
-    doc = calibration_document(res, args.results, env, preset)
-    atomic_write_json(args.out, doc)
-    if args.format == "json":
-        print(json.dumps(doc, indent=1))
-        return 0
-    t = Table(title=f"calibration of {preset} from {len(cases)} cases ({env.get('gpu') or env.get('device')})",
-              title_justify="left")
+def _print_fit(res, preset: str, what: str, console) -> None:
+    t = Table(title=f"calibration of {preset} from {what}", title_justify="left")
     for col in ("parameter", "value", "std error", "note"):
         t.add_column(col, justify="left" if col in ("parameter", "note") else "right")
     for k in PARAMS:
-        t.add_row(k, f"{res.values[k]:.4g}", f"{res.std[k]:.2g}", "at bound" if k in res.at_bound else "")
+        std = res.std[k]
+        note = f"fixed at preset: {res.fixed[k]}" if k in res.fixed else ("at bound" if k in res.at_bound else "")
+        t.add_row(k, f"{res.values[k]:.4g}", "not estimable" if std is None else f"{std:.2g}", note)
     console.print(t)
+
+
+def _write_calibration(res, sources, env, preset, args, console, what: str) -> int:
+    from pathlib import Path
+    from trsim.simulator.calibration import write_calibration
+    doc = calibration_document(res, sources, env, preset)
+    write_calibration(args.out, doc)
+    if args.format == "json":
+        print(json.dumps(doc, indent=1))
+        return 0
+    _print_fit(res, preset, what, console)
+    if res.fixed:
+        console.print(f"[yellow]not identifiable from these data, fixed at the preset:[/yellow] {', '.join(res.fixed)}")
     console.print(f"rms log residual {res.residual_rms:.3f}; written to {args.out} "
                   f"(load it with hardware: {{preset: {preset}, calibration: {Path(args.out)}}})")
     return 0
+
+
+def _inputs(args):
+    if bool(args.results) == bool(getattr(args, "runs", None)):
+        raise ScenarioError("<arguments>", "results", "expected profiler results files or --runs RUNS (one of them)")
+
+
+def calibrate_command(args, console) -> int:
+    _inputs(args)
+    if args.runs:
+        from .runs import common_hardware, load_runs
+        runs, _, _ = load_runs(args.runs)
+        preset = args.hardware or common_hardware(runs, args.runs)
+        res = fit(runs, _hw0(preset, args.runs))
+        env = {"device": "measured training runs", "torch": "n/a (training runs)"}
+        return _write_calibration(res, [args.runs], env, preset, args, console, f"{len(runs)} runs")
+    loaded, cases, env = _load(args.results)
+    preset = args.hardware or hardware_for(env.get("gpu"), env.get("device", "cpu"))
+    res = fit(cases, base_hardware(preset))
+    return _write_calibration(res, args.results, env, preset, args, console,
+                              f"{len(cases)} cases ({env.get('gpu') or env.get('device')})")
+
+
+def _hw0(preset: str, where: str):
+    from trsim.simulator.presets import HARDWARE_PRESETS
+    if preset not in HARDWARE_PRESETS:
+        raise ScenarioError(where, "hardware", f"expected a hardware preset ({', '.join(HARDWARE_PRESETS)}) to "
+                            f"start the fit from, got {preset!r}; pass --hardware")
+    return base_hardware(preset)
 
 
 def _flops_mismatches(cases: list[Case]) -> list[str]:
@@ -65,18 +107,11 @@ def _pct(pred, meas):
 
 
 def cross_validate(cases: list[Case], hw0, folds_by: str) -> dict[int, dict]:
-    """Predict every case from a fit on the other groups (by schedule or by size); case index -> prediction."""
-    key = (lambda c: c.schedule) if folds_by == "schedule" else (lambda c: c.size)
-    groups = sorted({key(c) for c in cases})
-    if len(groups) < 2:
-        return {}
+    """Predict every case from a fit on the other folds (``crossval`` schemes); case index -> prediction."""
     out = {}
-    for g in groups:
-        train = [c for c in cases if key(c) != g]
-        hw = fit(train, hw0).hardware
-        for i, c in enumerate(cases):
-            if key(c) == g:
-                out[i] = c.predict(hw)
+    for i, r in held_out(cases, hw0, parse_scheme(folds_by)).items():
+        if r["predicted_s"] is not None:
+            out[i] = {"fwd_bwd_s": r["predicted_s"]}
     return out
 
 
@@ -85,7 +120,25 @@ def _summary(errs):
     return (float(np.median(a)), float(a.max())) if a.size else (None, None)
 
 
+def flops_predictor_held_out(items, folds_):
+    """The one-constant baseline, time = c x FLOPs, with c fitted (geometric mean) on the training folds."""
+    out = {}
+    for test in folds_:
+        held = set(test)
+        train = [i for i in range(len(items)) if i not in held]
+        logc = np.mean([np.log(items[i].measured_time / items[i].flops) for i in train])
+        for i in test:
+            out[i] = float(np.exp(logc) * items[i].flops)
+    return out
+
+
 def validate_command(args, console) -> int:
+    if getattr(args, "published", False):
+        from .published import published_command
+        return published_command(args, console)
+    _inputs(args)
+    if args.runs:
+        return validate_runs_command(args, console)
     loaded, cases, env = _load(args.results)
     preset = args.hardware or hardware_for(env.get("gpu"), env.get("device", "cpu"))
     hw0 = base_hardware(preset)
@@ -100,11 +153,16 @@ def validate_command(args, console) -> int:
     else:
         preds = {"leave-one-schedule-out": cross_validate(cases, hw0, "schedule"),
                  "leave-one-size-out": cross_validate(cases, hw0, "size")}
+        for name, scheme in (("flops-only-schedule-out", "schedule"), ("flops-only-size-out", "size")):
+            fs = folds(cases, parse_scheme(scheme))
+            if len(fs) > 1:
+                items = [_FlopsItem(c, hw0) for c in cases]
+                preds[name] = {i: {"fwd_bwd_s": v} for i, v in flops_predictor_held_out(items, fs).items()}
     for i, c in enumerate(cases):
         m = c.measured
         row = {"case": c.name, "source": c.source, "measured_fwd_bwd_s": m["fwd_bwd_s"],
                "measured_activation_bytes": m["activation_bytes"], "measured_peak_bytes": m["peak_bytes"]}
-        any_pred = next((p[i] for p in preds.values() if i in p), None) or c.predict(hw0)
+        any_pred = preds["calibration"][i] if "calibration" in preds else c.predict(hw0)  # memory: no fitting
         row["predicted_activation_bytes"] = any_pred["activation_bytes"]
         row["activation_error_pct"] = _pct(any_pred["activation_bytes"], m["activation_bytes"])
         row["predicted_peak_bytes"] = any_pred["peak_bytes"]
@@ -132,6 +190,69 @@ def validate_command(args, console) -> int:
         for m in mismatches:
             console.print(f"[red]FLOPs mismatch[/red] {m}")
         return 1
+    return 0
+
+
+def runs_report(runs, hw0, scheme=("k", 5), calibration: dict | None = None) -> dict:
+    """Per run: measured, predicted with the presets (or a calibration) and held out under ``scheme``;
+    a summary of absolute percentage errors. Shared by ``validate --runs`` and the published suite."""
+    ho = held_out(runs, hw0, scheme) if scheme is not None and len(runs) > 1 else {}
+    rows = []
+    for i, r in enumerate(runs):
+        hw = r.hardware_with(calibration, hw0) if calibration else r.hardware
+        ev = r.evaluate(hw)
+        m = r.measured
+        row = {"run": r.name, "tags": r.tags, "measured_step_time_s": m["step_time_s"],
+               "predicted_step_time_s": ev["step_time_s"], "error_pct": _pct(ev["step_time_s"], m["step_time_s"])}
+        if i in ho:
+            h = ho[i]
+            row["held_out_step_time_s"] = h["predicted_s"]
+            row["held_out_error_pct"] = None if h["predicted_s"] is None else _pct(h["predicted_s"], m["step_time_s"])
+            if h.get("error"):
+                row["held_out_note"] = h["error"]
+        if "peak_memory_bytes" in m:
+            row["measured_peak_memory_bytes"] = m["peak_memory_bytes"]
+            row["predicted_peak_memory_bytes"] = ev["peak_memory_bytes"]
+            row["peak_memory_error_pct"] = _pct(ev["peak_memory_bytes"], m["peak_memory_bytes"])
+        rows.append(row)
+    summary = {"step_time": _summary([r["error_pct"] for r in rows]),
+               "step_time_held_out": _summary([r.get("held_out_error_pct") for r in rows]),
+               "peak_memory": _summary([r.get("peak_memory_error_pct") for r in rows])}
+    return {"runs": rows, "summary": {k: {"median_abs_pct": v[0], "max_abs_pct": v[1]} for k, v in summary.items()}}
+
+
+def validate_runs_command(args, console) -> int:
+    from pathlib import Path
+
+    from .runs import common_hardware, load_runs
+    runs, _, meta = load_runs(args.runs)
+    preset = args.hardware or common_hardware(runs, args.runs)
+    hw0 = _hw0(preset, args.runs)
+    cal = None
+    if args.calibration:
+        cal = load_calibration(args.calibration, expected_hardware=preset, force=args.force).values()
+    scheme = parse_scheme(args.cv) if args.cv else (None if cal else ("k", 5))
+    report = {"runs_file": args.runs, "hardware_preset": preset, "calibration": args.calibration,
+              "cv": args.cv or ("k" if scheme else None), **runs_report(runs, hw0, scheme, cal)}
+    if args.out:
+        atomic_write_json(args.out, report)
+    if args.format == "json":
+        print(json.dumps(report, indent=1))
+        return 0
+    label = "calibrated" if cal else "presets"
+    t = Table(title=f"{args.runs}: predicted vs measured step time ({preset})", title_justify="left")
+    for col in ("run", "measured", label, "held out", "peak memory"):
+        t.add_column(col, justify="left" if col == "run" else "right")
+    for r in report["runs"]:
+        t.add_row(r["run"], f"{r['measured_step_time_s']:.4g} s",
+                  f"{r['predicted_step_time_s']:.4g} s ({_fmt(r['error_pct'], '%')})",
+                  "-" if r.get("held_out_step_time_s") is None else
+                  f"{r['held_out_step_time_s']:.4g} s ({_fmt(r['held_out_error_pct'], '%')})",
+                  _fmt(r.get("peak_memory_error_pct"), "%"))
+    console.print(t)
+    for k, v in report["summary"].items():
+        if v["median_abs_pct"] is not None:
+            console.print(f"{k}: median {v['median_abs_pct']:.1f}%, max {v['max_abs_pct']:.1f}% absolute error")
     return 0
 
 

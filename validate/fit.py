@@ -1,26 +1,65 @@
-"""Fitting the time model's hardware parameters to profiler measurements.
+"""Fitting the time model's hardware parameters to measurements: the profiler's per-operator times or
+end-to-end step times of training runs (``validate/runs.py``), one well-posed least-squares problem.
 
-Residuals are log(predicted / measured) for each operator class the profiler separates (matmul,
-attention, memory-bound, gather) and for the whole forward+backward time, so every case and class
-weighs the same whatever its size. ``attention_backward_ratio`` is not fitted: with forward and
-backward measured together it cannot be told apart from ``attention_efficiency``.
+* Residuals: log(predicted / measured) for every measured quantity (each profiled operator class and
+  the forward+backward time of a case; the step time of a run), so every measurement weighs the same
+  whatever its size, scaled by the assumed timing noise ``DATA_SIGMA``.
+* Bounds are physical: an efficiency is at most 1 of a datasheet peak, but a device whose peak is a
+  nominal estimate (``nominal_peak``, e.g. the CPU preset) may exceed it, up to ``NOMINAL_CAP``.
+* A weak prior toward the preset (a factor of ``e`` for efficiencies, a stated scale for fixed costs)
+  keeps a handful of runs from sending parameters to their bounds.
+* Identifiability: a parameter no measurement depends on, or one the data cannot tell apart from
+  others (the column-normalised Jacobian's condition number above ``COND_LIMIT``), is fixed at the
+  preset value and named in the result with the reason, before the final fit. Fewer measurements than
+  free parameters fixes parameters until the problem is determined; if none remains the fit is refused.
+* Uncertainties: the posterior covariance (data and prior) scaled by the residual variance; where the
+  data leave no degree of freedom the standard error is reported as not estimable, never as zero.
+
+``attention_backward_ratio`` is not fitted: it is the FLOP convention the attention efficiency is
+quoted in (backward = 2.5 x forward), not a property a measurement of the total can separate.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import least_squares
 
 from trsim.simulator.config import HardwareSpec, ModelSpec
+from trsim.simulator.errors import ScenarioError
 from trsim.simulator.plan import Plan
 from trsim.simulator.presets import HARDWARE_PRESETS
 from trsim.simulator.simulate import predict_case
 
-PARAMS = ("matmul_efficiency", "matmul_half_rows", "attention_efficiency", "attention_half_keys",
-          "bandwidth_efficiency", "gather_efficiency", "layer_overhead_s", "step_overhead_s")
-LOWER = np.array([1e-3, 0.0, 1e-3, 0.0, 1e-3, 1e-3, 0.0, 0.0])
-UPPER = np.array([1.0, 1e5, 1.0, 1e5, 1.0, 1.0, 0.1, 1.0])
+# name: (lower, upper for a datasheet peak, prior kind, prior scale). "log": log(theta / preset) / scale;
+# "abs": (theta - preset) / scale, for fixed costs whose preset may be zero.
+PARAM_SPECS: dict[str, tuple[float, float, str, float]] = {
+    "matmul_efficiency": (0.01, 1.0, "log", 1.0),
+    "matmul_half_k": (0.0, 4096.0, "abs", 256.0),
+    "matmul_overhead_s": (0.0, 1e-3, "abs", 2e-5),
+    "attention_efficiency": (0.005, 1.0, "log", 1.0),
+    "attention_half_keys": (0.0, 1e5, "abs", 1000.0),
+    "bandwidth_efficiency": (0.01, 1.0, "log", 1.0),
+    "gather_efficiency": (0.005, 1.0, "log", 1.0),
+    "layer_overhead_s": (0.0, 0.1, "abs", 2e-4),
+    "step_overhead_s": (0.0, 10.0, "abs", 5e-3),
+}
+PARAMS = tuple(PARAM_SPECS)
+EFFICIENCIES = {"matmul_efficiency", "attention_efficiency", "bandwidth_efficiency", "gather_efficiency"}
+NOMINAL_CAP = 20.0       # upper bound of an efficiency against a nominal (estimated) peak
+DATA_SIGMA = 0.03        # assumed relative timing noise of one measurement
+COND_LIMIT = 1e4         # column-normalised Jacobian condition number above which a direction is unidentified
+# when a direction is unidentified, fix the first of its dominant parameters in this order
+FIX_ORDER = ("matmul_overhead_s", "layer_overhead_s", "gather_efficiency", "matmul_half_k", "attention_half_keys",
+             "step_overhead_s", "bandwidth_efficiency", "attention_efficiency", "matmul_efficiency")
 CLASSES = ("matmul", "attention", "memory_bound", "gather")
+
+
+def bounds(hw0: HardwareSpec) -> tuple[np.ndarray, np.ndarray]:
+    lo = np.array([PARAM_SPECS[k][0] for k in PARAMS])
+    hi = np.array([NOMINAL_CAP if (hw0.nominal_peak and k in EFFICIENCIES) else PARAM_SPECS[k][1] for k in PARAMS])
+    return lo, hi
 
 
 @dataclass
@@ -40,17 +79,46 @@ class Case:
     @property
     def size(self) -> str:
         img = int(self.plan.layout.tokens[self.plan.layout.is_image].sum())
-        return f"d{self.model.hidden_size}-b{self.micro_batch}-img{img}"
+        return f"d{self.model.hidden_size}-L{self.plan.num_layers}-b{self.micro_batch}-img{img}"
 
     @property
     def name(self) -> str:
         return f"{self.schedule}/{self.task}@{self.size}"
+
+    @property
+    def signature(self) -> str:
+        """Identical plans (same model, micro-batch, compiled rows) have the same signature, whatever
+        schedule produced them: cross-validation keeps them in one fold."""
+        doc = {"model": self.model.model_dump(), "micro_batch": self.micro_batch, "plan": self.plan.to_dict(),
+               "settings": {k: self.settings[k] for k in ("activation_bytes", "attention", "lm_head")}}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def predict(self, hw: HardwareSpec) -> dict:
         s = self.settings
         return predict_case(self.model, hw, self.plan, self.micro_batch, weight_bytes=s["weight_bytes"],
                             gradient_bytes=s["gradient_bytes"], optimizer_bytes=s["optimizer_bytes"],
                             activation_bytes=s["activation_bytes"], attention=s["attention"], lm_head=s["lm_head"])
+
+    def predicted_time(self, hw: HardwareSpec) -> float:
+        return self.predict(hw)["fwd_bwd_s"]
+
+    def hardware_with(self, values: dict, hw0: HardwareSpec) -> HardwareSpec:
+        return hw0.model_copy(update=values)
+
+    @property
+    def measured_time(self) -> float:
+        return self.measured["fwd_bwd_s"]
+
+    def residuals(self, update: dict, hw: HardwareSpec) -> list[float]:
+        """log(predicted / measured) per measured class and for the total; ``hw``: the updated hardware."""
+        p = self.predict(hw)
+        res = []
+        for k in CLASSES:
+            meas = self.measured["classes_s"].get(k, 0.0)
+            if meas > 0 and p["time_s"][k] > 0:
+                res.append(np.log(p["time_s"][k] / meas))
+        res.append(np.log(p["fwd_bwd_s"] / self.measured["fwd_bwd_s"]))
+        return res
 
 
 def cases_from_results(loaded) -> list[Case]:
@@ -76,6 +144,8 @@ def cases_from_results(loaded) -> list[Case]:
 
 def hardware_for(gpu: str | None, device: str) -> str:
     name = (gpu or "").upper()
+    if "B200" in name:
+        return "b200"
     if "H200" in name:
         return "h200"
     if "H100" in name:
@@ -90,58 +160,190 @@ def base_hardware(preset: str) -> HardwareSpec:
 
 
 def with_params(hw: HardwareSpec, theta) -> HardwareSpec:
+    if isinstance(theta, dict):
+        return hw.model_copy(update={k: float(v) for k, v in theta.items()})
     return hw.model_copy(update={k: float(v) for k, v in zip(PARAMS, theta)})
-
-
-def _residuals(theta, cases: list[Case], hw0: HardwareSpec) -> np.ndarray:
-    hw = with_params(hw0, theta)
-    res = []
-    for c in cases:
-        p = c.predict(hw)
-        for k in CLASSES:
-            meas = c.measured["classes_s"].get(k, 0.0)
-            if meas > 0 and p["time_s"][k] > 0:
-                res.append(np.log(p["time_s"][k] / meas))
-        res.append(np.log(p["fwd_bwd_s"] / c.measured["fwd_bwd_s"]))
-    return np.asarray(res)
 
 
 @dataclass
 class FitResult:
     hardware: HardwareSpec
     values: dict[str, float]
-    std: dict[str, float]
+    std: dict[str, float | None]
     residual_rms: float
     cases: int
+    measurements: int = 0
     at_bound: list[str] = field(default_factory=list)
+    fixed: dict[str, str] = field(default_factory=dict)     # parameter -> why it was not fitted
+    condition_number: float | None = None
 
 
-def fit(cases: list[Case], hw0: HardwareSpec) -> FitResult:
-    """Bounded nonlinear least squares over PARAMS, started from hw0; standard errors from the Jacobian."""
-    if not cases:
-        raise ValueError("no successfully profiled cases to fit")
-    x0 = np.clip(np.array([getattr(hw0, k) for k in PARAMS], dtype=float), LOWER + 1e-9, UPPER - 1e-9)
-    scale = np.maximum(np.abs(x0), 1e-6)
-    sol = least_squares(lambda z: _residuals(z * scale, cases, hw0), x0 / scale, bounds=(LOWER / scale, UPPER / scale),
-                        method="trf", x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=2000)
+def _prior(theta: np.ndarray, names: list[str], x0: dict[str, float]) -> np.ndarray:
+    out = []
+    for k, v in zip(names, theta):
+        lo, hi, kind, scale = PARAM_SPECS[k]
+        if kind == "log" and x0[k] > 0:
+            out.append(np.log(max(v, 1e-300) / x0[k]) / scale)
+        else:
+            out.append((v - x0[k]) / scale)
+    return np.asarray(out) * DATA_SIGMA
+
+
+class _Problem:
+    """The residual function of one fit over the free parameters ``names`` (scaled to order one)."""
+
+    def __init__(self, obs, hw0: HardwareSpec, names: list[str], fixed_values: dict[str, float], prior: bool):
+        lo_all, hi_all = bounds(hw0)
+        idx = [PARAMS.index(k) for k in names]
+        self.obs, self.hw0, self.names, self.fixed_values, self.prior = obs, hw0, names, fixed_values, prior
+        self.lo, self.hi = lo_all[idx], hi_all[idx]
+        self.x0 = {k: float(getattr(hw0, k)) for k in PARAMS}
+        self.start = np.clip(np.array([self.x0[k] for k in names]), self.lo + 1e-12 * (self.hi - self.lo),
+                             self.hi - 1e-9 * (self.hi - self.lo))
+        self.scale = np.array([max(abs(v), PARAM_SPECS[k][3] if PARAM_SPECS[k][2] == "abs" else 1e-6)
+                               for k, v in zip(names, self.start)])
+        self.n_data = None
+
+    def data(self, z) -> np.ndarray:
+        upd = {**self.fixed_values, **dict(zip(self.names, map(float, z * self.scale)))}
+        hw = self.hw0.model_copy(update=upd)
+        out = np.concatenate([np.asarray(o.residuals(upd, hw), dtype=float) for o in self.obs])
+        self.n_data = out.size
+        return out
+
+    def __call__(self, z) -> np.ndarray:
+        d = self.data(z)
+        return np.concatenate([d, _prior(z * self.scale, self.names, self.x0)]) if self.prior else d
+
+    def jacobian_at_start(self) -> np.ndarray:
+        """Forward differences of the data residuals at the preset (stepping inward at an upper bound)."""
+        z0 = self.start / self.scale
+        f0 = self.data(z0)
+        cols = []
+        for j in range(z0.size):
+            h = 1e-4 * max(abs(z0[j]), 1.0)
+            if (z0[j] + h) * self.scale[j] > self.hi[j]:
+                h = -h
+            z = z0.copy()
+            z[j] += h
+            cols.append((self.data(z) - f0) / h)
+        return np.stack(cols, axis=1)
+
+    def solve(self):
+        return least_squares(self, self.start / self.scale, bounds=(self.lo / self.scale, self.hi / self.scale),
+                             method="trf", x_scale="jac", xtol=1e-10, ftol=1e-10, gtol=1e-10, max_nfev=200)
+
+
+def _unidentified(J: np.ndarray, names: list[str]) -> tuple[str, str, float] | None:
+    """The parameter to fix next, why, and the condition number (None when well determined)."""
+    norms = np.linalg.norm(J, axis=0)
+    if norms.max() == 0:
+        return names[0], "no measurement depends on it", float("inf")
+    dead = [k for k, n in zip(names, norms) if n <= 1e-9 * norms.max()]
+    if dead:
+        return min(dead, key=FIX_ORDER.index), "no measurement depends on it", float("inf")
+    Jn = J / norms
+    _, s, vt = np.linalg.svd(Jn, full_matrices=True)
+    s = np.concatenate([s, np.zeros(len(names) - s.size)])
+    cond = float(s[0] / s[-1]) if s[-1] > 0 else float("inf")
+    if cond <= COND_LIMIT:
+        return None
+    v = np.abs(vt[-1])
+    involved = [k for k, c in zip(names, v) if c >= 0.25 * v.max()]
+    pick = min(involved, key=FIX_ORDER.index)
+    others = [k for k in involved if k != pick]
+    why = (f"not separable from {', '.join(others)} by these measurements" if others
+           else "too weakly determined by these measurements")
+    if J.shape[0] < len(names):
+        why += f" ({J.shape[0]} measurements for {len(names)} parameters)"
+    return pick, f"{why}; condition number {cond:.1e}", cond
+
+
+def fit(obs, hw0: HardwareSpec, *, prior: bool = True, fixed: dict[str, str] | None = None) -> FitResult:
+    """Bounded, regularised least squares over the identifiable subset of PARAMS, started from hw0.
+
+    ``obs``: profiler ``Case``s or runs (``validate.runs.Run``): anything with ``residuals(update, hw0)``.
+    Parameters the data cannot determine are fixed at hw0's values and named in ``FitResult.fixed``."""
+    if not obs:
+        raise ScenarioError(None, "cases", "at least one successfully measured case or run to fit")
+    fixed = dict(fixed or {})
+    x0 = {k: float(getattr(hw0, k)) for k in PARAMS}
+
+    def problem() -> _Problem:
+        names = [k for k in PARAMS if k not in fixed]
+        if not names:
+            raise ScenarioError(None, "runs", "measurements that determine at least one time-model parameter; "
+                                "fixed: " + "; ".join(f"{k} ({v})" for k, v in fixed.items()))
+        return _Problem(obs, hw0, names, {k: x0[k] for k in fixed}, prior)
+
+    # identifiability at the preset first (cheap), then again at the solution (the model is nonlinear)
+    while (bad := _unidentified(problem().jacobian_at_start(), problem().names)) is not None:
+        fixed[bad[0]] = bad[1]
+    while True:
+        prob = problem()
+        sol = prob.solve()
+        J = sol.jac[:prob.n_data]
+        bad = _unidentified(J, prob.names)
+        if bad is None:
+            break
+        fixed[bad[0]] = bad[1]
+    names, scale, n_data, lo, hi = prob.names, prob.scale, prob.n_data, prob.lo, prob.hi
+    cond = _condition(J)
     theta = sol.x * scale
-    J = sol.jac / scale[None, :]
-    dof = max(1, sol.fun.size - theta.size)
-    s2 = float(sol.fun @ sol.fun) / dof
-    cov = np.linalg.pinv(J.T @ J) * s2
-    std = np.sqrt(np.clip(np.diag(cov), 0, None))
-    at_bound = [k for k, v, lo, hi in zip(PARAMS, theta, LOWER, UPPER) if np.isclose(v, lo) or np.isclose(v, hi)]
-    return FitResult(hardware=with_params(hw0, theta), values=dict(zip(PARAMS, map(float, theta))),
-                     std=dict(zip(PARAMS, map(float, std))), residual_rms=float(np.sqrt(np.mean(sol.fun ** 2))),
-                     cases=len(cases), at_bound=at_bound)
+    data = sol.fun[:n_data]
+    dof = n_data - len(names)
+    Jfull = sol.jac / scale[None, :]
+    if dof > 0:
+        s2 = float(data @ data) / dof
+        cov = np.linalg.pinv(Jfull.T @ Jfull) * s2
+        std = {k: float(np.sqrt(max(c, 0.0))) for k, c in zip(names, np.diag(cov))}
+    else:
+        std = {k: None for k in names}
+    values = {**{k: x0[k] for k in fixed}, **dict(zip(names, map(float, theta)))}
+    std.update({k: None for k in fixed})
+    at_bound = [k for k, v, a, b in zip(names, theta, lo, hi) if np.isclose(v, a, rtol=1e-6, atol=1e-15)
+                or np.isclose(v, b, rtol=1e-6)]
+    return FitResult(hardware=with_params(hw0, values), values={k: values[k] for k in PARAMS},
+                     std={k: std[k] for k in PARAMS}, residual_rms=float(np.sqrt(np.mean(data ** 2))),
+                     cases=len(obs), measurements=int(n_data), at_bound=at_bound, fixed=fixed, condition_number=cond)
+
+
+def _condition(J: np.ndarray) -> float:
+    norms = np.linalg.norm(J, axis=0)
+    s = np.linalg.svd(J / norms, compute_uv=False)
+    return float(s[0] / s[-1]) if s[-1] > 0 else float("inf")
+
+
+def provenance(paths: list[str]) -> dict:
+    """Where a calibration came from: the input files with their SHA-256, and trsim's version (the date is
+    the calibration file's ``created``)."""
+    from trsim import __version__
+    files = []
+    for p in paths:
+        try:
+            digest = hashlib.sha256(Path(p).read_bytes()).hexdigest()
+        except OSError:
+            digest = None
+        files.append({"path": str(Path(p)), "sha256": digest})
+    return {"trsim_version": __version__, "inputs": files}
 
 
 def calibration_document(fitres: FitResult, sources: list[str], environment: dict, preset: str) -> dict:
-    """The calibration file's contents, validated by trsim.simulator.calibration (which also reads it back)."""
+    """The calibration file's contents, validated by trsim.simulator.calibration (which also reads it back):
+    the fit record names every parameter held fixed and why, and the inputs' SHA-256 and trsim's version."""
     from trsim.simulator.calibration import calibration_document as _document
+    fitted = [k for k in PARAMS if k not in fitres.fixed]
+    fixed = {**{k: fitres.values[k] for k in fitres.fixed},
+             "attention_backward_ratio": fitres.hardware.attention_backward_ratio}
+    notes = [f"{k} fixed at the preset: {why}" for k, why in fitres.fixed.items()]
+    notes.append("attention_backward_ratio not fitted: the FLOP convention of the attention efficiency")
+    if fitres.condition_number is not None:
+        notes.append(f"condition number of the fitted parameters {fitres.condition_number:.3g}")
     fit_record = {"method": "bounded nonlinear least squares (scipy.optimize.least_squares, trf)",
-                  "measurements": fitres.cases, "fitted": list(PARAMS),
-                  "fixed": {"attention_backward_ratio": fitres.hardware.attention_backward_ratio},
-                  "residual_rms_log": fitres.residual_rms, "at_bounds": list(fitres.at_bound)}
-    return _document(fitres.values, hardware_preset=preset, environment=environment, results_files=sources,
-                     cases=fitres.cases, fit=fit_record, std=fitres.std)
+                  "measurements": fitres.measurements, "fitted": fitted, "fixed": fixed,
+                  "regularisation": f"log-normal prior toward the preset (data sigma {DATA_SIGMA}; "
+                                    "efficiencies: factor e; fixed costs: scales in validate/fit.py PARAM_SPECS)",
+                  "residual_rms_log": fitres.residual_rms, "at_bounds": list(fitres.at_bound), "notes": notes}
+    return _document({k: fitres.values[k] for k in PARAMS}, hardware_preset=preset, environment=environment,
+                     results_files=sources, cases=fitres.cases, fit=fit_record,
+                     std={k: v for k, v in fitres.std.items() if v is not None}, provenance=provenance(sources))

@@ -1,0 +1,116 @@
+"""Shape-aware efficiency: the curves reproduce the public kernel tables they were derived from, the
+presets are what the derivation command gives, and the GEMM model behaves as the physics says."""
+import numpy as np
+import pytest
+
+from trsim.simulator import costs
+from trsim.simulator import efficiency as E
+from trsim.validate import derive_presets as D
+from trsim.validate.fit import base_hardware
+
+needs_data = pytest.mark.skipif(not (D.data_dir() / "mamf_gemm_peak_ml_engineering.csv").exists(),
+                                reason="published kernel tables not present (set TRSIM_PUBLISHED_DATA)")
+
+
+@needs_data
+def test_presets_are_what_the_derivation_command_gives():
+    assert D.check(D.derive()) == []
+    assert D.main(["--check"]) == 0
+
+
+@needs_data
+def test_gemm_model_reproduces_the_maximum_achievable_matmul_table():
+    rows = D.read_csv("mamf_gemm_peak_ml_engineering.csv")
+    checked = 0
+    for preset, (bf16_row, fp8_row, _, _) in D.GPUS.items():
+        hw = base_hardware(preset)
+        for row_name, dtype, precision, peak in ((bf16_row, "bf16", "bf16", D.PEAKS[preset][0]),
+                                                 (fp8_row, "fp8_e4m3fn", "fp8", D.PEAKS[preset][1])):
+            if row_name is None:
+                continue
+            r = next(r for r in rows if r["accelerator"] == row_name and r["dtype"] == dtype)
+            M, N, K = (int(x) for x in r["best_shape_MxNxK"].split("x"))
+            t = E.gemm_time(M, N, K, hw, peak=peak, precision=precision, elem_bytes=2 if dtype == "bf16" else 1)
+            assert 2 * M * N * K / t / 1e12 == pytest.approx(float(r["mamf_tflops"]), rel=0.005), (preset, dtype)
+            checked += 1
+    assert checked == 7
+
+
+@needs_data
+def test_attention_curves_reproduce_the_flash_attention_kernel_tables():
+    """Stated tolerance: per GPU and kernel, median absolute error <= 5% and max <= 15% over the
+    table's sequence lengths, head dims and masks."""
+    q = D.fit_quality()
+    assert {(x["gpu"], x["kernel"]) for x in q} >= {("A100-SXM4-80GB", "flash2"), ("H100-SXM5-80GB", "flash3"),
+                                                   ("H100-SXM5-80GB", "cudnn"), ("A100-SXM4-80GB", "math")}
+    for x in q:
+        assert x["median_abs_pct"] <= 5.0 and x["max_abs_pct"] <= 15.0, x
+
+
+@needs_data
+def test_attention_core_time_prices_the_table_rows_through_the_simulator():
+    """The simulator's own attention_core_time on a table row (H100, FlashAttention-2, causal, head dim
+    128, 16k tokens of batch x sequence) gives the table's rate within the curve tolerance."""
+    from trsim.simulator.config import HardwareInput, resolve_hardware
+    from pathlib import Path
+    hw = resolve_hardware(HardwareInput(preset="h100-sxm", attention_kernel="flash2"), Path("."))
+    rows = D.forward_backward_rows()[("H100-SXM5-80GB", "flash2")]
+    for n, hd, causal, tflops in rows:
+        n, hd = int(n), int(hd)
+        if not causal:
+            continue
+        heads, batch = 2048 // hd, 16384 // n
+        pairs = batch * n * (n + 1) / 2
+        t = costs.attention_core_time(pairs, batch * n, heads, hd, hw)
+        rate = 3.5 * 2 * batch * n * n * heads * hd / t   # 3.5 x (4 b s^2 h d / 2): the table's convention
+        assert rate / 1e12 == pytest.approx(tflops, rel=0.10), (n, hd)
+
+
+def test_wave_quantisation_and_tiles():
+    hw = base_hardware("h100-sxm")
+    assert float(E.shape_factor(4096, 4096, 132)) <= 1.0
+    # one full wave of 256x128 tiles (132 tiles) against one tile more, which needs a second wave of
+    # large tiles or smaller tiles: efficiency drops
+    full = float(E.shape_factor(256 * 12, 128 * 11, 132))
+    over = float(E.shape_factor(256 * 12 + 1, 128 * 11, 132))
+    assert full == pytest.approx(1.0) and over < 0.97 * full
+    # more work per wave amortises the partial last wave
+    assert E.shape_factor(256 * 12 * 8 + 1, 128 * 11, 132) > over
+    # the K fall-off: short reductions run slower per FLOP
+    assert E.gemm_efficiency(4096, 4096, 64, hw) < E.gemm_efficiency(4096, 4096, 4096, hw)
+
+
+def test_small_row_gemm_is_memory_bound_and_backward_shapes_are_priced_separately():
+    hw = base_hardware("h100-sxm")
+    t8 = E.gemm_time(8, 4096, 4096, hw)
+    assert t8 == pytest.approx(E.gemm_time(1, 4096, 4096, hw), rel=0.01)     # reading the weight dominates
+    assert t8 == pytest.approx(4096 * 4096 * 2 / (hw.memory_bandwidth * hw.bandwidth_efficiency), rel=0.01)
+    # linear_time is the sum of the three GEMMs at their own shapes: forward, input and weight gradient
+    rows, k, n = 300, 4096, 1024
+    lt = costs.linear_time(rows, k, n, hw)
+    parts = E.gemm_time(rows, n, k, hw) + E.gemm_time(rows, k, n, hw) + E.gemm_time(k, n, rows, hw)
+    assert lt == pytest.approx(parts)
+    # and it is vectorised: arrays in, the same numbers out
+    arr = costs.linear_time(np.array([[1, 300], [4096, 77]]), k, n, hw)
+    assert arr[0, 1] == pytest.approx(lt) and arr.shape == (2, 2)
+
+
+def test_attention_efficiency_physics():
+    hw = base_hardware("a100-sxm-80g")
+    e = E.attention_efficiency(np.array([512, 2048, 8192]), 128, True, hw)
+    assert np.all(np.diff(e) > 0)                                   # longer sequences amortise start-up
+    assert E.attention_efficiency(2048, 128, False, hw) > E.attention_efficiency(2048, 128, True, hw)
+    masked = E.attention_efficiency(2048, 128, False, hw, masked=True)
+    assert masked == pytest.approx(E.attention_efficiency(2048, 128, False, hw) * hw.attention_masked_factor)
+
+
+def test_unknown_attention_kernel_for_a_gpu_is_a_clear_error(tmp_path):
+    from trsim.cli import main
+    import yaml
+    doc = {"name": "x", "model": {"preset": "llama-2-7b"},
+           "hardware": {"preset": "a100-sxm-80g", "attention_kernel": "flash3"},
+           "training": {"global_batch_size": 64}, "tasks": {"t": {"segments": [{"name": "a", "kind": "text",
+                                                                                 "tokens": 64}]}}}
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    assert main(["simulate", str(p)]) == 2

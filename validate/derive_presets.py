@@ -1,0 +1,253 @@
+"""Derive the efficiency constants of the hardware presets from public kernel benchmarks, reproducibly.
+
+    python -m trsim.validate.derive_presets            # print the derived constants and the fit quality
+    python -m trsim.validate.derive_presets --check    # exit 1 if presets.py differs from the derivation
+
+Inputs (read from ``../shared/data/published/`` beside the repository, or ``$TRSIM_PUBLISHED_DATA``):
+
+* ``mamf_gemm_peak_ml_engineering.csv`` (stas00/ml-engineering, "Maximum Achievable Matmul FLOPS"): the
+  best bf16 / fp8 GEMM rate each GPU reached and the shape that reached it. The GEMM ceiling is that
+  rate over the peak and over the shape factor the model gives that shape (tile and wave quantisation,
+  K fall-off), so the model reproduces the measured maximum at its own shape exactly.
+* ``flashattention_kernel_tflops.csv`` (Dao-AILab/flash-attention benchmark figures): kernel TFLOP/s by
+  sequence length, head dim, causal mask and implementation. For each GPU and kernel, the attention
+  curve (ceiling, head-dim factors, half_keys, causal_half_keys) is a least-squares fit in log space to
+  the forward+backward rows. Kernels with forward-only rows (H100 FlashAttention-3 and cuDNN) get their
+  forward+backward rate as their forward rate times FlashAttention-2's forward+backward / forward ratio on
+  the same GPU, head dim, mask and length (head dim 256, which has no backward row, uses head dim 128's).
+  The masked-attention factor is the memory-efficient kernel's (xformers) rate over FlashAttention-2's on
+  the A100 without a causal mask, the only table with both.
+
+Constants no public table pins down are hardware physics, stated in ``PHYSICS`` below; they are not
+fitted to anything. Nothing here reads a training run: the training-run sources are the validation
+suite's, and tuning to them is what this derivation avoids.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from trsim.simulator import efficiency as E
+
+DATA_ENV = "TRSIM_PUBLISHED_DATA"
+
+# GPU preset -> (row of the mamf table for bf16, row for fp8, streaming multiprocessors, attention family)
+GPUS = {
+    "a100-sxm-80g": ("NVIDIA A100 SXM", None, 108, "A100-SXM4-80GB"),
+    "h100-sxm": ("NVIDIA H100 SXM", "NVIDIA H100 SXM", 132, "H100-SXM5-80GB"),
+    # the mamf table notes "H200 is the same" on the H100 bf16 row; same SM count and clocks
+    "h200": ("NVIDIA H100 SXM", "NVIDIA H200 SXM", 132, "H100-SXM5-80GB"),
+    # no public attention-kernel table for B200: the H100 fractions of peak, an extrapolation (README)
+    "b200": ("NVIDIA B200 SXM", "NVIDIA B200 SXM", 148, "H100-SXM5-80GB"),
+}
+# datasheet dense peaks (FLOP/s) the mamf percentages are quoted against
+PEAKS = {"a100-sxm-80g": (312e12, None), "h100-sxm": (989e12, 1979e12), "h200": (989e12, 1979e12),
+         "b200": (2250e12, 4500e12)}
+
+# Stated physics, not fitted: a tile's pipeline prologue plus epilogue costs about two K-steps of 16-32
+# elements each, so half_k = 32 elements (the mamf best shapes include K = 1024, where this costs 3%).
+PHYSICS = {"matmul_half_k": 32.0}
+
+# attention implementations in the kernel table -> trsim kernel names
+KERNELS = {"flashattention1": "flash1", "flashattention2": "flash2", "flashattention3": "flash3", "cudnn": "cudnn",
+           "xformers": "mem_efficient", "pytorch_standard": "math"}
+
+
+def data_dir() -> Path:
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "published"
+
+
+def read_csv(name: str, directory: Path | None = None) -> list[dict]:
+    path = (directory or data_dir()) / name
+    with open(path) as fh:
+        return list(csv.DictReader(line for line in fh if not line.startswith("#")))
+
+
+class _Shape:
+    """The GEMM-shape attributes efficiency.gemm_efficiency reads, for a ceiling of 1."""
+    def __init__(self, units):
+        self.compute_units, self.matmul_tiles = units, E.GPU_TILES
+        self.matmul_efficiency, self.matmul_half_k = 1.0, PHYSICS["matmul_half_k"]
+
+
+def derive_gemm(directory: Path | None = None) -> dict[str, dict]:
+    rows = read_csv("mamf_gemm_peak_ml_engineering.csv", directory)
+    out = {}
+    for preset, (bf16_row, fp8_row, units, _) in GPUS.items():
+        res = {"compute_units": units, **PHYSICS}
+        for key, row_name, peak in (("matmul_efficiency", bf16_row, PEAKS[preset][0]),
+                                    ("matmul_efficiency_fp8", fp8_row, PEAKS[preset][1])):
+            if row_name is None:
+                continue
+            dtype = "bf16" if key == "matmul_efficiency" else "fp8_e4m3fn"
+            r = next(r for r in rows if r["accelerator"] == row_name and r["dtype"] == dtype)
+            M, N, K = (int(x) for x in r["best_shape_MxNxK"].split("x"))
+            shape = float(E.gemm_efficiency(M, N, K, _Shape(units)))
+            res[key] = round(float(r["mamf_tflops"]) * 1e12 / (peak * shape), 4)
+        out[preset] = res
+    return out
+
+
+def _kernel_rows(directory: Path | None = None):
+    """(gpu, pass, kernel) -> arrays of (seq_len, head_dim, causal, tflops)."""
+    table: dict[tuple, list] = {}
+    for r in read_csv("flashattention_kernel_tflops.csv", directory):
+        try:
+            v = float(r["tflops_per_s"])
+        except ValueError:  # OOM
+            continue
+        key = (r["gpu"], r["pass"], r["implementation"])
+        table.setdefault(key, []).append((int(r["seq_len"]), int(r["head_dim"]), r["causal"] == "True", v))
+    return {k: np.array(v, dtype=float) for k, v in table.items()}
+
+
+def forward_backward_rows(directory: Path | None = None) -> dict[tuple[str, str], np.ndarray]:
+    """(gpu family, trsim kernel) -> rows (seq_len, head_dim, causal, fwd+bwd TFLOP/s), measured or
+    converted from forward-only rows as the module docstring says."""
+    t = _kernel_rows(directory)
+    out = {}
+    for (gpu, pas, impl), rows in t.items():
+        if impl in KERNELS and pas == "fwd+bwd":
+            out[(gpu, KERNELS[impl])] = rows
+    for (gpu, pas, impl), rows in t.items():
+        if pas != "fwd" or impl not in ("flashattention3", "cudnn"):
+            continue
+        fa2_f, fa2_fb = t[(gpu, "fwd", "flashattention2")], t[(gpu, "fwd+bwd", "flashattention2")]
+        conv = []
+        for n, hd, c, v in rows:
+            hd_fb = hd if np.any(fa2_fb[:, 1] == hd) else 128
+            f = fa2_f[(fa2_f[:, 0] == n) & (fa2_f[:, 1] == hd) & (fa2_f[:, 2] == c), 3]
+            fb = fa2_fb[(fa2_fb[:, 0] == n) & (fa2_fb[:, 1] == hd_fb) & (fa2_fb[:, 2] == c), 3]
+            fref = fa2_f[(fa2_f[:, 0] == n) & (fa2_f[:, 1] == hd_fb) & (fa2_f[:, 2] == c), 3]
+            if f.size and fb.size and fref.size:
+                conv.append((n, hd, c, v * fb[0] / fref[0]))
+        out[(gpu, KERNELS[impl])] = np.array(conv)
+    return out
+
+
+def attention_curve(p, rows) -> np.ndarray:
+    """Model fraction of peak for p = (ceiling, f64, f256, half_keys, causal_half_keys, causal_factor)."""
+    eff, f64, f256, h, hc, cf = p
+    n, hd, c = rows[:, 0], rows[:, 1], rows[:, 2].astype(bool)
+    fac = E.head_dim_factor(hd, (f64, 1.0, f256))
+    return eff * fac * np.where(c, cf, 1.0) * n / (n + h + np.where(c, hc, 0.0))
+
+
+def fit_attention(rows: np.ndarray, peak: float) -> dict:
+    meas = rows[:, 3] * 1e12 / peak
+    has256 = bool(np.any(rows[:, 1] == 256))
+    has64 = bool(np.any(rows[:, 1] == 64))
+
+    def resid(p):
+        q = [p[0], p[1] if has64 else 1.0, p[2] if has256 else 1.0, p[3], p[4], p[5]]
+        return np.log(attention_curve(q, rows) / meas)
+    sol = least_squares(resid, [meas.max(), 1.0, 1.0, 200.0, 500.0, 0.9],
+                        bounds=([1e-3, 0.1, 0.1, 0.0, 0.0, 0.2], [1.5, 3.0, 3.0, 1e5, 1e5, 1.0]))
+    p = sol.x
+    f64 = p[1] if has64 else 1.0
+    # head dims not measured for this kernel take the nearest measured one's factor
+    f256 = p[2] if has256 else 1.0
+    return {"attention_efficiency": round(float(p[0]), 4),
+            "attention_head_dim_factors": [round(float(f64), 4), 1.0, round(float(f256), 4)],
+            "attention_half_keys": round(float(p[3]), 1), "attention_causal_half_keys": round(float(p[4]), 1),
+            "attention_causal_factor": round(float(p[5]), 4)}
+
+
+def derive_attention(directory: Path | None = None) -> dict[str, dict]:
+    """gpu family -> kernel -> curve constants, plus the masked-attention factor."""
+    rows = forward_backward_rows(directory)
+    peaks = {"A100-SXM4-80GB": 312e12, "H100-SXM5-80GB": 989e12}
+    out: dict[str, dict] = {}
+    for (gpu, kernel), r in sorted(rows.items()):
+        out.setdefault(gpu, {})[kernel] = fit_attention(r, peaks[gpu])
+    a = rows[("A100-SXM4-80GB", "mem_efficient")]
+    b = rows[("A100-SXM4-80GB", "flash2")]
+    ratios = [x[3] / y[3] for x in a for y in b if not x[2] and not y[2] and x[0] == y[0] and x[1] == y[1]]
+    masked = round(float(np.median(ratios)), 4)
+    for gpu in out:
+        if "mem_efficient" not in out[gpu]:  # same penalty against the GPU's own FlashAttention-2
+            out[gpu]["mem_efficient"] = {**out[gpu]["flash2"], "attention_efficiency":
+                                         round(out[gpu]["flash2"]["attention_efficiency"] * masked, 4)}
+    return {"kernels": out, "attention_masked_factor": masked}
+
+
+def fit_quality(directory: Path | None = None) -> list[dict]:
+    """Per GPU and kernel: median and max absolute error (%) of the fitted curve on its table rows."""
+    rows = forward_backward_rows(directory)
+    att = derive_attention(directory)["kernels"]
+    peaks = {"A100-SXM4-80GB": 312e12, "H100-SXM5-80GB": 989e12}
+    out = []
+    for (gpu, kernel), r in sorted(rows.items()):
+        c = att[gpu][kernel]
+        p = [c["attention_efficiency"], c["attention_head_dim_factors"][0], c["attention_head_dim_factors"][2],
+             c["attention_half_keys"], c["attention_causal_half_keys"], c["attention_causal_factor"]]
+        pred = attention_curve(p, r) * peaks[gpu] / 1e12
+        err = np.abs(pred / r[:, 3] - 1) * 100
+        out.append({"gpu": gpu, "kernel": kernel, "rows": int(len(r)), "median_abs_pct": float(np.median(err)),
+                    "max_abs_pct": float(err.max())})
+    return out
+
+
+def derive(directory: Path | None = None) -> dict:
+    return {"gemm": derive_gemm(directory), "attention": derive_attention(directory)}
+
+
+def check(derived: dict) -> list[str]:
+    """Differences between the derivation and presets.py (empty when they agree)."""
+    from trsim.simulator.presets import ATTENTION_KERNELS, ATTENTION_MASKED_FACTOR, HARDWARE_PRESETS
+    bad = []
+    for preset, vals in derived["gemm"].items():
+        for k, v in vals.items():
+            have = HARDWARE_PRESETS.get(preset, {}).get(k)
+            if have is None or not np.isclose(have, v, rtol=1e-3):
+                bad.append(f"HARDWARE_PRESETS[{preset!r}][{k!r}] = {have}, derived {v}")
+    for gpu, kernels in derived["attention"]["kernels"].items():
+        for kernel, vals in kernels.items():
+            have = ATTENTION_KERNELS.get(gpu, {}).get(kernel)
+            if have is None or any(not np.allclose(np.asarray(have[k], float), np.asarray(v, float), rtol=1e-3)
+                                   for k, v in vals.items()):
+                bad.append(f"ATTENTION_KERNELS[{gpu!r}][{kernel!r}] = {have}, derived {vals}")
+    if not np.isclose(ATTENTION_MASKED_FACTOR, derived["attention"]["attention_masked_factor"], rtol=1e-3):
+        bad.append(f"ATTENTION_MASKED_FACTOR = {ATTENTION_MASKED_FACTOR}, derived "
+                   f"{derived['attention']['attention_masked_factor']}")
+    return bad
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m trsim.validate.derive_presets", description=__doc__.split("\n")[0])
+    p.add_argument("--data", help=f"folder of the published CSVs (default ${DATA_ENV} or ../shared/data/published)")
+    p.add_argument("--check", action="store_true", help="exit 1 if presets.py differs from the derivation")
+    args = p.parse_args(argv)
+    directory = Path(args.data) if args.data else None
+    try:
+        derived = derive(directory)
+    except FileNotFoundError as exc:
+        print(f"trsim: error: {exc.filename}: <file>: the published kernel tables (set --data or ${DATA_ENV})",
+              file=sys.stderr)
+        return 2
+    if args.check:
+        bad = check(derived)
+        for b in bad:
+            print(b)
+        print("presets.py agrees with the derivation" if not bad else f"{len(bad)} difference(s)")
+        return 1 if bad else 0
+    print(json.dumps(derived, indent=1))
+    print("attention curve fit to its kernel table (abs % error):", file=sys.stderr)
+    for q in fit_quality(directory):
+        print(f"  {q['gpu']:16s} {q['kernel']:14s} rows {q['rows']:3d}  median {q['median_abs_pct']:5.1f}%  "
+              f"max {q['max_abs_pct']:5.1f}%", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
