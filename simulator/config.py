@@ -125,6 +125,12 @@ def resolve_model(inp: ModelInput, base_dir: Path) -> ModelSpec:
 
 # -------------------------------------------------------------------------------------- hardware
 AttentionKernel = Literal["flash1", "flash2", "flash3", "cudnn", "mem_efficient", "math"]
+#: An efficiency is a fraction of a datasheet peak (at most 1); against a nominal, estimated peak
+#: (``nominal_peak``, e.g. the CPU preset) it may exceed 1, up to this cap.
+NOMINAL_EFFICIENCY_CAP = 20.0
+_Eff = Annotated[float, Field(gt=0, le=NOMINAL_EFFICIENCY_CAP)]
+EFFICIENCY_FIELDS = ("matmul_efficiency", "matmul_efficiency_fp8", "attention_efficiency", "bandwidth_efficiency",
+                     "gather_efficiency")
 
 
 class HardwareSpec(_Strict):
@@ -141,13 +147,13 @@ class HardwareSpec(_Strict):
     # GEMMs
     compute_units: PositiveInt = 1        # streaming multiprocessors (wave quantisation)
     matmul_tiles: tuple[tuple[PositiveInt, PositiveInt], ...] = ((1, 1),)  # output tiles the GEMM library picks among
-    matmul_efficiency: PositiveFloat      # fraction of peak a GEMM of ideal shape reaches (bf16/fp16)
-    matmul_efficiency_fp8: Optional[PositiveFloat] = None  # the same at fp8 (fraction of the fp8 peak)
+    matmul_efficiency: _Eff               # fraction of peak a GEMM of ideal shape reaches (bf16/fp16)
+    matmul_efficiency_fp8: Optional[_Eff] = None  # the same at fp8 (fraction of the fp8 peak)
     matmul_half_k: float = Field(default=0.0, ge=0)        # reduction length at which a tile's efficiency halves
     matmul_overhead_s: float = Field(default=0.0, ge=0)    # fixed seconds per GEMM call (host dispatch)
     # attention
     attention_kernel: AttentionKernel = "flash2"
-    attention_efficiency: PositiveFloat   # fraction of peak at head dim 128, long sequences, no mask
+    attention_efficiency: _Eff            # fraction of peak at head dim 128, long sequences, no mask
     attention_head_dim_factors: tuple[PositiveFloat, PositiveFloat, PositiveFloat] = (1.0, 1.0, 1.0)  # 64/128/256
     attention_half_keys: float = Field(ge=0)               # sequence length at which the efficiency halves
     attention_causal_half_keys: float = Field(default=0.0, ge=0)  # extra half-length under a causal mask
@@ -155,13 +161,23 @@ class HardwareSpec(_Strict):
     attention_masked_factor: float = Field(default=1.0, gt=0, le=1)  # explicit boolean mask (memory-efficient)
     attention_backward_ratio: PositiveFloat
     # memory-bound work, fixed costs, communication
-    bandwidth_efficiency: PositiveFloat
-    gather_efficiency: PositiveFloat
+    bandwidth_efficiency: _Eff
+    gather_efficiency: _Eff
     layer_overhead_s: float = Field(ge=0)
     step_overhead_s: float = Field(ge=0)
     comm_overlap: float = Field(ge=0, le=1)
     collective_latency_s: float = Field(ge=0)
     calibration: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _datasheet_peak_is_a_ceiling(self):
+        if not self.nominal_peak:
+            for k in EFFICIENCY_FIELDS:
+                v = getattr(self, k)
+                if v is not None and v > 1:
+                    raise ValueError(f"{k} <= 1 of the datasheet peak (set nominal_peak: true for a device whose "
+                                     f"peak is an estimate), got {v}")
+        return self
 
 
 CALIBRATED_FIELDS = ("matmul_efficiency", "matmul_half_k", "matmul_overhead_s", "attention_efficiency",

@@ -53,7 +53,7 @@ def test_attention_core_time_prices_the_table_rows_through_the_simulator():
     128, 16k tokens of batch x sequence) gives the table's rate within the curve tolerance."""
     from trsim.simulator.config import HardwareInput, resolve_hardware
     from pathlib import Path
-    hw = resolve_hardware(HardwareInput(preset="h100-sxm", attention_kernel="flash2"), Path("."))
+    hw, _ = resolve_hardware(HardwareInput(preset="h100-sxm", attention_kernel="flash2"), Path("."))
     rows = D.forward_backward_rows()[("H100-SXM5-80GB", "flash2")]
     for n, hd, causal, tflops in rows:
         n, hd = int(n), int(hd)

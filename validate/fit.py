@@ -23,9 +23,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
+
 import numpy as np
 from scipy.optimize import least_squares
 
+from trsim.simulator.config import NOMINAL_EFFICIENCY_CAP as NOMINAL_CAP
 from trsim.simulator.config import HardwareSpec, ModelSpec
 from trsim.simulator.errors import ScenarioError
 from trsim.simulator.plan import Plan
@@ -47,7 +50,6 @@ PARAM_SPECS: dict[str, tuple[float, float, str, float]] = {
 }
 PARAMS = tuple(PARAM_SPECS)
 EFFICIENCIES = {"matmul_efficiency", "attention_efficiency", "bandwidth_efficiency", "gather_efficiency"}
-NOMINAL_CAP = 20.0       # upper bound of an efficiency against a nominal (estimated) peak
 DATA_SIGMA = 0.03        # assumed relative timing noise of one measurement
 COND_LIMIT = 1e4         # column-normalised Jacobian condition number above which a direction is unidentified
 # when a direction is unidentified, fix the first of its dominant parameters in this order
