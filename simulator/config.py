@@ -138,6 +138,7 @@ class HardwareSpec(_Strict):
     and README "Efficiency model"). Defaults of the shape terms are neutral (no quantisation, no fall-off)."""
     name: str = "custom"
     peak_flops: PositiveFloat
+    peak_flops_fp8: Optional[PositiveFloat] = None  # dense fp8 tensor-core peak; None: the GPU has no fp8
     memory_bandwidth: PositiveFloat
     memory_bytes: PositiveFloat
     intranode_bandwidth: PositiveFloat
@@ -193,6 +194,7 @@ class HardwareInput(_Strict):
     # any HardwareSpec field may be overridden explicitly
     name: Optional[str] = None
     peak_flops: Optional[PositiveFloat] = None
+    peak_flops_fp8: Optional[PositiveFloat] = None
     memory_bandwidth: Optional[PositiveFloat] = None
     memory_bytes: Optional[PositiveFloat] = None
     intranode_bandwidth: Optional[PositiveFloat] = None
@@ -274,12 +276,57 @@ class TrainingSpec(_Strict):
     micro_batch_size: _count(2**20) = 8
     global_batch_size: _count(2**40) = 512
     epochs: _real(gt=0, hi=1e6) = 1.0
-    activation_checkpointing: bool = False
+    # none: every layer saves its activations; selective: the attention core is recomputed in backward
+    # (Korthikanti et al.); full: each layer keeps only its input and reruns its forward in backward.
+    recompute: Literal["none", "selective", "full"] = "none"
+    activation_checkpointing: Optional[bool] = None  # older spelling: true means recompute: full
+    # Matmul precision: fp8 runs the decoder layers' GEMMs at the GPU's fp8 peak (Transformer Engine /
+    # torchao style; the LM head and attention core stay in bf16); weights, gradients and optimizer
+    # states keep the byte sizes below.
+    precision: Literal["bf16", "fp16", "fp8"] = "bf16"
     zero_stage: Literal[0, 1, 2, 3] = 2
+    # Which code runs the step (activation memory, what the loss holds, how token-set changes and the
+    # data-parallel overlap are priced): this project's reference executor (trsim), Hugging Face
+    # transformers LLaMA-family code with sdpa (huggingface), or Megatron-Core with Transformer Engine
+    # (megatron). See README "Training stack".
+    stack: Literal["trsim", "huggingface", "megatron"] = "trsim"
+    # How tasks share micro-batches: ideal (the sample-weighted mean of per-task micro-batch times: no
+    # rank ever waits), homogeneous (one task per micro-batch, drawn in proportion to samples; the step
+    # waits for the slowest data-parallel rank), mixed (every micro-batch packs samples of every task).
+    task_mixing: Literal["ideal", "homogeneous", "mixed"] = "ideal"
     weight_bytes: _count(64) = 2          # bf16 weights
     gradient_bytes: _count(64) = 2        # bf16 gradients
     optimizer_bytes: _count(256) = 12     # AdamW: fp32 master weights + first and second moments
     activation_bytes: _count(64) = 2      # bf16 activations
+
+    @model_validator(mode="after")
+    def _recompute_spellings(self):
+        if self.activation_checkpointing is not None:
+            legacy = "full" if self.activation_checkpointing else "none"
+            if "recompute" in self.model_fields_set and self.recompute != legacy:
+                raise ValueError(f"activation_checkpointing ({self.activation_checkpointing}) agreeing with "
+                                 f"recompute ({self.recompute!r}); give only recompute")
+            object.__setattr__(self, "recompute", legacy)
+        return self
+
+    @property
+    def checkpointing(self) -> bool:
+        """Full recompute (the older activation_checkpointing: true)."""
+        return self.recompute == "full"
+
+
+class ParallelismSpec(_Strict):
+    """Megatron-style layout: data-parallel size = num_gpus / (tensor x pipeline x context)."""
+    tensor: _count(2**20) = 1
+    pipeline: _count(2**14) = 1
+    virtual_stages: _count(2**14) = 1     # model chunks per pipeline stage (interleaved 1F1B when > 1)
+    context: _count(2**20) = 1
+    sequence_parallel: bool = False       # shard norms, residuals and their activations over tensor ranks
+    layers_per_stage: Optional[list[_count(2**14)]] = Field(default=None, max_length=2**14)  # one count per stage
+
+    @property
+    def model_parallel(self) -> int:
+        return self.tensor * self.pipeline * self.context
 
 
 class Conventions(_Strict):
@@ -434,6 +481,7 @@ class ScenarioFile(_Strict):
     model: ModelInput
     hardware: HardwareInput = HardwareInput(preset="h100-sxm")
     training: TrainingSpec = TrainingSpec()
+    parallelism: ParallelismSpec = ParallelismSpec()
     conventions: Conventions = Conventions()
     tasks: dict[Name, Task] = Field(min_length=1, max_length=1024)
     schedules: dict[Name, Optional[dict[Name, Any]]] = Field(default_factory=lambda: {"baseline": {}},
@@ -452,6 +500,7 @@ class Scenario(BaseModel):
     num_gpus: int
     price_per_gpu_hour: float
     training: TrainingSpec
+    parallelism: ParallelismSpec = ParallelismSpec()
     conventions: Conventions
     tasks: dict[str, Task]
     schedules: dict[str, dict[str, MethodSpec]]
@@ -459,8 +508,13 @@ class Scenario(BaseModel):
     calibration: Optional[dict] = None   # summary of the calibration file applied (CalibrationFile.summary)
 
     @property
+    def data_parallel(self) -> int:
+        return self.num_gpus // self.parallelism.model_parallel
+
+    @property
     def grad_accumulation(self) -> int:
-        return self.training.global_batch_size // (self.training.micro_batch_size * self.num_gpus)
+        """Micro-batches per step on each data-parallel replica (through each pipeline)."""
+        return self.training.global_batch_size // (self.training.micro_batch_size * self.data_parallel)
 
     def with_overrides(self, **changes) -> "Scenario":
         return self.model_copy(update=changes)
@@ -482,11 +536,17 @@ def scenario_from_dict(doc: dict, source: str = "<scenario>", base_dir: Path | N
         model = resolve_model(raw.model, base_dir)
         hardware, calibration = resolve_hardware(raw.hardware, base_dir, force_calibration)
         tr = raw.training
-        per_step = tr.micro_batch_size * raw.hardware.num_gpus
+        from .parallel import check_layout  # the parallel layout owns its own rules
+        dp = check_layout(raw.parallelism, model, hardware, raw.hardware.num_gpus, tr)
+        per_step = tr.micro_batch_size * dp
         if tr.global_batch_size % per_step:
+            what = ("num_gpus" if dp == raw.hardware.num_gpus else
+                    "data-parallel size (num_gpus / (tensor x pipeline x context))")
             raise ScenarioError(None, "training.global_batch_size",
-                                f"a multiple of micro_batch_size x num_gpus = {tr.micro_batch_size} x "
-                                f"{raw.hardware.num_gpus} = {per_step}, got {tr.global_batch_size}")
+                                f"a multiple of micro_batch_size x {what} = {tr.micro_batch_size} x "
+                                f"{dp} = {per_step}, got {tr.global_batch_size}")
+        from .parallel import check_schedule
+        check_schedule(raw.parallelism, tr.global_batch_size // per_step)
         schedules: dict[str, dict[str, MethodSpec]] = {}
         for sname, per_task in raw.schedules.items():
             schedules[sname] = {}
@@ -503,8 +563,8 @@ def scenario_from_dict(doc: dict, source: str = "<scenario>", base_dir: Path | N
         return Scenario(name=raw.name, description=raw.description, source=source, model=model,
                         hardware=hardware, num_gpus=raw.hardware.num_gpus,
                         price_per_gpu_hour=raw.hardware.price_per_gpu_hour, training=tr,
-                        conventions=raw.conventions, tasks=raw.tasks, schedules=schedules, sweep=raw.sweep,
-                        calibration=calibration)
+                        parallelism=raw.parallelism, conventions=raw.conventions, tasks=raw.tasks,
+                        schedules=schedules, sweep=raw.sweep, calibration=calibration)
     except ScenarioError as err:
         raise err.located(source)
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import efficiency
 from .config import HardwareSpec, ModelSpec, TrainingSpec
+from .parallel import NO_SHARD, Shard, per_rank
 from .plan import FULL, KV_ONLY, SKIP, Plan, query_set_changes
 
 OPS = ("q", "k", "v", "o", "attention", "mlp", "rank")
@@ -30,6 +31,11 @@ class Counts:
     regathered: np.ndarray    # bool: gathered layer whose query set differs from the previous layer's (gathers)
     written_back: np.ndarray  # bool: gathered layer whose query set changes next (or last layer): scatters back
     rank: np.ndarray          # tokens scored for attention-ranked dropping
+    pairs_exec: np.ndarray    # pairs the attention kernel executes: the rectangle where a mask is explicit
+    nq_regathered: np.ndarray  # query tokens gathered into a compact working state at this layer
+    nq_written_back: np.ndarray  # query tokens written back into the whole sequence after this layer
+    live: np.ndarray          # tokens present (not dropped) at the layer's input: the hidden state a stage passes on
+    change_rows: np.ndarray   # rows a compacting executor moves at the layer's input (token set changed there)
     total: int                # tokens in the sequence
     n_lm: int                 # positions whose logits are computed
     weights: np.ndarray       # [L] full-model layers each row stands for
@@ -51,9 +57,28 @@ def counts(plan: Plan, lm_head: str = "all") -> Counts:
     gathered = nq < total
     change = query_set_changes(plan)  # the executor keeps a compact state between changes (profiler/model.py)
     ends = np.concatenate([change[:, 1:], np.ones_like(change[:, :1])], axis=1)
+    regathered, written_back = gathered & change, gathered & ends
     return Counts(nq=nq, nkv=nkv, nkvo=nkvo, pairs_causal=pairs_causal, pairs_full=nq * nkv, masked=nkvo > 0,
-                  gathered=gathered, regathered=gathered & change, written_back=gathered & ends,
-                  rank=plan.rank.sum(-1).astype(np.float64), total=total, n_lm=n_lm, weights=plan.weights())
+                  gathered=gathered, regathered=regathered, written_back=written_back, rank=plan.rank.sum(-1).astype(np.float64),
+                  pairs_exec=np.where(nkvo > 0, nq * nkv, pairs_causal),
+                  nq_regathered=np.where(regathered, nq, 0.0), nq_written_back=np.where(written_back, nq, 0.0),
+                  live=present.sum(-1),
+                  change_rows=_change_rows(q_s, np.where(mode == KV_ONLY, present, 0.0), lay.tokens),
+                  total=total, n_lm=n_lm, weights=plan.weights())
+
+
+def _change_rows(q_s: np.ndarray, kvo_s: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """Rows moved by an executor that keeps the working rows compact, [P, L]: where a layer's query set
+    differs from the previous layer's (the embeddings for layer 0), the smaller of the two sets is gathered
+    or scattered once; newly frozen kv_only rows are gathered once; after the last layer a subset is
+    scattered back for the LM head."""
+    prev_q = np.concatenate([np.broadcast_to(tokens, q_s[:, :1].shape), q_s[:, :-1]], axis=1)
+    prev_kvo = np.concatenate([np.zeros_like(kvo_s[:, :1]), kvo_s[:, :-1]], axis=1)
+    nq, prev_nq, nkvo = q_s.sum(-1), prev_q.sum(-1), kvo_s.sum(-1)
+    rows = (np.where((q_s != prev_q).any(-1), np.minimum(nq, prev_nq), 0)
+            + np.where((kvo_s != prev_kvo).any(-1), nkvo, 0))
+    rows[:, -1] += np.where((q_s[:, -1] != tokens).any(-1), nq[:, -1], 0)
+    return rows
 
 
 # ------------------------------------------------------------------------------------- FLOPs
@@ -97,52 +122,9 @@ def extra_parameters(plans: list[Plan], m: ModelSpec) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------------------- memory
-def activation_bytes(c: Counts, m: ModelSpec, micro_batch: int, act_bytes: int, checkpointing: bool) -> np.ndarray:
-    """Bytes saved for backward by one micro-batch, [P]; the reference executor's tensors, one by one:
-
-    per query token and layer: layer input, normed input, residual after attention, its norm (4d);
-    rotated q and the attention output, which the output projection reads as a view (2 H hd);
-    MLP intermediates (4I gated, 2I gelu);
-    fp32 norm statistics (2) and attention log-sum-exp (H).
-    per query token of the last layer before its query set changes (or of the last layer), where that
-    set is a gathered subset: the working rows, which index_copy keeps for backward when it writes them
-    back into the whole sequence (d). (The executor gathers once per change of the query set.)
-    per key/value token: rotated k and v (KV heads: every attention path takes grouped-query K/V as is).
-    per kv_only token: its frozen state and its norm (2d), plus the fp32 norm statistic.
-    LM head: final-norm input and output for the rows it sees, fp32 log-probabilities.
-    With activation checkpointing each layer keeps only its inputs (its working rows, and once per
-    change of the query set the whole sequence it reads kv_only rows from) and one layer's
-    activations are live again during its recomputation.
-    """
-    d, H, Hkv, hd, I = m.hidden_size, m.num_attention_heads, m.num_key_value_heads, m.head_dim, m.intermediate_size
-    e = act_bytes
-    mlp = 4 * I if m.mlp_matrices == 3 else 2 * I
-    layer = (c.nq * ((4 * d + 2 * H * hd + mlp) * e + 4 * (2 + H))
-             + np.where(c.written_back, c.nq * d * e, 0)
-             + c.nkv * 2 * Hkv * hd * e
-             + c.nkvo * (2 * d * e + 4))
-    lm = c.n_lm * (2 * d * e + 4 + 4 * m.vocab_size)
-    if checkpointing:
-        w = c.weights
-        kept = d * e * ((c.nq * w).sum(-1) + c.total * (c.regathered * w).sum(-1))
-        return micro_batch * (kept + layer.max(-1) + lm) + 4  # + the loss's fp32 normaliser, once
-    return micro_batch * ((layer * c.weights).sum(-1) + lm) + 4
-
-
-def transient_logits_bytes(c: Counts, m: ModelSpec, micro_batch: int, act_bytes: int) -> int:
-    """Logits live at the loss besides the saved log-probabilities: the logits themselves and, in
-    low precision, their fp32 copy."""
-    per = act_bytes + (4 if act_bytes < 4 else 0)
-    return micro_batch * c.n_lm * m.vocab_size * per
-
-
-def static_bytes(params, t: TrainingSpec, data_parallel: int) -> dict[str, np.ndarray]:
-    """Weights, gradients and optimizer states per GPU under ZeRO stage 0-3 over data-parallel GPUs."""
-    dp = max(data_parallel, 1)
-    z = t.zero_stage
-    return {"weights": params * t.weight_bytes / (dp if z >= 3 else 1),
-            "gradients": params * t.gradient_bytes / (dp if z >= 2 else 1),
-            "optimizer": params * t.optimizer_bytes / (dp if z >= 1 else 1)}
+# Activation and static memory live in memory.py (one model per training stack); re-exported here for
+# the callers that price one reference-executor case.
+from .memory import activation_bytes, static_bytes, transient_logits_bytes  # noqa: E402,F401
 
 
 # ---------------------------------------------------------------------------------------- time
@@ -153,9 +135,11 @@ def linear_time(rows, k_in, n_out, hw: HardwareSpec, precision: str = "bf16"):
     [k_in, rows] x [rows, n_out], whose reduction runs over the tokens.
 
     This is the one place where a GEMM's FLOPs become time: parallel layouts pass the per-rank shapes.
+    ``precision="fp8"`` runs at the GPU's dense fp8 peak (``peak_flops_fp8``).
     """
     elem = efficiency.DTYPE_BYTES.get(precision, 2)
-    t = lambda M, N, K: efficiency.gemm_time(M, N, K, hw, precision=precision, elem_bytes=elem)  # noqa: E731
+    peak = hw.peak_flops_fp8 if precision == "fp8" else None
+    t = lambda M, N, K: efficiency.gemm_time(M, N, K, hw, peak=peak, precision=precision, elem_bytes=elem)  # noqa: E731
     return t(rows, n_out, k_in) + t(rows, k_in, n_out) + t(k_in, n_out, rows)
 
 
@@ -174,50 +158,99 @@ def attention_core_time(pairs, queries, heads, head_dim, hw: HardwareSpec, maske
     return (1 + hw.attention_backward_ratio) * 4.0 * pairs * heads * head_dim / (hw.peak_flops * eff)
 
 
-def microbatch_time(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int, act_bytes: int,
-                    checkpointing: bool) -> dict[str, np.ndarray]:
-    """Forward+backward time of one task-homogeneous micro-batch, per component, each [P] seconds.
+def microbatch_terms(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int, act_bytes: int,
+                     shard: Shard = NO_SHARD) -> dict:
+    """The per-layer prices of one task-homogeneous micro-batch on one rank, before they are summed:
+    ``matmul`` and ``attention`` [P, L] seconds, ``layer_bytes`` [P, L] memory-bound bytes,
+    ``gather_bytes`` [P, L] (the reference executor's per-layer gather/scatter), ``change_bytes`` [P, L]
+    (a compacting executor's index traffic where the token set changes), and the LM head's ``lm_matmul``
+    seconds and ``loss_bytes``.
 
-    matmuls: three GEMMs per linear layer at their own shapes (``linear_time``);
+    matmuls: three GEMMs per linear layer at their own per-rank shapes (``linear_time``): tensor
+    parallelism shards each projection's output (column-parallel Q, K, V, MLP up/gate, vocabulary) or
+    input (row-parallel O, MLP down), context parallelism shards the rows;
     attention: the pairs the kernel executes (the causal triangle, or the whole rectangle where an
-    explicit mask is used) at the kernel's efficiency for that length (``attention_core_time``);
-    memory-bound work (norms, rotary, residuals, activation function, loss) and gather/scatter of token
-    rows: bytes / (bandwidth x efficiency); fixed costs per layer and per micro-batch.
+    explicit mask is used) at the kernel's efficiency for that length (``attention_core_time``), heads
+    sharded by tensor, pairs by context (load-balanced causal chunks);
+    memory-bound work (norms, rotary, residuals, activation function, loss) and gathers of token rows:
+    bytes / (bandwidth x efficiency); the hidden-size part is sharded over tensor ranks only with
+    sequence parallelism.
     """
-    B, w = micro_batch, c.weights
+    B = micro_batch
+    t, cp = shard.tensor, shard.context
     f = op_flops(c, m, "causal")
     d, H, Hkv, hd, I, V = (m.hidden_size, m.num_attention_heads, m.num_key_value_heads, m.head_dim,
                            m.intermediate_size, m.vocab_size)
-    e = act_bytes
-    rows_q, rows_kv = B * c.nq, B * c.nkv
-    mm = (linear_time(rows_q, d, H * hd, hw) + linear_time(rows_q, H * hd, d, hw)  # q, o
-          + 2 * linear_time(rows_kv, d, Hkv * hd, hw)                              # k, v
-          + linear_time(rows_q, d, I * (m.mlp_matrices - 1), hw) + linear_time(rows_q, I, d, hw))  # MLP
-    matmul = (mm * w).sum(-1) + linear_time(B * c.n_lm, d, V, hw)
+    e, pr = act_bytes, shard.matmul_precision
+    rows_q, rows_kv = per_rank(B * c.nq, cp), per_rank(B * c.nkv, cp)
+    mm = (linear_time(rows_q, d, H * hd // t, hw, pr) + linear_time(rows_q, H * hd // t, d, hw, pr)  # q, o
+          + 2 * linear_time(rows_kv, d, Hkv * hd // t, hw, pr)                                      # k, v
+          + linear_time(rows_q, d, I * (m.mlp_matrices - 1) // t, hw, pr)
+          + linear_time(rows_q, I // t, d, hw, pr))                                                 # MLP
+    lm_matmul = linear_time(per_rank(B * c.n_lm, cp), d, per_rank(V, t), hw)  # the LM head stays in bf16
 
-    exec_pairs = np.where(c.masked, c.pairs_full, c.pairs_causal)
-    att = attention_core_time(B * exec_pairs, B * c.nq, H, hd, hw, masked=c.masked)
-    rank = (1 + hw.attention_backward_ratio) * B * f["rank"] / (hw.peak_flops * hw.attention_efficiency)
-    attention = ((att + rank) * w).sum(-1)
+    att = attention_core_time(per_rank(B * c.pairs_exec, cp), rows_q, H // t, hd, hw, masked=c.masked)
+    rank = (1 + hw.attention_backward_ratio) * per_rank(B * f["rank"], t * cp) / (
+        hw.peak_flops * hw.attention_efficiency)
 
     act = 3 * I if m.mlp_matrices == 3 else 2 * I
-    # (the explicit-mask path no longer expands K/V to every head: grouped-query K/V go to the kernel as is)
-    layer_bytes = B * e * (c.nq * (4 * d + 6 * d + 2 * H * hd + act) + c.nkv * 2 * Hkv * hd + c.nkvo * 2 * d)
-    loss_bytes = B * c.n_lm * V * (e + 4 + 4 + 4)
-    bw = hw.memory_bandwidth * hw.bandwidth_efficiency
-    membound = 3 * ((layer_bytes * w).sum(-1) + loss_bytes) / bw
-
+    hidden = c.nq * (4 * d + 6 * d) + c.nkvo * 2 * d
+    # (the explicit-mask path takes grouped-query K/V as is: no expansion to every head)
+    heads = c.nq * (2 * H * hd + act) + c.nkv * 2 * Hkv * hd
+    layer_bytes = per_rank(B * e * (per_rank(hidden, shard.hidden) + per_rank(heads, t)), cp)
+    loss_bytes = per_rank(per_rank(B * c.n_lm * V * (e + 4 + 4 + 4), t), cp)
     # token rows moved: a gather where the query set changes, a scatter before the next change, kv_only rows
-    gather_bytes = B * e * d * 2 * (np.where(c.regathered, c.nq, 0) + np.where(c.written_back, c.nq, 0) + c.nkvo)
-    gather = 3 * (gather_bytes * w).sum(-1) / (hw.memory_bandwidth * hw.gather_efficiency)
+    gather_bytes = per_rank(per_rank(B * e * d * 2 * (c.nq_regathered + c.nq_written_back + c.nkvo),
+                                     shard.hidden), cp)
+    change_bytes = per_rank(B * INDEX_BYTES * c.change_rows, cp)
+    return dict(matmul=mm, attention=att + rank, layer_bytes=layer_bytes, gather_bytes=gather_bytes,
+                change_bytes=change_bytes, lm_matmul=lm_matmul, loss_bytes=loss_bytes)
 
-    overhead = np.full_like(matmul, hw.layer_overhead_s * w.sum() + hw.step_overhead_s, dtype=float)
+
+INDEX_BYTES = 4  # one int32 row index
+
+
+def stage_times(terms: dict, c: Counts, hw: HardwareSpec, stages, last: np.ndarray, recompute: str,
+                gathers: str = "per_layer") -> dict[str, np.ndarray]:
+    """Forward+backward time of one micro-batch on each pipeline stage, per component, each [P, p].
+
+    ``stages`` is a ``parallel.StageLayout``; ``last`` [p] marks the stage that holds the LM head.
+    ``gathers``: ``per_layer`` (the reference executor gathers a layer's rows and scatters them back in
+    every layer that works on a subset) or ``on_change`` (a compacting executor moves rows only where
+    the token set changes, fused into the neighbouring kernels, so only row indices are read).
+    With one stage every component is computed exactly as the unsplit model computes it.
+    """
+    from .parallel import stage_sums
+    w = c.weights
+    bw = hw.memory_bandwidth * hw.bandwidth_efficiency
+    matmul = stage_sums(terms["matmul"] * w, stages) + np.where(last, terms["lm_matmul"], 0.0)
+    attention = stage_sums(terms["attention"] * w, stages)
+    membound = 3 * (stage_sums(terms["layer_bytes"] * w, stages) + np.where(last, terms["loss_bytes"], 0)) / bw
+    if gathers == "per_layer":
+        gather = 3 * stage_sums(terms["gather_bytes"] * w, stages) / (hw.memory_bandwidth * hw.gather_efficiency)
+    else:
+        gather = 3 * stage_sums(terms["change_bytes"] * w, stages) / (hw.memory_bandwidth * hw.gather_efficiency)
+    overhead = np.broadcast_to(hw.layer_overhead_s * stage_sums(w, stages) + hw.step_overhead_s,
+                               matmul.shape).astype(float)
     out = {"matmul": matmul, "attention": attention, "memory_bound": membound, "gather": gather,
            "overhead": overhead}
-    if checkpointing:  # the forward runs again inside backward
+    if recompute == "full":  # the forward runs again inside backward
         out["recompute"] = (out["matmul"] / 3 + out["attention"] / (1 + hw.attention_backward_ratio)
                             + out["memory_bound"] / 3 + out["gather"] / 3)
+    elif recompute == "selective":  # the attention core's forward runs again inside backward
+        out["recompute"] = out["attention"] / (1 + hw.attention_backward_ratio)
     return out
+
+
+def microbatch_time(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int, act_bytes: int,
+                    checkpointing: bool) -> dict[str, np.ndarray]:
+    """Forward+backward time of one task-homogeneous micro-batch on one GPU (no model parallelism), per
+    component, each [P] seconds; see ``microbatch_terms`` for the prices."""
+    from .parallel import single_stage
+    terms = microbatch_terms(c, m, hw, micro_batch, act_bytes)
+    st = stage_times(terms, c, hw, single_stage(c.weights.shape[-1]), np.array([True]),
+                     "full" if checkpointing else "none")
+    return {k: v[..., 0] for k, v in st.items()}
 
 
 def optimizer_time(params, t: TrainingSpec, hw: HardwareSpec, data_parallel: int):
@@ -225,21 +258,3 @@ def optimizer_time(params, t: TrainingSpec, hw: HardwareSpec, data_parallel: int
     local = params / (max(data_parallel, 1) if t.zero_stage >= 1 else 1)
     per_param = t.optimizer_bytes * 2 + t.gradient_bytes + t.weight_bytes
     return local * per_param / (hw.memory_bandwidth * hw.bandwidth_efficiency)
-
-
-def communication_time(params, t: TrainingSpec, hw: HardwareSpec, num_gpus: int):
-    """Data-parallel gradient traffic per step with a ring: all-reduce (ZeRO 0-1), reduce-scatter plus
-    all-gather (ZeRO 2, same volume), plus a parameter all-gather in forward and backward (ZeRO 3).
-    Returns (total, exposed) seconds; ``comm_overlap`` of it hides behind the backward pass."""
-    n = num_gpus
-    if n <= 1:
-        z = np.zeros_like(np.asarray(params, dtype=float))
-        return z, z
-    link = hw.intranode_bandwidth if n <= hw.gpus_per_node else hw.internode_bandwidth
-    volume = params * t.gradient_bytes * 2 * (n - 1) / n
-    hops = 2 * (n - 1)
-    if t.zero_stage == 3:
-        volume = volume + params * t.weight_bytes * 2 * (n - 1) / n
-        hops *= 2
-    total = volume / link + hops * hw.collective_latency_s
-    return total, total * (1 - hw.comm_overlap)

@@ -1,7 +1,8 @@
 """Model and hardware presets.
 
 Model values are those of the public Hugging Face ``config.json`` files of each checkpoint.
-Hardware values are dense bf16 tensor-core peaks and memory bandwidths from the vendors'
+Hardware values are dense bf16 tensor-core peaks (and dense fp8 peaks where the GPU has fp8 tensor
+cores) and memory bandwidths from the vendors'
 datasheets. GEMM and attention efficiencies are derived from public kernel benchmarks by
 ``python -m trsim.validate.derive_presets`` (see ``trsim.simulator.efficiency`` for the model); the
 remaining terms are uncalibrated starting points (see ``trsim calibrate``).
@@ -109,14 +110,17 @@ HARDWARE_PRESETS: dict[str, dict] = {
                          memory_bandwidth=2.039e12, memory_bytes=80 * _GiB, intranode_bandwidth=300e9,
                          internode_bandwidth=25e9, gpus_per_node=8,
                          compute_units=108, matmul_efficiency=0.8856, matmul_half_k=32.0),
-    "h100-sxm": _gpu("h100-sxm", source="NVIDIA H100 SXM5 80GB datasheet", peak_flops=989e12, memory_bandwidth=3.35e12,
+    "h100-sxm": _gpu("h100-sxm", source="NVIDIA H100 SXM5 80GB datasheet", peak_flops=989e12, peak_flops_fp8=1979e12,
+                     memory_bandwidth=3.35e12,
                      memory_bytes=80 * _GiB, intranode_bandwidth=450e9, internode_bandwidth=50e9, gpus_per_node=8,
                      compute_units=132, matmul_efficiency=0.8304, matmul_efficiency_fp8=0.8482, matmul_half_k=32.0),
-    "h200": _gpu("h200", source="NVIDIA H200 SXM 141GB datasheet", peak_flops=989e12, memory_bandwidth=4.8e12,
+    "h200": _gpu("h200", source="NVIDIA H200 SXM 141GB datasheet", peak_flops=989e12, peak_flops_fp8=1979e12,
+                 memory_bandwidth=4.8e12,
                  memory_bytes=141e9, intranode_bandwidth=450e9, internode_bandwidth=50e9, gpus_per_node=8,
                  compute_units=132, matmul_efficiency=0.8304, matmul_efficiency_fp8=0.8793, matmul_half_k=32.0),
     "b200": _gpu("b200", source="NVIDIA DGX B200 datasheet (per GPU: 2.25 PFLOP/s dense bf16, 8 TB/s HBM3e, "
-                 "180 GB, NVLink 5 900 GB/s per direction)", peak_flops=2250e12, memory_bandwidth=8.0e12,
+                 "180 GB, NVLink 5 900 GB/s per direction; dense fp8 4.5 PFLOP/s)", peak_flops=2250e12, peak_flops_fp8=4500e12,
+                 memory_bandwidth=8.0e12,
                  memory_bytes=180e9, intranode_bandwidth=900e9, internode_bandwidth=50e9, gpus_per_node=8,
                  compute_units=148, matmul_efficiency=0.789, matmul_efficiency_fp8=0.7723, matmul_half_k=32.0),
     # A nominal CPU profile so that CPU measurements (tests, CI) can be calibrated like any other device. Its

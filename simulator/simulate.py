@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import costs
+from . import collectives, costs, memory, mixing, parallel
 from .config import Scenario
 from .errors import ScenarioError
 from .config import HardwareSpec, ModelSpec  # noqa: F401  (annotations)
@@ -94,15 +94,34 @@ def _fractions(scn: Scenario) -> dict[str, float]:
 
 
 def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
-    """Every step-level metric for a schedule given as one plan per task; arrays of shape [P]."""
-    m, hw, tr, conv = scn.model, scn.hardware, scn.training, scn.conventions
+    """Every step-level metric for a schedule given as one plan per task; arrays of shape [P]
+    (per pipeline stage [P, p] where named so).
+
+    The step: each task's micro-batch is priced per pipeline stage from the plan rows of that stage's
+    layers (``costs.stage_times`` plus the tensor-, context- and pipeline-parallel traffic); the tasks'
+    micro-batches share the pipeline as ``training.task_mixing`` says (``mixing.py``); the step adds the
+    optimizer and the exposed data-parallel traffic of its slowest stage. With one GPU per replica
+    (tensor = pipeline = context = 1) every number is the unsplit model's, to the last bit.
+    """
+    m, hw, tr, conv, par = scn.model, scn.hardware, scn.training, scn.conventions, scn.parallelism
     B, e = tr.micro_batch_size, tr.activation_bytes
     frac = _fractions(scn)
+    M, dp = scn.grad_accumulation, scn.data_parallel
+    st = parallel.stage_layout(par, m.num_layers)
+    p, v = par.pipeline, par.virtual_stages
+    last = np.arange(p) == p - 1
+    shard = parallel.Shard(par.tensor, par.context, par.sequence_parallel, tr.precision)
+    gathers = "per_layer" if tr.stack == "trsim" else "on_change"
+    inflight = parallel.in_flight(p, v, M)
     params = costs.base_parameters(m) + costs.extra_parameters(list(plans.values()), m)
+    rank_params = memory.stage_parameters(m, list(plans.values()), st, par.tensor)  # [P, p]
     out: dict = {"tasks": {}, "params": params}
-    model_flops = paper = mb_time = 0.0
+    model_flops = paper = 0.0
+    stage_mean = 0.0
     act_peak = 0.0
+    recompute_flops = 0.0
     breakdown: dict[str, np.ndarray] = {}
+    per_task_stage = []
     for name, plan in plans.items():
         c = costs.counts(plan, conv.lm_head)
         ops = costs.op_flops(c, m, conv.attention)
@@ -111,35 +130,112 @@ def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
         lm = costs.lm_head_flops(c, m)
         fwd = per_layer.sum(-1) + lm
         bwd = 2 * (fwd - (ops["rank"] * w).sum(-1))  # token ranking is not differentiated
-        t = costs.microbatch_time(c, m, hw, B, e, tr.activation_checkpointing)
-        t_mb = sum(t.values())
-        act = costs.activation_bytes(c, m, B, e, tr.activation_checkpointing)
-        transient = costs.transient_logits_bytes(c, m, B, e)
+        t = _stage_times(c, m, hw, tr, shard, st, last, gathers, dp)
+        stage_t = sum(t.values())  # [P, p]
+        acts = memory.activation_terms(tr.stack, c, m, e, shard)
+        act = memory.stage_activation_bytes(acts, w, B, tr.recompute, st, last, inflight)
+        transient = np.where(last, B * acts.transient, 0)
         pc = (costs.paper_layer_cost(c, m) * w).sum(-1)
-        out["tasks"][name] = dict(counts=c, ops=ops, per_layer=per_layer, lm=lm, fwd=fwd, bwd=bwd, time=t, t_mb=t_mb,
-                                  act=act, transient=transient, paper=pc)
+        out["tasks"][name] = dict(counts=c, ops=ops, per_layer=per_layer, lm=lm, fwd=fwd, bwd=bwd,
+                                  time={k: _per_microbatch(x) for k, x in t.items()}, stage_time=stage_t,
+                                  t_mb=_per_microbatch(stage_t), act=_per_microbatch_max(act),
+                                  transient=transient, paper=pc)
         f = frac[name]
         model_flops = model_flops + f * (fwd + bwd)
         paper = paper + f * pc
-        mb_time = mb_time + f * t_mb
-        act_peak = np.maximum(act_peak, act + transient)
-        for k, v in t.items():
-            breakdown[k] = breakdown.get(k, 0.0) + f * v * scn.grad_accumulation
+        stage_mean = stage_mean + f * stage_t
+        per_task_stage.append((t, stage_t, f, acts, c))
+        if tr.task_mixing != "mixed":
+            act_peak = np.maximum(act_peak, act + transient)
+        if tr.recompute == "full":
+            recompute_flops = recompute_flops + f * fwd
+        elif tr.recompute == "selective":
+            recompute_flops = recompute_flops + f * (ops["attention"] * w).sum(-1)
+    fr = [frac[n] for n in plans]
+    if tr.task_mixing == "mixed":
+        c = mixing.packed_counts([x[4] for x in per_task_stage], fr)
+        t = _stage_times(c, m, hw, tr, shard, st, last, gathers, dp)
+        stage_mean = sum(t.values())
+        acts = memory.activation_terms(tr.stack, c, m, e, shard)
+        act_peak = (memory.stage_activation_bytes(acts, c.weights, B, tr.recompute, st, last, inflight)
+                    + np.where(last, B * acts.transient, 0))
+        components = t
+    else:
+        components = {}
+        for t, _, f, _, _ in per_task_stage:
+            for k, x in t.items():
+                components[k] = components.get(k, 0.0) + f * x
+    ideal = parallel.pipeline_time(stage_mean, M, v)
+    homogeneous = (mixing.homogeneous_step([x[1] for x in per_task_stage], fr, M, dp, v)
+                   if len(plans) > 1 else ideal)
+    pipe = homogeneous if tr.task_mixing == "homogeneous" else ideal
+    slow = np.argmax(stage_mean, axis=-1)[..., None]  # the stage that sets the pace
+    for k, x in components.items():
+        breakdown[k] = np.take_along_axis(np.broadcast_to(x, stage_mean.shape), slow, -1)[..., 0] * M
+    if p > 1:
+        breakdown["pipeline_bubble"] = ideal - M * stage_mean.max(-1)
+    if tr.task_mixing == "homogeneous":
+        breakdown["straggler_wait"] = pipe - ideal
+
     G = tr.global_batch_size
     step_model_flops = G * model_flops
-    recompute = G * sum(frac[n] * out["tasks"][n]["fwd"] for n in plans) if tr.activation_checkpointing else 0.0
-    opt = costs.optimizer_time(params, tr, hw, scn.num_gpus)
-    comm_total, comm_exposed = costs.communication_time(params, tr, hw, scn.num_gpus)
-    step_time = scn.grad_accumulation * mb_time + opt + comm_exposed
-    static = costs.static_bytes(params, tr, scn.num_gpus)
-    peak = sum(static.values()) + act_peak
+    recompute = G * recompute_flops
+    opt = costs.optimizer_time(rank_params, tr, hw, dp)  # [P, p]
+    span = dp * par.tensor * par.context
+    compute = np.broadcast_to(stage_mean, rank_params.shape)
+    comm_total, comm_exposed = collectives.data_parallel_time(
+        rank_params, tr, hw, dp, span, stack=tr.stack, backward_window=compute * 2 / 3,
+        forward_window=compute / 3, micro_batches=M, layers=np.maximum(1, np.asarray(st.layers_per_stage())))
+    tail = np.argmax(opt + comm_exposed, axis=-1)[..., None]  # the stage whose step ends last
+    pick = lambda x: np.take_along_axis(np.broadcast_to(x, rank_params.shape), tail, -1)[..., 0]  # noqa: E731
+    opt, comm_total, comm_exposed = pick(opt), pick(comm_total), pick(comm_exposed)
+    step_time = pipe + opt + comm_exposed
+    static = memory.static_bytes(rank_params, tr, dp)
+    static_sum = sum(static.values())
+    temporaries = memory.optimizer_temporaries(rank_params, tr, dp)
+    stage_peak = np.maximum(static_sum + act_peak, static_sum + temporaries)  # [P, p]
+    top = np.argmax(stage_peak, axis=-1)[..., None]
+    at = lambda x: np.take_along_axis(np.broadcast_to(x, stage_peak.shape), top, -1)[..., 0]  # noqa: E731
+    peak = at(stage_peak)
     denom = step_time * scn.num_gpus * hw.peak_flops
     out.update(step_flops=step_model_flops, hardware_flops=step_model_flops + recompute, paper=paper,
                step_time=step_time, peak=peak, mfu=step_model_flops / denom,
-               hfu=(step_model_flops + recompute) / denom, static=static, act_peak=act_peak,
+               hfu=(step_model_flops + recompute) / denom, static={k: at(x) for k, x in static.items()},
+               act_peak=at(act_peak), temporaries=at(temporaries),
                breakdown={**breakdown, "optimizer": opt, "communication_exposed": comm_exposed,
-                          "communication_total": comm_total})
+                          "communication_total": comm_total},
+               stage_time=stage_mean, stage_peak=stage_peak, ideal_step=ideal, homogeneous_step=homogeneous,
+               pipeline_time=pipe, stages=st)
     return out
+
+
+def _stage_times(c, m, hw, tr, shard, st, last, gathers, dp) -> dict:
+    """One micro-batch's time per stage and component, [P, p]: the plan's prices and the traffic of
+    tensor, context and pipeline parallelism (components present only when that parallelism is used)."""
+    B, e = tr.micro_batch_size, tr.activation_bytes
+    terms = costs.microbatch_terms(c, m, hw, B, e, shard)
+    t = costs.stage_times(terms, c, hw, st, last, tr.recompute, gathers)
+    w = c.weights
+    if shard.tensor > 1:
+        tp = collectives.tensor_parallel_time(c, m, B, e, shard, hw, tr.recompute)
+        t["tensor_parallel"] = parallel.stage_sums(tp["layer"] * w, st) + np.where(last, tp["head"], 0.0)
+    if shard.context > 1:
+        cpt = collectives.context_parallel_time(c, m, B, e, shard, hw, terms["attention"])
+        t["context_parallel"] = parallel.stage_sums(cpt * w, st)
+    if st.pipeline > 1:
+        t["pipeline_p2p"] = collectives.pipeline_p2p_time(c, m, B, e, shard, hw, st, dp)
+    return t
+
+
+def _per_microbatch(x):
+    """[P, p] per stage -> [P]: the whole micro-batch's work (the one stage itself when p = 1)."""
+    x = np.asarray(x)
+    return x[..., 0] if x.shape[-1] == 1 else x.sum(-1)
+
+
+def _per_microbatch_max(x):
+    x = np.asarray(x)
+    return x[..., 0] if x.shape[-1] == 1 else x.max(-1)
 
 
 def budget(scn: Scenario, step_time) -> dict:

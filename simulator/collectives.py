@@ -1,0 +1,159 @@
+"""Communication: the collectives a Megatron-style step issues, their time on the link each group
+uses, and the part that overlap cannot hide.
+
+Ring algorithms throughout (NCCL's choice at these sizes): over ``n`` ranks an all-reduce moves
+2(n-1)/n of the buffer through each link in 2(n-1) hops, an all-gather or a reduce-scatter (n-1)/n in
+n-1 hops. A group stays on NVLink (``intranode_bandwidth``) when all its ranks share a node; ranks are
+ordered tensor fastest, then context, data, pipeline (Megatron-Core), so a group of ``size`` ranks at
+``stride`` spans ``size x stride`` consecutive GPUs.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .config import HardwareSpec, TrainingSpec
+
+DDP_BUCKET_BYTES = 40e6 * 4  # Megatron-Core's default gradient bucket: 40M fp32 elements
+
+
+def link_bandwidth(hw: HardwareSpec, size: int, stride: int = 1) -> float:
+    return hw.intranode_bandwidth if size * stride <= hw.gpus_per_node else hw.internode_bandwidth
+
+
+def all_reduce(nbytes, n: int, bw: float, hw: HardwareSpec):
+    if n <= 1:
+        return np.zeros_like(np.asarray(nbytes, dtype=float))
+    return nbytes * 2 * (n - 1) / n / bw + 2 * (n - 1) * hw.collective_latency_s
+
+
+def all_gather(nbytes, n: int, bw: float, hw: HardwareSpec):
+    """Also a reduce-scatter: ``nbytes`` is the whole (unsharded) buffer."""
+    if n <= 1:
+        return np.zeros_like(np.asarray(nbytes, dtype=float))
+    return nbytes * (n - 1) / n / bw + (n - 1) * hw.collective_latency_s
+
+
+reduce_scatter = all_gather
+
+
+def point_to_point(nbytes, bw: float, hw: HardwareSpec):
+    return nbytes / bw + hw.collective_latency_s
+
+
+# --------------------------------------------------------------------------- tensor parallel
+def tensor_parallel_time(c, m, B: int, e: int, shard, hw: HardwareSpec, recompute: str) -> dict:
+    """Megatron tensor-parallel traffic of one micro-batch, per layer [P, L] seconds, and of the LM head.
+
+    Without sequence parallelism each layer all-reduces the attention output projection's and the MLP's
+    outputs in forward (query rows) and the column-parallel inputs' gradients in backward (key/value rows
+    for Q/K/V, query rows for the MLP). With sequence parallelism each all-reduce becomes an all-gather
+    before the column-parallel GEMM and a reduce-scatter after the row-parallel one (same bytes, twice
+    the hops). Rows are per context rank. Full recompute runs the forward's collectives again. This traffic
+    sits on the critical path (no overlap with the GEMMs that consume it)."""
+    t, cp = shard.tensor, shard.context
+    if t == 1:
+        return {"layer": np.zeros_like(c.nq, dtype=float), "head": 0.0}
+    bw = link_bandwidth(hw, t)
+    row = m.hidden_size * e * B / cp
+    q, kv = c.nq * row, c.nkv * row
+    if shard.sequence_parallel:
+        fwd = all_gather(kv, t, bw, hw) + reduce_scatter(q, t, bw, hw) + all_gather(q, t, bw, hw) + \
+            reduce_scatter(q, t, bw, hw)
+        bwd = reduce_scatter(kv, t, bw, hw) + all_gather(q, t, bw, hw) + reduce_scatter(q, t, bw, hw) + \
+            all_gather(q, t, bw, hw)
+    else:
+        fwd = 2 * all_reduce(q, t, bw, hw)
+        bwd = all_reduce(kv, t, bw, hw) + all_reduce(q, t, bw, hw)
+    layer = fwd + bwd + (fwd if recompute == "full" else 0)
+    lm = c.n_lm * row
+    # vocabulary-parallel LM head: (SP: gather its input), the input gradient's all-reduce, and the
+    # cross-entropy's three fp32 all-reduces (max, sum of exponentials, target logit)
+    head = (all_gather(lm, t, bw, hw) + reduce_scatter(lm, t, bw, hw) if shard.sequence_parallel
+            else all_reduce(lm, t, bw, hw)) + 3 * all_reduce(c.n_lm * 4 * B / cp, t, bw, hw)
+    return {"layer": layer, "head": head}
+
+
+# -------------------------------------------------------------------------- context parallel
+def context_parallel_time(c, m, B: int, e: int, shard, hw: HardwareSpec, attention_layer) -> np.ndarray:
+    """Ring attention (Megatron-Core / Transformer Engine): per layer [P, L] exposed seconds.
+
+    Each of c ranks holds 1/c of the keys and values; c-1 ring steps pass a K/V block on in forward and
+    the K/V block plus its gradient in backward. Each step's transfer overlaps the attention on the block
+    at hand (1/c of the layer's attention), so what is exposed is max(0, transfer - compute) per step.
+    ``attention_layer`` is the layer's attention time (forward + backward) on this rank."""
+    t, cp = shard.tensor, shard.context
+    if cp == 1:
+        return np.zeros_like(c.nq, dtype=float)
+    bw = link_bandwidth(hw, cp, t)
+    block = B * c.nkv / cp * 2 * (m.num_key_value_heads // t) * m.head_dim * e
+    step = point_to_point(block, bw, hw)
+    fwd_share = attention_layer / (1 + hw.attention_backward_ratio)
+    bwd_share = attention_layer - fwd_share
+    return (cp - 1) * (np.maximum(0.0, step - fwd_share / cp) + np.maximum(0.0, 2 * step - bwd_share / cp))
+
+
+# ------------------------------------------------------------------------- pipeline parallel
+def pipeline_p2p_time(c, m, B: int, e: int, shard, hw: HardwareSpec, stages, data_parallel: int) -> np.ndarray:
+    """Point-to-point traffic of one micro-batch per stage, [P, p] seconds: each model chunk sends its
+    output activations to the next chunk in forward and the gradient of its input to the previous chunk
+    in backward; a stage pays for what it sends. The hidden state of the tokens still present crosses
+    (per context rank; sharded over tensor ranks with sequence parallelism)."""
+    p = stages.pipeline
+    out = np.zeros(c.nq.shape[:-1] + (p,))
+    if p == 1:
+        return out
+    span = shard.tensor * shard.context * data_parallel
+    bw = link_bandwidth(hw, 2, span)
+    for j, (a, b) in enumerate(stages.chunks):
+        s = stages.stage_of_chunk(j)
+        if b < c.live.shape[-1]:  # forward: this chunk's output to the next chunk
+            out[..., s] += point_to_point(B * c.live[..., b] / shard.context * m.hidden_size * e / shard.hidden,
+                                          bw, hw)
+        if a > 0:  # backward: the gradient of this chunk's input to the previous chunk
+            out[..., s] += point_to_point(B * c.live[..., a] / shard.context * m.hidden_size * e / shard.hidden,
+                                          bw, hw)
+    return out
+
+
+# ------------------------------------------------------------------------------ data parallel
+def data_parallel_time(params, t: TrainingSpec, hw: HardwareSpec, n: int, span: int, *, stack: str = "trsim",
+                       backward_window=None, forward_window=None, micro_batches: int = 1, layers: int = 1):
+    """Data-parallel traffic per step over ``n`` replicas whose group spans ``span`` GPUs; ``params`` are
+    the parameters each replica's rank holds. Returns (total, exposed) seconds.
+
+    Volume: gradients all-reduced (ZeRO 0-1) or reduce-scattered and the updated weights all-gathered
+    (ZeRO 2, the same bytes); ZeRO-3 / FSDP also all-gathers the weights before each forward and each
+    backward of every micro-batch.
+
+    ``trsim`` stack (the project's step model): ``comm_overlap`` of the total hides behind backward.
+    Real stacks (Megatron-Core DDP with overlapped gradient reduce, FSDP with prefetch): the gradient
+    buckets are reduced while the last micro-batch's backward runs (``backward_window``); the last bucket
+    always waits; ZeRO-3's weight gathers are prefetched one layer ahead under each micro-batch's forward
+    and backward (``forward_window``, ``backward_window``), and the first layer's gather waits.
+    """
+    if n <= 1:
+        z = np.zeros_like(np.asarray(params, dtype=float))
+        return z, z
+    bw = link_bandwidth(hw, span)
+    if stack == "trsim":
+        volume = params * t.gradient_bytes * 2 * (n - 1) / n
+        hops = 2 * (n - 1)
+        if t.zero_stage == 3:
+            volume = volume + params * t.weight_bytes * 2 * (n - 1) / n
+            hops *= 2
+        total = volume / bw + hops * hw.collective_latency_s
+        return total, total * (1 - hw.comm_overlap)
+    grad_bytes = params * t.gradient_bytes
+    buckets = np.maximum(1, np.ceil(grad_bytes / DDP_BUCKET_BYTES))
+    grads = all_reduce(grad_bytes, n, bw, hw) + (buckets - 1) * 2 * (n - 1) * hw.collective_latency_s
+    last_bucket = grads / buckets
+    exposed = np.maximum(last_bucket, grads - backward_window)
+    total = grads
+    if t.zero_stage == 3:
+        gather = all_gather(params * t.weight_bytes, n, bw, hw) + (layers - 1) * (n - 1) * hw.collective_latency_s
+        per_layer = gather / layers
+        exp_f = np.maximum(per_layer, gather - forward_window)
+        exp_b = np.maximum(per_layer, gather - backward_window)
+        total = total + micro_batches * 2 * gather
+        exposed = exposed + micro_batches * (exp_f + exp_b)
+    return total, exposed
