@@ -78,3 +78,105 @@ def test_data_parallel_size_and_micro_batches(tiny_doc):
     doc["model"]["num_key_value_heads"] = 2
     scn = scenario_from_dict(doc)
     assert scn.data_parallel == 2 and scn.grad_accumulation == 16 // (2 * 2)
+
+
+# ------------------------------------------------------------------------------- pipeline terms
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 16), st.integers(1, 4), st.integers(1, 64), st.floats(1e-3, 10))
+def test_bubble_is_p_minus_1_over_v_m_for_uniform_stages(p, v, m, T):
+    stage = np.full((1, p), T / p)
+    got = parallel.bubble_fraction(stage, m, v)[0]
+    assert got == pytest.approx((p - 1) / (v * m), rel=1e-12, abs=1e-15)
+    assert parallel.pipeline_time(stage, m, v)[0] == pytest.approx(m * T / p * (1 + (p - 1) / (v * m)), rel=1e-12)
+
+
+def test_in_flight_micro_batches_by_hand():
+    assert parallel.in_flight(4, 1, 8).tolist() == [4, 3, 2, 1]          # 1F1B: p - s
+    assert parallel.in_flight(4, 1, 2).tolist() == [2, 2, 2, 1]          # never more than there are
+    # interleaved, p = 4, v = 2: stage 0 warms up 2(p-1) + (v-1)p = 10 chunks and runs one more: 11 chunks
+    # = 5.5 stages' worth = p (1 + (p-1)/(p v)) (Korthikanti et al., eq. for interleaving)
+    got = parallel.in_flight(4, 2, 8)
+    assert got.tolist() == [11, 9, 7, 5] and got[0] / 2 == 4 * (1 + 3 / 8)
+
+
+def test_stage_layout_even_uneven_and_interleaved():
+    L = 10
+    assert parallel.stage_layout(ParallelismSpec(pipeline=3), L).layers_per_stage() == [4, 3, 3]
+    st_ = parallel.stage_layout(ParallelismSpec(pipeline=2, layers_per_stage=[3, 7]), L)
+    assert st_.bounds == (0, 3, 10) and st_.stage_of_layer().tolist() == [0] * 3 + [1] * 7
+    il = parallel.stage_layout(ParallelismSpec(pipeline=2, virtual_stages=5), L)
+    assert il.stage_of_layer().tolist() == [0, 1] * 5
+    x = np.arange(10.0)[None]
+    assert parallel.stage_sums(x, il).tolist() == [[0 + 2 + 4 + 6 + 8, 1 + 3 + 5 + 7 + 9]]
+    assert parallel.stage_max(x, il).tolist() == [[8, 9]]
+
+
+def test_min_max_partition_by_hand_and_against_brute_force():
+    assert parallel.min_max_partition([1, 1, 1, 1, 10, 1], 2) == [4, 2]
+    assert parallel.min_max_partition([5, 1, 1, 1, 1, 1], 2) == [1, 5]
+    import itertools
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        L, p = int(rng.integers(2, 9)), int(rng.integers(1, 4))
+        p = min(p, L)
+        x = rng.random(L)
+        got = parallel.min_max_partition(x, p)
+        assert sum(got) == L and len(got) == p and min(got) >= 1
+        best = min(max(x[a:b].sum() for a, b in zip((0,) + cuts, cuts + (L,)))
+                   for cuts in itertools.combinations(range(1, L), p - 1))
+        bounds = np.concatenate([[0], np.cumsum(got)])
+        assert max(x[a:b].sum() for a, b in zip(bounds[:-1], bounds[1:])) == pytest.approx(best, rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------- collectives
+def test_ring_collectives_by_hand(tiny):
+    hw = tiny.hardware.model_copy(update={"collective_latency_s": 1e-6})
+    assert collectives.all_reduce(1e9, 4, 1e11, hw) == pytest.approx(2 * 3 / 4 * 1e9 / 1e11 + 6e-6)
+    assert collectives.all_gather(1e9, 4, 1e11, hw) == pytest.approx(3 / 4 * 1e9 / 1e11 + 3e-6)
+    assert collectives.all_reduce(1e9, 1, 1e11, hw) == 0
+    h = tiny.hardware.model_copy(update={"gpus_per_node": 8, "intranode_bandwidth": 5.0, "internode_bandwidth": 1.0})
+    assert collectives.link_bandwidth(h, 8) == 5.0 and collectives.link_bandwidth(h, 2, 8) == 1.0
+
+
+def test_tensor_parallel_traffic_by_hand(tiny):
+    from trsim.simulator.plan import Layout, compile_points
+    m = tiny.model  # d = 32
+    hw = tiny.hardware.model_copy(update={"collective_latency_s": 0.0, "intranode_bandwidth": 1e9,
+                                          "gpus_per_node": 8})
+    c = costs.counts(compile_points(None, Layout.from_task(tiny.tasks["u"]), m.num_layers))  # 18 tokens
+    B, e = 2, 2
+    row = 18 * 32 * e * B
+    ar = 2 * (2 - 1) / 2 * row / 1e9
+    tp = collectives.tensor_parallel_time(c, m, B, e, parallel.Shard(tensor=2), hw, "none")
+    assert tp["layer"][0, 0] == pytest.approx(4 * ar)  # fwd: O and MLP outputs; bwd: QKV and MLP inputs
+    sp = collectives.tensor_parallel_time(c, m, B, e, parallel.Shard(tensor=2, sequence_parallel=True), hw, "none")
+    assert sp["layer"][0, 0] == pytest.approx(4 * ar)  # same bytes as all-gather + reduce-scatter pairs
+    full = collectives.tensor_parallel_time(c, m, B, e, parallel.Shard(tensor=2), hw, "full")
+    assert full["layer"][0, 0] == pytest.approx(6 * ar)  # the recomputed forward's all-reduces again
+
+
+# ------------------------------------------------------------------------------------- mixing
+def test_expected_max_over_replicas_by_hand():
+    # tasks of 3 s and 1 s per micro-batch, half each, one stage
+    T = [np.array([[3.0]]), np.array([[1.0]])]
+    # one micro-batch per replica, 2 replicas: E[max] = 3 (1 - 1/4) + 1/4 = 2.5
+    assert mixing.homogeneous_step(T, [0.5, 0.5], 1, 2, 1)[0] == pytest.approx(2.5)
+    # two micro-batches: times 2, 4, 6 with probabilities 1/4, 1/2, 1/4; max of two draws:
+    # 2 (1/16) + 4 (9/16 - 1/16) + 6 (1 - 9/16) = 4.75
+    assert mixing.homogeneous_step(T, [0.5, 0.5], 2, 2, 1)[0] == pytest.approx(4.75)
+    assert mixing.homogeneous_step(T, [0.5, 0.5], 2, 1, 1)[0] == pytest.approx(4.0)  # one replica: the mean
+    assert mixing.compositions(3, 3).shape == (10, 3)
+    assert mixing.multinomial_pmf(mixing.compositions(5, 3), np.array([0.2, 0.3, 0.5])).sum() == pytest.approx(1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(1e-3, 5), min_size=2, max_size=3), st.integers(1, 12), st.integers(1, 256),
+       st.integers(1, 3))
+def test_straggler_step_is_never_below_the_mean(times, m, dp, p):
+    rng = np.random.default_rng(len(times) * 1000 + m)
+    T = [np.asarray(t * rng.uniform(0.5, 1.5, size=(1, p))) for t in times]
+    f = rng.dirichlet(np.ones(len(times)))
+    mean = parallel.pipeline_time(sum(fi * t for fi, t in zip(f, T)), m, 1)[0]
+    got = mixing.homogeneous_step(T, list(f), m, dp, 1)[0]
+    assert got >= mean * (1 - 1e-12)
+    assert got <= m * max(t.max() for t in T) + sum(t.sum() for t in T) + 1e-12
