@@ -38,7 +38,8 @@ class ActivationTerms:
     transient: float
 
 
-def activation_terms(stack: str, c, m: ModelSpec, e: int, shard: Shard = NO_SHARD) -> ActivationTerms:
+def activation_terms(stack: str, c, m: ModelSpec, e: int, shard: Shard = NO_SHARD,
+                     micro_batch: int = 2) -> ActivationTerms:
     d, H, Hkv, hd, I, V = (m.hidden_size, m.num_attention_heads, m.num_key_value_heads, m.head_dim,
                            m.intermediate_size, m.vocab_size)
     t, cp, sp = shard.tensor, shard.context, shard.hidden
@@ -73,7 +74,9 @@ def activation_terms(stack: str, c, m: ModelSpec, e: int, shard: Shard = NO_SHAR
         layer = _shard_sum(hidden, heads, t, sp, cp)
         lm = per_rank(c.n_lm * (norm + 8) + c.n_lm * 4 * V / t, cp)
         kept = c.live * d * e
-        per_batch = 2 * c.total * hd * e + 4  # cos and sin for the whole sequence, the loss
+        # cos and sin for the whole sequence, the loss; with one sample the shifted labels stay a view of
+        # the padded labels (one int64 more: [1, N+1][:, 1:] is contiguous, so .contiguous() copies nothing)
+        per_batch = 2 * c.total * hd * e + 4 + (8 if micro_batch == 1 else 0)
         transient = c.n_lm * V * (e + 4 + 4) / t  # the returned logits, their fp32 copy, its gradient
         lse = c.nq * 4 * H
     elif stack == "megatron":

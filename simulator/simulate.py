@@ -132,7 +132,7 @@ def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
         bwd = 2 * (fwd - (ops["rank"] * w).sum(-1))  # token ranking is not differentiated
         t = _stage_times(c, m, hw, tr, shard, st, last, gathers, dp)
         stage_t = sum(t.values())  # [P, p]
-        acts = memory.activation_terms(tr.stack, c, m, e, shard)
+        acts = memory.activation_terms(tr.stack, c, m, e, shard, B)
         act = memory.stage_activation_bytes(acts, w, B, tr.recompute, st, last, inflight)
         transient = np.where(last, B * acts.transient, 0)
         pc = (costs.paper_layer_cost(c, m) * w).sum(-1)
@@ -156,7 +156,7 @@ def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
         c = mixing.packed_counts([x[4] for x in per_task_stage], fr)
         t = _stage_times(c, m, hw, tr, shard, st, last, gathers, dp)
         stage_mean = sum(t.values())
-        acts = memory.activation_terms(tr.stack, c, m, e, shard)
+        acts = memory.activation_terms(tr.stack, c, m, e, shard, B)
         act_peak = (memory.stage_activation_bytes(acts, c.weights, B, tr.recompute, st, last, inflight)
                     + np.where(last, B * acts.transient, 0))
         components = t

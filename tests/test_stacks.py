@@ -44,7 +44,7 @@ def _hf_saved_bytes(m: ModelSpec, batch, tokens, dtype):
 def test_huggingface_stack_matches_transformers_llama_saved_tensors(dtype, e, dims, batch, tokens):
     m = ModelSpec(**dims)
     c = _counts(tokens, m.num_layers)
-    a = memory.activation_terms("huggingface", c, m, e)
+    a = memory.activation_terms("huggingface", c, m, e, micro_batch=batch)
     st = memory.stage_activation_bytes(a, c.weights, batch, "none", _one_stage(m), np.array([True]), np.array([1]))
     measured = _hf_saved_bytes(m, batch, tokens, getattr(torch, dtype))
     assert float(st[0, 0]) == measured
