@@ -2,7 +2,7 @@
 
 ``tests/data/golden/*.json`` are ``trsim simulate SCENARIO --format json`` of every shipped scenario,
 recorded on the commit before parallelism, recompute, precision, stacks and task mixing were added
-(main at 82c1510). Every value recorded there must come out identical (new keys may be added beside them).
+(main at 497ce9d). Every value recorded there must come out identical (new keys may be added beside them).
 If a change elsewhere is meant to move these numbers (say, a new efficiency model), rewrite the files
 with ``python tests/test_golden.py --write`` in the same commit and say so in its message.
 """
