@@ -134,7 +134,7 @@ def flops_predictor_held_out(items, folds_):
 
 def validate_command(args, console) -> int:
     if getattr(args, "published", False):
-        from .published import published_command
+        from .suite import published_command
         return published_command(args, console)
     _inputs(args)
     if args.runs:
