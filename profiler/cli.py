@@ -1,17 +1,18 @@
 """``trsim profile``: arguments here (importable without torch), the work in profiler.run."""
 from __future__ import annotations
 
+from trsim.args import device, positive_int, whole_number
 from trsim.simulator.errors import ScenarioError
 
 
 def add_profile_arguments(p) -> None:
     p.add_argument("scenario", help="scenario file whose schedules and tasks are profiled")
-    p.add_argument("--device", default="cpu", help="cuda, cuda:N or cpu (default cpu)")
-    p.add_argument("--layers", type=int, help="profile this many layers at the real width, chosen so that every "
+    p.add_argument("--device", default="cpu", type=device, help="cuda, cuda:N or cpu (default cpu)")
+    p.add_argument("--layers", type=positive_int, help="profile this many layers at the real width, chosen so that every "
                    "distinct kind of layer in the plan is represented (default: all)")
-    p.add_argument("--micro-batch", type=int, help="samples per micro-batch (default: the scenario's)")
-    p.add_argument("--repeats", type=int, default=10, help="timed steps per case (default 10)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--micro-batch", type=positive_int, help="samples per micro-batch (default: the scenario's)")
+    p.add_argument("--repeats", type=positive_int, default=10, help="timed steps per case (default 10)")
+    p.add_argument("--warmup", type=whole_number, default=3, help="untimed steps first (default 3)")
     p.add_argument("--schedules", help="comma-separated subset of the scenario's schedules")
     p.add_argument("--tasks", help="comma-separated subset of the scenario's tasks")
     p.add_argument("--no-fvcore", action="store_true", help="skip the fvcore counter")
@@ -32,7 +33,10 @@ def cmd_profile(args, console) -> int:
     from trsim.simulator.config import load_scenario
     from trsim.simulator.fileio import atomic_write_json
 
+    from trsim.cli import check_outputs
+
     from .run import profile_scenario
+    check_outputs(args, (".json",))
     scn = load_scenario(args.scenario)
     for flag, val in (("--layers", args.layers), ("--micro-batch", args.micro_batch), ("--repeats", args.repeats)):
         if val is not None and val < 1:
@@ -91,6 +95,9 @@ def cmd_profile(args, console) -> int:
         console.print(t)
         if args.out:
             console.print(f"results written to {args.out}")
+    if doc["cases"] and all(c["status"] != "ok" for c in doc["cases"]):
+        console.print(f"[red]every case failed ({len(doc['cases'])}); nothing was measured[/red]")
+        return 1
     if any(c.get("flops_match") is False for c in doc["cases"]):
         console.print("[red]counted FLOPs differ from the simulator's analytic FLOPs: this is a bug[/red]")
         return 1

@@ -1,11 +1,12 @@
 """The versioned results file written by ``trsim profile`` (and read by calibrate and validate)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trsim.simulator.errors import ScenarioError
 
@@ -13,37 +14,87 @@ SCHEMA = "trsim.profile/1"
 
 
 class _M(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Results files are validated as strictly as scenarios: unknown keys refused, numbers finite."""
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+_Count = Annotated[int, Field(ge=0)]
+_Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]      # a measured time: positive
+_Spread = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class FlopCount(_M):
-    per_layer_forward: list[int]
-    lm_head_forward: int
-    forward: int
-    backward: Optional[int] = None
+    per_layer_forward: list[_Count]
+    lm_head_forward: _Count
+    forward: _Count
+    backward: Optional[_Count] = None
 
 
 class Stats(_M):
-    median_s: float
-    min_s: float
-    max_s: float
-    iqr_s: float
-    samples: int
+    median_s: _Seconds
+    min_s: _Seconds
+    max_s: _Seconds
+    iqr_s: _Spread
+    samples: Annotated[int, Field(ge=1)]
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.min_s <= self.median_s <= self.max_s:
+            raise ValueError(f"min_s <= median_s <= max_s, got {self.min_s}, {self.median_s}, {self.max_s}")
+        return self
 
 
 class Timing(_M):
     forward_backward: Stats
     optimizer: Stats
-    classes_s: dict[str, float]           # median over the profiled steps
-    layer_forward_s: list[float]          # median over the profiled steps
+    classes_s: dict[str, _Spread]         # median over the profiled steps
+    layer_forward_s: list[_Spread]        # median over the profiled steps
     classes_stats: Optional[dict[str, Stats]] = None   # per class: median, min, max, iqr over those steps
 
 
 class Memory(_M):
-    activation_saved_bytes: int
-    peak_allocated_bytes: Optional[int]   # CUDA only: max_memory_allocated over a whole training step
-    static_bytes: Optional[int]           # CUDA only: allocated before the step (weights, grads, optimizer)
-    parameters: int
+    activation_saved_bytes: _Count
+    peak_allocated_bytes: Optional[_Count]   # CUDA only: max_memory_allocated over a whole training step
+    static_bytes: Optional[_Count]           # CUDA only: allocated before the step (weights, grads, optimizer)
+    parameters: Annotated[int, Field(ge=1)]
+
+
+class PlanSegment(_M):
+    name: str
+    kind: Literal["text", "image"]
+    tokens: Annotated[int, Field(ge=1)]
+    target: bool
+
+
+class PlanDoc(BaseModel):
+    """An executed plan as Plan.to_dict writes it; every per-layer array has one row per profiled layer and
+    one column per segment. Keys added by later versions of Plan.to_dict are kept, not refused."""
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    segments: list[PlanSegment] = Field(min_length=1)
+    mode: list[list[Annotated[int, Field(ge=0, le=2)]]] = Field(min_length=1)
+    present: list[list[_Count]]
+    sep_q: list[bool]
+    sep_kv: list[bool]
+    rank: list[list[_Count]]
+    method: str = "custom"
+    warnings: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _rectangular(self):
+        L, S = len(self.mode), len(self.segments)
+        for name in ("present", "rank", "sep_q", "sep_kv"):
+            if len(getattr(self, name)) != L:
+                raise ValueError(f"{name} with one row per layer ({L}, as mode), got {len(getattr(self, name))}")
+        for name in ("mode", "present", "rank"):
+            for i, row in enumerate(getattr(self, name)):
+                if len(row) != S:
+                    raise ValueError(f"{name}[{i}] with one value per segment ({S}), got {len(row)}")
+        for i, row in enumerate(self.present):
+            for seg, n in zip(self.segments, row):
+                if n > seg.tokens:
+                    raise ValueError(f"present[{i}] at most each segment's tokens, got {n} of segment "
+                                     f"{seg.name!r}'s {seg.tokens}")
+        return self
 
 
 class Case(_M):
@@ -51,15 +102,32 @@ class Case(_M):
     task: str
     status: Literal["ok", "oom", "error"]
     error: Optional[str] = None
-    micro_batch: int
-    layers: list[int]
-    layer_weights: list[float]
-    plan: dict
+    micro_batch: Annotated[int, Field(ge=1)]
+    layers: list[_Count]
+    layer_weights: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]]
+    plan: dict                            # validated as a PlanDoc by parse_results
     plan_signature: Optional[str] = None  # hash of the executed plan arrays (Plan.signature): equal plans, equal hash
     flops: Optional[dict[str, FlopCount]] = None
     flops_match: Optional[bool] = None
     time: Optional[Timing] = None
     memory: Optional[Memory] = None
+
+    @model_validator(mode="after")
+    def _complete(self):
+        if len(self.layer_weights) != len(self.layers):
+            raise ValueError(f"one layer weight per profiled layer ({len(self.layers)}), got {len(self.layer_weights)}")
+        if self.status == "ok":
+            for name in ("time", "memory"):
+                if getattr(self, name) is None:
+                    raise ValueError(f"{name} measurements for a case with status ok, got null")
+            if len(self.time.layer_forward_s) not in (0, len(self.layers)):
+                raise ValueError(f"time.layer_forward_s with one value per profiled layer ({len(self.layers)}), "
+                                 f"got {len(self.time.layer_forward_s)}")
+        for name, fc in (self.flops or {}).items():
+            if len(fc.per_layer_forward) != len(self.layers):
+                raise ValueError(f"flops.{name}.per_layer_forward with one value per profiled layer "
+                                 f"({len(self.layers)}), got {len(fc.per_layer_forward)}")
+        return self
 
 
 class Environment(_M):
@@ -75,16 +143,16 @@ class Environment(_M):
 
 
 class Settings(_M):
-    micro_batch: int
-    repeats: int
-    warmup: int
-    layers: Optional[int]
+    micro_batch: Annotated[int, Field(ge=1)]
+    repeats: Annotated[int, Field(ge=1)]
+    warmup: _Count
+    layers: Optional[Annotated[int, Field(ge=1)]]
     attention: Literal["causal", "full"]
     lm_head: Literal["all", "targets"]
-    weight_bytes: int
-    gradient_bytes: int
-    optimizer_bytes: int
-    activation_bytes: int
+    weight_bytes: Annotated[int, Field(ge=1, le=64)]
+    gradient_bytes: Annotated[int, Field(ge=1, le=64)]
+    optimizer_bytes: Annotated[int, Field(ge=1, le=256)]
+    activation_bytes: Annotated[int, Field(ge=1, le=64)]
 
 
 class ProfileResults(_M):
@@ -106,23 +174,26 @@ class ProfileResults(_M):
 
 
 def parse_results(doc: dict, where: str = "<results>") -> ProfileResults:
+    """A results document validated in full: schema, every case's contents (times positive and finite,
+    memory present for ok cases, plans rectangular), and the model as a scenario's model would be."""
+    from trsim.simulator.config import ModelSpec
+    from trsim.simulator.errors import describe
+    from trsim.simulator.strict import validate
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        raise ScenarioError(where, "schema", f"a trsim profile results file with schema {SCHEMA!r}, got "
-                            f"{doc.get('schema') if isinstance(doc, dict) else type(doc).__name__!r}")
+        got = doc.get("schema") if isinstance(doc, dict) else doc
+        raise ScenarioError(where, "schema", f"a trsim profile results file with schema {SCHEMA!r}, got {describe(got)}")
     body = {k: v for k, v in doc.items() if k != "schema"}
-    try:
-        return ProfileResults(schema_=doc["schema"], **body)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ScenarioError(where, ".".join(str(p) for p in err["loc"]), err["msg"])
+    res = validate(ProfileResults, {"schema_": doc["schema"], **body}, where=where)
+    for i, case in enumerate(res.cases):
+        plan = validate(PlanDoc, case.plan, where=where, prefix=f"cases.{i}.plan")
+        if len(plan.mode) != len(case.layers):
+            raise ScenarioError(where, f"cases.{i}.plan.mode", f"one row per profiled layer ({len(case.layers)}), "
+                                f"got {len(plan.mode)}")
+    validate(ModelSpec, res.model, where=where, prefix="model")
+    return res
 
 
 def load_results(path: str | Path) -> ProfileResults:
+    from trsim.simulator.reader import read_document
     p = Path(path)
-    try:
-        doc = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise ScenarioError(str(p), "<file>", "an existing results file written by 'trsim profile' (not found)")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ScenarioError(str(p), "<file>", f"well-formed JSON ({exc})")
-    return parse_results(doc, str(p))
+    return parse_results(read_document(p, what="results file written by 'trsim profile'", fmt="json"), str(p))

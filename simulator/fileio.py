@@ -27,10 +27,10 @@ def check_writable(path: str | Path, flag: str, suffixes: tuple[str, ...] | None
     file). Missing parent directories are created, as the write itself would."""
     p = Path(path)
     where = str(path)
-    if suffixes is not None and p.suffix.lower() not in suffixes:
-        raise ScenarioError(where, flag, f"a file name ending in {' or '.join(suffixes)}, got {describe(p.suffix or p.name)}")
     if not p.name or p.is_dir():
         raise ScenarioError(where, flag, "a file path, got a directory")
+    if suffixes is not None and p.suffix.lower() not in suffixes:
+        raise ScenarioError(where, flag, f"a file name ending in {' or '.join(suffixes)}, got {describe(p.suffix or p.name)}")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name[:100]}.", suffix=".probe", dir=p.parent)

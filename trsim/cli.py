@@ -309,7 +309,8 @@ def cmd_presets(args, console: Console) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="trsim", description="Cost model and on-GPU validation of token-reduction "
+    from trsim.args import Parser
+    p = Parser(prog="trsim", description="Cost model and on-GPU validation of token-reduction "
                                 "schedules for unified vision-language model training.")
     from trsim import __version__
     p.add_argument("--version", action="version", version=f"trsim {__version__}")

@@ -1,12 +1,15 @@
 """``trsim calibrate`` and ``trsim validate``: arguments here, the work in validate.fit / validate.check."""
 from __future__ import annotations
 
+from trsim.args import hardware_preset
+
 
 def add_calibrate_arguments(p) -> None:
     p.add_argument("results", nargs="*", help="results JSON files written by 'trsim profile'")
     p.add_argument("--runs", help="a runs file (YAML/JSON/CSV) of measured step times, instead of results")
     p.add_argument("--out", required=True, help="calibration JSON to write (e.g. calibrations/h100.json)")
-    p.add_argument("--hardware", default=None, help="hardware preset to start from (default: from the results)")
+    p.add_argument("--hardware", default=None, type=hardware_preset,
+                   help="hardware preset to start from (default: from the results)")
     p.add_argument("--format", choices=("table", "json"), default="table")
 
 
@@ -18,17 +21,21 @@ def add_validate_arguments(p) -> None:
                    help="run the published-runs suite (validate/published/*.yaml): presets and k-fold calibrated")
     p.add_argument("--calibration", help="calibration JSON (default: fit inside each cross-validation fold)")
     p.add_argument("--force", action="store_true", help="apply a calibration fitted for other hardware anyway")
-    p.add_argument("--hardware", default=None, help="hardware preset (default: from the results)")
+    p.add_argument("--hardware", default=None, type=hardware_preset, help="hardware preset (default: from the results)")
     p.add_argument("--plot", help="PNG of predicted against measured step time with the y = x line")
     p.add_argument("--out", help="write the validation report as JSON, atomically")
     p.add_argument("--format", choices=("table", "json"), default="table")
 
 
 def cmd_calibrate(args, console) -> int:
+    from trsim.cli import check_outputs
     from .commands import calibrate_command
+    check_outputs(args, (".json",))
     return calibrate_command(args, console)
 
 
 def cmd_validate(args, console) -> int:
+    from trsim.cli import check_outputs
     from .commands import validate_command
+    check_outputs(args, (".json",))
     return validate_command(args, console)
