@@ -192,6 +192,19 @@ def load_calibration(path: str | Path, expected_hardware: str | None = None, for
     return cal
 
 
+def apply_calibration(hw, cal: CalibrationFile, where: str, keep: set[str] = frozenset()):
+    """``hw`` (a HardwareSpec) with the calibration's parameters applied (except those in ``keep``, which the
+    user set explicitly), validated as a whole: a value the hardware cannot take (an efficiency above 1 of a
+    datasheet peak) is blamed on the calibration file."""
+    from .config import HardwareSpec
+    from .strict import validate
+    values = {k: v for k, v in cal.values().items() if k not in keep}
+    try:
+        return validate(HardwareSpec, {**hw.model_dump(), **values}, where=where, prefix="parameters")
+    except ScenarioError as err:
+        raise ScenarioError(where, err.field, f"{err.expected} (applied to hardware {hw.name})") from None
+
+
 def check_hardware(cal: CalibrationFile, expected_hardware: str, where: str) -> None:
     if cal.hardware_preset != expected_hardware:
         fitted_on = cal.gpu or cal.device

@@ -257,18 +257,19 @@ def resolve_hardware(inp: HardwareInput, base_dir: Path, force_calibration: bool
         fields.update(attention_kernel_fields(inp.preset, inp.attention_kernel))
     fields.update({k: v for k, v in inp.model_dump().items()
                    if v is not None and k not in ("preset", "calibration", "num_gpus", "price_per_gpu_hour")})
-    summary = None
-    if inp.calibration:
-        path = base_dir / inp.calibration
-        target = fields.get("name", "custom")
-        try:
-            cal = load_calibration(path, expected_hardware=target, force=force_calibration)
-        except UnreadableFile as err:
-            raise err.for_field("hardware.calibration")
-        summary = cal.summary(str(path), forced=force_calibration and cal.hardware_preset != target)
-        explicit = {k for k, v in inp.model_dump().items() if v is not None}
-        fields.update({k: v for k, v in cal.values().items() if k not in explicit}, calibration=str(path))
-    return validate(HardwareSpec, fields, prefix="hardware"), summary
+    hw = validate(HardwareSpec, fields, prefix="hardware")
+    if not inp.calibration:
+        return hw, None
+    from .calibration import apply_calibration
+    path = base_dir / inp.calibration
+    try:
+        cal = load_calibration(path, expected_hardware=hw.name, force=force_calibration)
+    except UnreadableFile as err:
+        raise err.for_field("hardware.calibration")
+    summary = cal.summary(str(path), forced=force_calibration and cal.hardware_preset != hw.name)
+    explicit = {k for k, v in inp.model_dump().items() if v is not None}
+    hw = apply_calibration(hw, cal, str(path), keep=explicit)
+    return hw.model_copy(update={"calibration": str(path)}), summary
 
 
 # -------------------------------------------------------------------------------------- training

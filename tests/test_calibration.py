@@ -121,3 +121,12 @@ def test_writer_refuses_an_invalid_document(tmp_path):
                              environment={"device": "cpu", "torch": "x"}, results_files=[], cases=1,
                              fit={"method": "m", "measurements": 1, "fitted": ["matmul_efficiency"]})
     assert not (tmp_path / "c.json").exists()
+
+
+def test_calibrated_value_the_hardware_cannot_take_blames_the_calibration_file(tmp_path, tiny_doc, capsys):
+    # 5 is within a calibration's range (a CPU's nominal peak may be beaten) but not for a datasheet peak
+    _cal(tmp_path / "cal.json", preset="h100-sxm", device="cuda", gpu="NVIDIA H100", matmul_efficiency=5.0)
+    path = _scenario(tmp_path, tiny_doc, preset="h100-sxm", num_gpus=1)
+    assert main(["simulate", path]) == 2
+    err = _err(capsys)
+    assert err.startswith(f"trsim: error: {tmp_path / 'cal.json'}: parameters: expected matmul_efficiency <= 1"), err

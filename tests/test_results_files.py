@@ -113,7 +113,7 @@ def test_calibration_for_other_hardware_refused_by_validate(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert f"{cal}: hardware_preset: expected a calibration for cpu" in err and "NVIDIA H100" in err
     doc = json.loads(cal.read_text())
-    doc["parameters"]["matmul_efficiency"]["value"] = 5.0
+    doc["parameters"]["matmul_efficiency"]["value"] = 50.0   # > 20: out of range even against a nominal peak
     cal.write_text(json.dumps(doc))
     assert main(["validate", res, "--calibration", str(cal), "--force"]) == 2
     err = capsys.readouterr().err.strip()

@@ -7,7 +7,7 @@ import numpy as np
 from rich.table import Table
 
 from trsim.profiler.schema import load_results
-from trsim.simulator.calibration import load_calibration
+from trsim.simulator.calibration import apply_calibration, load_calibration
 from trsim.simulator.errors import ScenarioError
 from trsim.simulator.fileio import atomic_write_json
 
@@ -148,7 +148,7 @@ def validate_command(args, console) -> int:
     if args.calibration:
         cal = load_calibration(args.calibration, expected_hardware=preset, force=args.force)
         report["calibration"] = cal.summary(args.calibration, forced=args.force and cal.hardware_preset != preset)
-        hw = hw0.model_copy(update=cal.values())
+        hw = apply_calibration(hw0, cal, args.calibration)
         preds = {"calibration": {i: c.predict(hw) for i, c in enumerate(cases)}}
     else:
         preds = {"leave-one-schedule-out": cross_validate(cases, hw0, "schedule"),
