@@ -33,3 +33,11 @@ def tiny_doc():
 def tiny(tiny_doc):
     from trsim.simulator import scenario_from_dict
     return scenario_from_dict(tiny_doc)
+
+
+# ``--hypothesis-profile=long``: every hypothesis test (the fuzz tests included) runs many more examples.
+try:
+    from hypothesis import settings as _settings
+    _settings.register_profile("long", max_examples=20_000, deadline=None)
+except ImportError:  # pragma: no cover
+    pass

@@ -228,7 +228,55 @@ def _nonfinite_numbers(doc, path="") -> str | None:
     return None
 
 
+HF_CONFIGS = sorted((ROOT / "tests" / "data" / "hf_configs").glob("*/config.json"))
+RESULTS = ROOT / "tests" / "data" / "results_tiny_cpu.json"
+
+
+def _calibration_doc() -> dict:
+    from trsim.simulator.calibration import calibration_document
+    return calibration_document({"matmul_efficiency": 0.5, "layer_overhead_s": 1e-4}, hardware_preset="cpu",
+                                environment={"device": "cpu", "torch": "2.13.0"}, results_files=["r.json"], cases=4,
+                                fit={"method": "fuzz", "measurements": 4, "fitted": ["matmul_efficiency"]})
+
+
+def _write_mutated(rng, doc, tmpdir: Path, stem: str, fmt: str) -> Path:
+    doc = mutate_doc(doc, rng, rng.choice([1, 1, 2, 3]))
+    try:
+        text = serialise(doc, fmt)
+    except (TypeError, ValueError, RecursionError):
+        text = json.dumps(doc)
+    data = damage_text(text, rng) if rng.random() < 0.2 else text.encode()
+    path = tmpdir / f"{stem}.{fmt}"
+    path.write_bytes(data)
+    return path
+
+
+def make_side_file_case(rng: random.Random, tmpdir: Path) -> list[str]:
+    """A valid scenario pointing at a mutated calibration file or config.json."""
+    scn = yaml.safe_load((ROOT / "scenarios" / "tiny_cpu.yaml").read_text())
+    if rng.random() < 0.5:
+        _write_mutated(rng, _calibration_doc(), tmpdir, "cal", "json")
+        scn["hardware"]["calibration"] = "cal.json"
+    else:
+        cfg = json.loads(rng.choice(HF_CONFIGS).read_text())
+        _write_mutated(rng, cfg, tmpdir, "config", "json")
+        scn["model"] = {"hf_config": "config.json"}
+    p = tmpdir / "scenario.yaml"
+    p.write_text(yaml.safe_dump(scn))
+    return ["simulate", str(p), "--format", rng.choice(["json", "table", "csv"])]
+
+
+def make_results_case(rng: random.Random, tmpdir: Path) -> list[str]:
+    """A mutated profiler results file through validate (with the shipped-style calibration) or calibrate."""
+    path = _write_mutated(rng, json.loads(RESULTS.read_text()), tmpdir, "results", "json")
+    if rng.random() < 0.5:
+        return ["calibrate", str(path), "--out", str(tmpdir / "cal_out.json"), "--format", "json"]
+    return ["validate", str(path), "--format", "json"]
+
+
 def make_case(rng: random.Random, docs, tmpdir: Path) -> list[str]:
+    if rng.random() < 0.15:
+        return make_side_file_case(rng, tmpdir)
     name, base = rng.choice(docs)
     doc = mutate_doc(base, rng, rng.choice([0, 1, 1, 2, 3, 5]))
     fmt = rng.choice(["yaml", "json", "toml"])
@@ -252,7 +300,7 @@ def make_case(rng: random.Random, docs, tmpdir: Path) -> list[str]:
     return args
 
 
-def main(n: int, seed: int = 0) -> int:
+def main(n: int, seed: int = 0, results: bool = False) -> int:
     import tempfile
     from collections import Counter
     rng = random.Random(seed)
@@ -261,23 +309,26 @@ def main(n: int, seed: int = 0) -> int:
     examples = {}
     with tempfile.TemporaryDirectory() as d:
         for i in range(n):
-            args = make_case(rng, docs, Path(d))
-            code, out, err, problem = run_case(args)
+            args = make_results_case(rng, Path(d)) if results else make_case(rng, docs, Path(d))
+            code, out, err, problem = run_case(args, timeout=120 if results else 20)
             if problem:
                 key = re.sub(r"\d+(\.\d+)?", "N", problem)[:160]
                 sites[key] += 1
                 if key not in examples:
-                    examples[key] = (args, Path(args[1]).read_bytes()[:3000], problem)
+                    examples[key] = (args, {f.name: f.read_bytes()[:3000] for f in Path(d).iterdir() if f.is_file()},
+                                     problem)
     for key, count in sites.most_common():
         print(f"{count:5d}  {key}")
     out = ROOT / ".fuzz_examples"
     out.mkdir(exist_ok=True)
-    for j, (key, (args, data, problem)) in enumerate(examples.items()):
-        (out / f"{j:03d}{Path(args[1]).suffix}").write_bytes(data)
+    for j, (key, (args, files, problem)) in enumerate(examples.items()):
+        for fname, data in files.items():
+            (out / f"{j:03d}-{fname}").write_bytes(data)
         (out / f"{j:03d}.txt").write_text(f"{problem}\n{args}\n")
     print(f"{n} cases, {sum(sites.values())} problems, {len(sites)} distinct")
     return 1 if sites else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000, int(sys.argv[2]) if len(sys.argv) > 2 else 0))
+    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000, int(sys.argv[2]) if len(sys.argv) > 2 else 0,
+                  results="--results" in sys.argv))

@@ -296,16 +296,36 @@ def cmd_presets(args, console: Console) -> int:
                   str(p["num_key_value_heads"]), str(p["head_dim"]), str(p["intermediate_size"]), p["mlp"],
                   str(p["vocab_size"]), "yes" if p["tie_word_embeddings"] else "no", p["source"])
     console.print(t)
-    h = Table(title="hardware presets (dense bf16 peak, datasheet bandwidth; efficiencies uncalibrated)",
-              title_justify="left")
-    for col in ("preset", "peak TFLOP/s", "HBM TB/s", "memory GiB", "NVLink GB/s", "network GB/s", "source"):
-        h.add_column(col, justify="left" if col in ("preset", "source") else "right")
+    h = table("hardware presets (dense bf16 peak, datasheet bandwidth)",
+              ("preset", "peak", "memory bandwidth", "memory", "intra-node", "inter-node", "source"),
+              left=("preset", "source"))
     for name, p in HARDWARE_PRESETS.items():
-        h.add_row(name, f"{p['peak_flops'] / 1e12:,.0f}", f"{p['memory_bandwidth'] / 1e12:.2f}",
-                  f"{p['memory_bytes'] / GiB:.0f}", f"{p['intranode_bandwidth'] / 1e9:.0f}",
-                  f"{p['internode_bandwidth'] / 1e9:.0f}", p["source"])
+        h.add_row(name, _fmt_si(p["peak_flops"], "FLOP/s"), _fmt_si(p["memory_bandwidth"], "B/s"),
+                  _fmt_bytes(p["memory_bytes"]), _fmt_si(p["intranode_bandwidth"], "B/s"),
+                  _fmt_si(p["internode_bandwidth"], "B/s"), esc(p["source"]))
     console.print(h)
+    console.print(efficiency_table())
     return 0
+
+
+def efficiency_table() -> Table:
+    """The values that drive the time model, per hardware preset (uncalibrated until a calibration file is
+    applied); one row per parameter a calibration may set, so new time-model terms show up by themselves."""
+    from trsim.simulator.calibration import calibratable_parameters
+    from trsim.simulator.config import HardwareSpec
+    from trsim.simulator.presets import HARDWARE_PRESETS
+    specs = {}
+    for name, p in HARDWARE_PRESETS.items():
+        try:
+            specs[name] = HardwareSpec(name=name, **{k: v for k, v in p.items() if k != "source"}).model_dump()
+        except Exception:  # noqa: BLE001 - a preset the schema refuses is shown from its raw values
+            specs[name] = p
+    t = table("efficiency values that drive the time model (uncalibrated preset values; a calibration file "
+              "replaces them)", ("parameter", *HARDWARE_PRESETS), left=("parameter",))
+    for param in calibratable_parameters():
+        t.add_row(param, *(f"{specs[n].get(param):.4g}" if isinstance(specs[n].get(param), (int, float))
+                           else str(specs[n].get(param, "-")) for n in HARDWARE_PRESETS))
+    return t
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -377,6 +397,13 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         err.print("trsim: interrupted", markup=False)
         return 130
+    except BrokenPipeError:  # `trsim ... | head`: the reader left; stop quietly like any Unix tool
+        import os
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
 
 
 if __name__ == "__main__":

@@ -1,0 +1,221 @@
+"""Every class of hostile input the robustness issue lists: refused with exit code 2 and one line
+``trsim: error: FILE: FIELD: expected ..., got ...``, never a traceback, a hang or a non-finite number."""
+import json
+import os
+import time
+
+import pytest
+import tomli_w
+import yaml
+
+from trsim.cli import main
+
+
+def _err(capsys, args):
+    code = main(args)
+    out, err = capsys.readouterr()
+    err = err.strip()
+    assert code == 2, (code, out[-500:], err)
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("trsim: error: ") and "expected" in err, err
+    for internal in ("instance of", "literal[", "Input should", "function-after", "LayerEntry", "pydantic"):
+        assert internal not in err, err
+    return err
+
+
+def _write(tmp_path, doc, fmt="yaml"):
+    p = tmp_path / f"s.{fmt}"
+    if fmt == "json":
+        p.write_text(json.dumps(doc))
+    elif fmt == "toml":
+        p.write_text(tomli_w.dumps(doc))
+    else:
+        p.write_text(yaml.safe_dump(doc))
+    return str(p)
+
+
+# ------------------------------------------------------------------------------ duplicate keys
+@pytest.mark.parametrize("fmt,text", [
+    ("yaml", "name: a\nname: b\n"),
+    ("json", '{"name": "a", "name": "b"}'),
+    ("toml", 'name = "a"\nname = "b"\n'),
+])
+def test_duplicate_keys_refused(tmp_path, capsys, fmt, text):
+    p = tmp_path / f"s.{fmt}"
+    p.write_text(text)
+    err = _err(capsys, ["simulate", str(p)])
+    assert str(p) in err and ("name" in err or "overwrite" in err)
+
+
+def test_nested_duplicate_yaml_key_refused(tmp_path, capsys, tiny_doc):
+    text = yaml.safe_dump(tiny_doc).replace("  num_gpus: 1\n", "  num_gpus: 1\n  num_gpus: 4\n")
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    assert "num_gpus: expected each key once" in _err(capsys, ["simulate", str(p)])
+
+
+# ------------------------------------------------------------------------ booleans and strings
+@pytest.mark.parametrize("fmt", ["yaml", "json", "toml"])
+@pytest.mark.parametrize("path,value,needle", [
+    (("tasks", "u", "segments", 1, "tokens"), True, "a whole number, got true"),
+    (("hardware", "num_gpus"), True, "a whole number, got true"),
+    (("training", "zero_stage"), True, "got true"),
+    (("training", "epochs"), False, "got false"),
+    (("hardware", "price_per_gpu_hour"), "2.5", "a number, got '2.5'"),
+    (("training", "activation_checkpointing"), 1, "true or false, got 1"),
+    (("training", "activation_checkpointing"), "yes", "true or false, got 'yes'"),
+    (("schedules", "drop", "u", "keep"), True, "got true"),
+])
+def test_no_coercion_between_kinds(tmp_path, capsys, tiny_doc, fmt, path, value, needle):
+    node = tiny_doc
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = value
+    err = _err(capsys, ["simulate", _write(tmp_path, tiny_doc, fmt)])
+    assert ".".join(map(str, path)) in err and needle in err, err
+
+
+# ------------------------------------------------------------------------------- non-finite
+@pytest.mark.parametrize("mutate,field", [
+    (lambda d: d["training"].update(epochs=float("inf")), "training.epochs"),
+    (lambda d: d["hardware"].update(price_per_gpu_hour=float("nan")), "hardware.price_per_gpu_hour"),
+    (lambda d: d["hardware"].update(matmul_efficiency=float("nan")), "hardware.matmul_efficiency"),
+    (lambda d: d["schedules"]["drop"]["u"].update(keep=float("nan")), "schedules.drop.u.keep"),
+    (lambda d: d.update(sweep={"schedule": "drop", "parameter": "keep", "values": [0.5, float("nan")]}),
+     "sweep.values.1"),
+    (lambda d: d.update(sweep={"schedule": "drop", "parameter": "keep", "range": [0, float("inf"), 0.1]}),
+     "sweep.range.1"),
+])
+@pytest.mark.parametrize("fmt", ["yaml", "toml"])
+def test_nan_and_inf_refused(tmp_path, capsys, tiny_doc, mutate, field, fmt):
+    mutate(tiny_doc)
+    err = _err(capsys, ["simulate", _write(tmp_path, tiny_doc, fmt)])
+    assert f": {field}: expected" in err and "finite" in err, err
+
+
+def test_json_nan_constants_refused(tmp_path, capsys, tiny_doc):
+    tiny_doc["training"]["epochs"] = float("nan")
+    p = tmp_path / "s.json"
+    p.write_text(json.dumps(tiny_doc))   # writes the non-standard NaN constant
+    assert "finite numbers, got NaN" in _err(capsys, ["simulate", str(p)])
+
+
+def test_yaml_inf_epochs(tmp_path, capsys):
+    text = open("scenarios/tiny_cpu.yaml").read().replace("zero_stage: 0,", "zero_stage: 0, epochs: .inf,")
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    assert "training.epochs: expected a finite number, got inf" in _err(capsys, ["simulate", str(p)])
+
+
+# -------------------------------------------------------------------------- sizes and overflow
+def test_long_sequences_stay_physical(tmp_path, capsys):
+    """2e7 and 9e8 image tokens at micro-batch 4 once overflowed int64 (MFU 283%, negative step time)."""
+    for tokens in (20_000_000, 900_000_000):
+        text = open("scenarios/vila_u_7b_budget.yaml").read().replace("tokens: 729", f"tokens: {tokens}")
+        p = tmp_path / "s.yaml"
+        p.write_text(text)
+        assert main(["simulate", str(p), "--format", "json"]) == 0
+        doc = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(c))
+        for s in doc["schedules"]:
+            assert 0 < s["step"]["mfu"] <= 1 and s["step"]["time_s"] > 0 and s["step"]["hfu"] <= 1.0001
+            assert s["step"]["flops"] > 0 and s["budget"]["gpu_hours"] > 0
+
+
+@pytest.mark.parametrize("value,needle", [(2**63, "<= 1,000,000,000"), (2**64 + 1, "<="), (10**30, "<=")])
+def test_huge_token_counts_refused(tmp_path, capsys, tiny_doc, value, needle):
+    tiny_doc["tasks"]["u"]["segments"][1]["tokens"] = value
+    err = _err(capsys, ["simulate", _write(tmp_path, tiny_doc)])
+    assert "tasks.u.segments.1.tokens" in err and needle in err and len(err) < 400
+
+
+def test_sweep_size_bounded_up_front(tmp_path, capsys, tiny_doc):
+    tiny_doc["sweep"] = {"schedule": "drop", "parameter": "keep", "range": [0, 1, 1e-9]}
+    t0 = time.perf_counter()
+    err = _err(capsys, ["simulate", _write(tmp_path, tiny_doc)])
+    assert time.perf_counter() - t0 < 5 and "sweep" in err and "at most 100,000 points" in err
+
+
+def test_deeply_nested_input(tmp_path, capsys):
+    for fmt, text in (("yaml", "name: " + "[" * 5000 + "]" * 5000 + "\n"),
+                      ("json", '{"name": ' + "[" * 100000 + "]" * 100000 + "}"),
+                      ("toml", "name = " + "[" * 3000 + "]" * 3000 + "\n")):
+        p = tmp_path / f"deep.{fmt}"
+        p.write_text(text)
+        err = _err(capsys, ["simulate", str(p)])
+        assert str(p) in err
+
+
+def test_yaml_alias_bomb(tmp_path, capsys):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    lines.append("name: *a8")
+    p = tmp_path / "bomb.yaml"
+    p.write_text("\n".join(lines) + "\n")
+    t0 = time.perf_counter()
+    _err(capsys, ["simulate", str(p)])
+    assert time.perf_counter() - t0 < 10
+
+
+# ------------------------------------------------------------------------- methods and tables
+@pytest.mark.parametrize("spec,field,needle", [
+    ({"method": {"himix": 1}}, "schedules.x.u.method", "one of himix, hmgen, drop, pyramid"),
+    ({"method": ["himix"]}, "schedules.x.u.method", "got a list"),
+    ({"layers": {"0-3": {"image": "fulll"}}}, "schedules.x.u.layers.0-3.image", "one of full, kv_only or skip"),
+    ({"layers": {"0-3": {"image": {"mode": "fulll"}}}}, "schedules.x.u.layers.0-3.image.mode", "one of full"),
+    ({"layers": {"0-3": {"image": {"keep": 2}}}}, "schedules.x.u.layers.0-3.image.keep", "<= 1"),
+    ({"layers": {"0-3": {"image": {"mood": "full"}}}}, "schedules.x.u.layers.0-3.image.mood", "unknown key"),
+    ("himix", "schedules.x.u", "a mapping with 'method'"),
+])
+def test_schedule_errors_point_into_the_document(tmp_path, capsys, tiny_doc, spec, field, needle):
+    tiny_doc["schedules"]["x"] = {"u": spec}
+    err = _err(capsys, ["simulate", _write(tmp_path, tiny_doc)])
+    assert f": {field}: expected" in err and needle in err, err
+
+
+def test_type_errors_have_no_class_names(tmp_path, capsys, tiny_doc):
+    tiny_doc["tasks"]["u"] = 5
+    err = _err(capsys, ["simulate", _write(tmp_path, tiny_doc)])
+    assert "tasks.u: expected a mapping, got 5" in err
+
+
+# -------------------------------------------------------------------------------- odd files
+def test_named_pipe_does_not_block(tmp_path, capsys):
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    t0 = time.perf_counter()
+    assert "named pipe" in _err(capsys, ["simulate", str(fifo)])
+    assert time.perf_counter() - t0 < 5
+
+
+@pytest.mark.parametrize("make,needle", [
+    (lambda p: p.mkdir(), "a directory"),
+    (lambda p: p.symlink_to(p), "symlink loop"),
+    (lambda p: p.write_bytes(b"name: caf\xe9\n"), "not UTF-8"),
+    (lambda p: p.write_bytes(b"\xff\xfe\x00n"), "not UTF-8"),
+])
+def test_odd_scenario_files(tmp_path, capsys, make, needle):
+    p = tmp_path / "s.yaml"
+    make(p)
+    err = _err(capsys, ["simulate", str(p)])
+    assert err.startswith(f"trsim: error: {p}: <file>: expected") and needle in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_scenario(tmp_path, capsys):
+    p = tmp_path / "s.yaml"
+    p.write_text("name: x\n")
+    p.chmod(0)
+    assert "permission denied" in _err(capsys, ["simulate", str(p)])
+
+
+# ------------------------------------------------------------------------------ long names
+def test_detail_is_not_quadratic_in_name_length(tmp_path, capsys, tiny_doc):
+    tiny_doc["tasks"]["u"]["segments"][0]["name"] = "n" * 20000
+    assert "at most 200 characters" in _err(capsys, ["simulate", _write(tmp_path, tiny_doc), "--detail"])
+    tiny_doc["tasks"]["u"]["segments"][0]["name"] = "n" * 200
+    tiny_doc["name"] = "[bold]" + "m" * 190      # rich markup in user text is shown, not interpreted
+    t0 = time.perf_counter()
+    assert main(["simulate", _write(tmp_path, tiny_doc), "--detail"]) == 0
+    out = capsys.readouterr().out
+    assert time.perf_counter() - t0 < 10 and "[bold]mmm" in out and "n" * 200 in out
