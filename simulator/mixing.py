@@ -58,7 +58,8 @@ def homogeneous_step(stage_times: list[np.ndarray], fractions: list[float], micr
     micro-batch, (sum_s Tbar_s - max_s Tbar_s) / v, as in ``parallel.pipeline_time``."""
     f = np.asarray(fractions, dtype=float)
     keep = f > 0
-    T = np.stack([t for t, k in zip(stage_times, keep) if k], axis=-1)  # [P, p, K]
+    # a sweep varies one task: the others' times are [1, p] and broadcast against the swept task's [P, p]
+    T = np.stack(np.broadcast_arrays(*[t for t, k in zip(stage_times, keep) if k]), axis=-1)  # [P, p, K]
     f = f[keep]
     mean = (T * f).sum(-1)
     fill = (mean.sum(-1) - mean.max(-1)) / virtual

@@ -79,7 +79,9 @@ def mutate_doc(doc: dict, rng: random.Random, n: int) -> dict:
             for _ in range(rng.choice([3, 40, 300])):
                 v = [v] if rng.random() < 0.5 else {"a": v}
             parent[key] = v
-        elif op < 0.93:                                # a sweep
+        elif op < 0.9 and _valid_sweep(doc, rng):     # a sweep the scenario can run
+            pass
+        elif op < 0.93:                                # a sweep, often invalid
             doc["sweep"] = {"schedule": rng.choice(list(doc.get("schedules") or {"baseline": 0}) or ["x"]),
                             "parameter": rng.choice(["keep", "shallow", "from_layer"]),
                             rng.choice(["values", "range"]): rng.choice(
@@ -89,6 +91,24 @@ def mutate_doc(doc: dict, rng: random.Random, n: int) -> dict:
             if isinstance(parent[key], dict) and "name" in parent[key]:
                 parent[key]["name"] = "n" * rng.choice([1000, 20000])
     return doc
+
+
+_SWEEPABLE = {"himix": [("from_layer", [0, 1, 2, 3])], "hmgen": [("shallow", [0, 1, 2, 3, 5])],
+              "drop": [("keep", [0.0, 0.1, 0.5, 1.0]), ("from_layer", [1, 2, 3])]}
+
+
+def _valid_sweep(doc, rng) -> bool:
+    """Sweep a parameter of a schedule the scenario defines (a multi-task scenario exercises the mixing of a
+    swept task with unswept ones)."""
+    found = [(s, t, spec["method"]) for s, per in (doc.get("schedules") or {}).items() if isinstance(per, dict)
+             for t, spec in per.items() if isinstance(spec, dict) and spec.get("method") in _SWEEPABLE]
+    if not found:
+        return False
+    sched, task, method = rng.choice(found)
+    param, values = rng.choice(_SWEEPABLE[method])
+    k = rng.randint(1, len(values))
+    doc["sweep"] = {"schedule": sched, "task": task, "parameter": param, "values": rng.sample(values, k)}
+    return True
 
 
 def serialise(doc, fmt: str) -> str:

@@ -81,32 +81,28 @@ def test_detail_shows_how_the_step_time_adds_up(capsys):
     assert abs(rows.pop("step") - total) < 0.01 and abs(sum(rows.values()) - total) < 0.03
 
 
-def _oom_doc(tiny_doc):
-    res = simulate(scenario_from_dict(tiny_doc))
-    peaks = {s.name: s.step.peak_memory_bytes for s in res.schedules}
-    limit = (peaks["baseline"] + peaks["drop"]) / 2     # drop fits, baseline does not
-    assert peaks["drop"] < limit < peaks["baseline"]
-    tiny_doc["hardware"]["memory_bytes"] = limit
-    return tiny_doc, peaks, limit
-
-
 def test_oom_rows_flagged_and_never_recommended(tmp_path, capsys, tiny_doc):
-    tiny_doc["schedules"] = {"baseline": {}, "himix": tiny_doc["schedules"]["himix"],
-                             "drop": tiny_doc["schedules"]["drop"]}
-    doc, peaks, limit = _oom_doc(tiny_doc)
-    res = simulate(scenario_from_dict(doc))
-    fast_oom = [s for s in res.schedules if not s.step.fits and s.name != "baseline"]
-    doc["sweep"] = {"schedule": "drop", "parameter": "keep", "values": [0.1, 0.5, 1.0]}
+    tiny_doc["tasks"]["u"]["segments"][1]["tokens"] = 2000
+    tiny_doc["schedules"] = {k: tiny_doc["schedules"][k] for k in ("baseline", "pyramid", "hmgen", "drop")}
+    res = simulate(scenario_from_dict(tiny_doc))
+    by = {s.name: s for s in res.schedules}
+    # a memory size where the fastest reduced schedule does not fit but a slower one does
+    fast, slow = sorted((by["pyramid"], by["hmgen"]), key=lambda s: -s.speedup)
+    assert fast.step.peak_memory_bytes > slow.step.peak_memory_bytes, "precondition: the faster needs more memory"
+    limit = (fast.step.peak_memory_bytes + slow.step.peak_memory_bytes) / 2
+    tiny_doc["hardware"]["memory_bytes"] = limit
+    tiny_doc["sweep"] = {"schedule": "drop", "parameter": "keep", "values": [0.1, 0.5, 1.0]}
     p = tmp_path / "s.yaml"
-    p.write_text(yaml.safe_dump(doc))
+    p.write_text(yaml.safe_dump(tiny_doc))
     assert main(["simulate", str(p)]) == 0
     out = capsys.readouterr().out
-    assert "(OOM)" in out
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.startswith("│ ")}
+    assert "(OOM)" in rows[fast.name] and "(OOM)" not in rows[slow.name]
     summary = next(line for line in out.splitlines() if "step speedup predicted" in line)
-    assert all(not summary.startswith(s.name + " ") for s in fast_oom)
-    assert summary.startswith("drop ")
+    assert summary.startswith(f"{slow.name} on ")
     sweep_rows = [line for line in out.splitlines() if re.match(r"│\s+(0\.1|0\.5|1)\s+│", line)]
     assert len(sweep_rows) == 3 and "(OOM)" in sweep_rows[-1] and "(OOM)" not in sweep_rows[0]
+    assert "out of memory" in out
     assert main(["simulate", str(p), "--format", "json"]) == 0
     sw = json.loads(capsys.readouterr().out)["sweep"]
     assert sw["fits"] == [pk <= limit for pk in sw["peak_memory_bytes"]] and sw["fits"][0] and not sw["fits"][-1]
