@@ -10,10 +10,18 @@
   doubled, and it has no handle for ``aten::scaled_dot_product_attention``; ours reads the traced
   call's ``is_causal`` flag and its mask, which tracing records as a constant.
 
+FlexAttention (the CUDA kernel of layers with kv_only keys) cannot run under either counter (the
+higher-order op has no FlopCounterMode or tracing support in torch 2.13), so both counters count the
+same layers with SDPA and the same mask (``counting_with_sdpa``), and ``flex_visible_pairs`` checks
+that every flex block mask admits exactly the query-key pairs of that mask, evaluating its mask_mod
+on every pair.
+
 Backward attention is counted as twice the forward (dQ, dK, dV and dP), the same convention as the
 simulator's "backward = 2 x forward"; kernels that recompute scores do more work than that.
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 
@@ -74,8 +82,50 @@ def sdpa_formulas(convention: str) -> dict:
     return out
 
 
+@contextmanager
+def counting_with_sdpa(model, ids):
+    """Run a flex-attention model's masked layers with SDPA (same mask) while the counters run."""
+    backend = model.attention
+    if model.backend(ids.device) != "flex":
+        yield
+        return
+    dtype = model.embed.weight.dtype
+    model.set_attention("sdpa", ids.device, dtype)
+    try:
+        yield
+    finally:
+        model.set_attention(backend, ids.device, dtype)
+
+
+def flex_visible_pairs(model) -> list[int | None]:
+    """Per layer of the last forward: the query-key pairs its FlexAttention block mask admits (the
+    mask_mod evaluated on every pair; per sample and head), or None where the layer ran no flex call."""
+    from torch.nn.attention.flex_attention import create_mask
+    out = []
+    for io in model.layer_ios():
+        bm = io.block_mask
+        if bm is None:
+            out.append(None)
+            continue
+        nq, nk = bm.seq_lengths
+        out.append(int(create_mask(bm.mask_mod, None, None, nq, nk, device=io.idx_q.device).sum().item()))
+    return out
+
+
+def flex_masks_match(model) -> bool:
+    """Every flex layer of the last forward admits exactly the plan's causal query-key pairs."""
+    from trsim.simulator.costs import counts
+    want = counts(model.plan).pairs_causal[0]
+    return all(got is None or got == int(w) for got, w in zip(flex_visible_pairs(model), want))
+
+
 def count_flop_counter(model, ids, labels, convention: str = "causal") -> dict:
     """FlopCounterMode over one forward and one backward of ``model`` (a profiler.model.Decoder)."""
+    with counting_with_sdpa(model, ids):
+        return _count_flop_counter(model, ids, labels, convention)
+
+
+def _count_flop_counter(model, ids, labels, convention: str) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
     mapping = sdpa_formulas(convention)
     model.zero_grad(set_to_none=True)
@@ -109,6 +159,11 @@ def _fvcore_sdpa_handle(convention: str):
 
 def count_fvcore(model, ids, labels, convention: str = "causal") -> dict:
     """fvcore FlopCountAnalysis over one forward (by tracing); returned in FLOPs (2 per multiply-add)."""
+    with counting_with_sdpa(model, ids):
+        return _count_fvcore(model, ids, labels, convention)
+
+
+def _count_fvcore(model, ids, labels, convention: str) -> dict:
     import logging
     from fvcore.nn import FlopCountAnalysis
     logging.getLogger("fvcore").setLevel(logging.ERROR)

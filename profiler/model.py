@@ -244,7 +244,9 @@ class DecoderLayer(nn.Module):
         elif io.block_mask is not None:
             a = flex_attention(q, k, v, io.block_mask)
         else:
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=io.mask, enable_gqa=H != Hkv)
+            if q.is_cuda and H != Hkv:  # CUDA's fused kernels that take a mask do not take grouped K/V
+                k, v = k.repeat_interleave(H // Hkv, dim=1), v.repeat_interleave(H // Hkv, dim=1)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=io.mask, enable_gqa=H != Hkv and not q.is_cuda)
         a = a.transpose(1, 2).reshape(B, nq, H * hd)                                 # [B, nq, H*hd]
         h1 = x + self.wo(a)
         return h1 + self.mlp(self.mlp_norm(h1)), scores
@@ -306,6 +308,20 @@ class Decoder(nn.Module):
 
     def uses_flex(self, device) -> bool:
         return self.attention == "flex" or (self.attention == "auto" and torch.device(device).type == "cuda")
+
+    def backend(self, device) -> str:
+        """The kernel masked layers run on this device: 'flex' or 'sdpa'."""
+        return "flex" if self.uses_flex(device) else "sdpa"
+
+    def set_attention(self, attention: str, device, dtype) -> None:
+        """Switch the masked layers' kernel (rebuilding the precomputed layer inputs)."""
+        assert attention in ATTENTION_BACKENDS, attention
+        self.attention = attention
+        self.build_io(device, dtype)
+
+    def layer_ios(self) -> list[LayerIO]:
+        """The inputs of every layer of the last forward (static plans: precomputed)."""
+        return self._io if self._io is not None else getattr(self, "_built", [])
 
     def _layer_io(self, l, surv, device, dtype):
         return layer_io(self.plan, l, surv, *self._rope, dtype, flex=self.uses_flex(device),

@@ -14,7 +14,7 @@ from trsim.simulator import costs
 from trsim.simulator.config import Scenario
 from trsim.simulator.plan import compile_schedule, select_layers
 
-from .flops import count_flop_counter, count_fvcore
+from .flops import count_flop_counter, count_fvcore, flex_masks_match
 from .measure import class_times, saved_activation_bytes, time_steps
 from .model import Decoder, init_weights
 from .schema import SCHEMA, ProfileResults
@@ -83,6 +83,10 @@ def profile_case(scn: Scenario, schedule: str, task: str, *, device, dtype, laye
                 for k, v in flops.items() if k != "analytic")
         params = sum(p.numel() for p in model.parameters())
         act = saved_activation_bytes(model, ids, labels)
+        case["attention_backend"] = model.backend(device)
+        if count and case["attention_backend"] == "flex":  # the counters ran SDPA; the flex masks must agree
+            case["flex_mask_match"] = flex_masks_match(model)
+            case["flops_match"] = case["flops_match"] and case["flex_mask_match"]
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
         static = peak = None
         if device.type == "cuda":

@@ -109,6 +109,8 @@ class Case(_M):
     plan_signature: Optional[str] = None  # hash of the executed plan arrays (Plan.signature): equal plans, equal hash
     flops: Optional[dict[str, FlopCount]] = None
     flops_match: Optional[bool] = None
+    attention_backend: Optional[Literal["sdpa", "flex"]] = None  # kernel of layers with kv_only keys
+    flex_mask_match: Optional[bool] = None  # flex block masks admit exactly the counted pairs (flex only)
     time: Optional[Timing] = None
     memory: Optional[Memory] = None
 

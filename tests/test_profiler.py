@@ -116,3 +116,75 @@ def test_profile_cli_writes_valid_results_atomically(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         fio.atomic_write_json(out, {"x": 1})
     assert json.loads(out.read_text()) == doc and [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+# ------------------------------------------------------------------ FlexAttention path (forward on CPU)
+@pytest.mark.parametrize("schedule", METHODS)
+def test_flex_path_equals_sdpa_and_dense_reference_forward(tiny, schedule):
+    """The flex kernel's block mask executes the same function. FlexAttention has no CPU backward, so
+    on CPU its forward is checked (float64, no grad); gradients of the SDPA path are checked above."""
+    plan = compile_schedule(tiny, schedule, "u")
+    torch.manual_seed(0)
+    flex = Decoder(tiny.model, plan, attention="flex").double()
+    init_weights(flex, std=0.3)
+    sdpa = Decoder(tiny.model, plan, attention="sdpa").double()
+    sdpa.load_state_dict(flex.state_dict())
+    ids, labels = flex.make_batch(2, "cpu")
+    with torch.no_grad():
+        got, want, ref = flex(ids, labels), sdpa(ids, labels), reference_loss(flex, ids, labels)
+    assert got.item() == pytest.approx(want.item(), abs=1e-12)
+    assert got.item() == pytest.approx(ref.item(), abs=1e-12)
+    masked = [io.block_mask is not None for io in flex.layer_ios()]
+    assert masked == [io.mask is not None for io in sdpa.layer_ios()]
+    assert any(masked) == (schedule in ("himix", "table"))
+
+
+@pytest.mark.parametrize("schedule", ["himix", "table"])
+def test_flex_block_masks_admit_exactly_the_analytic_pairs(tiny, schedule):
+    from trsim.profiler.flops import flex_masks_match, flex_visible_pairs
+    plan = compile_schedule(tiny, schedule, "u")
+    m = Decoder(tiny.model, plan, attention="flex")
+    m.build_io("cpu", torch.float32)
+    pairs = costs.counts(plan).pairs_causal[0]
+    got = flex_visible_pairs(m)
+    assert [g for g in got if g is not None] == [int(p) for p, g in zip(pairs, got) if g is not None]
+    assert flex_masks_match(m)
+    # the check can fail: a mask that lets one more pair through
+    io = next(io for io in m.layer_ios() if io.block_mask is not None)
+    from trsim.profiler.model import flex_block_mask
+    kpos = torch.cat([io.idx_q, io.idx_kvo])
+    io.block_mask = flex_block_mask(io.idx_q + 1, kpos)
+    assert not flex_masks_match(m)
+
+
+def test_counters_count_a_flex_model_through_sdpa_with_the_same_mask(tiny):
+    """Both counters switch a flex model's masked layers to SDPA and back, and match the analytic FLOPs."""
+    plan = compile_schedule(tiny, "himix", "u")
+    m = Decoder(tiny.model, plan, attention="flex")
+    ids, labels = m.make_batch(2, "cpu")
+    m.build_io("cpu", torch.float32)
+    ana = analytic_counts(plan, tiny.model, 2, "causal", "all")
+    fc = count_flop_counter(m, ids, labels, "causal")
+    assert fc["per_layer_forward"] == ana["per_layer_forward"] and fc["backward"] == ana["backward"]
+    assert count_fvcore(m, ids, labels, "causal")["forward"] == ana["forward"]
+    assert m.attention == "flex" and any(io.block_mask is not None for io in m.layer_ios())
+
+
+@pytest.mark.parametrize("schedule", METHODS)
+def test_compact_state_gathers_once_per_change_of_the_query_set(tiny, schedule):
+    """index_select/index_copy run once per change of the query set (plus the last write-back), not per layer."""
+    from torch.profiler import profile
+    from trsim.simulator.plan import query_set_changes
+    plan = compile_schedule(tiny, schedule, "u")
+    m = Decoder(tiny.model, plan)
+    ids, labels = m.make_batch(1, "cpu")
+    with torch.no_grad(), profile() as prof:
+        m(ids, labels)
+    ev = {e.key: e.count for e in prof.key_averages()}
+    c = costs.counts(plan)
+    kvo_layers = int((c.nkvo[0] > 0).sum())
+    embedding = 1  # nn.Embedding runs as one index_select
+    assert ev.get("aten::index_select", 0) == int(c.regathered[0].sum()) + kvo_layers + embedding
+    assert ev.get("aten::index_copy", 0) == int(c.written_back[0].sum())
+    if schedule == "drop":  # the dropped segment shrinks once: one gather, one write-back for all layers after it
+        assert int(query_set_changes(plan)[0].sum()) == 2 and c.written_back[0].sum() == 1
