@@ -16,7 +16,9 @@ def add_profile_arguments(p) -> None:
     p.add_argument("--schedules", help="comma-separated subset of the scenario's schedules")
     p.add_argument("--tasks", help="comma-separated subset of the scenario's tasks")
     p.add_argument("--no-fvcore", action="store_true", help="skip the fvcore counter")
-    p.add_argument("--out", help="results JSON, written atomically")
+    p.add_argument("--out", help="results JSON, written atomically after every finished case")
+    p.add_argument("--resume", action="store_true", help="keep the finished cases of an earlier run in --out "
+                   "(ok or out of memory) and profile only the others")
     p.add_argument("--format", choices=("table", "json"), default="table")
 
 
@@ -62,6 +64,9 @@ def cmd_profile(args, console) -> int:
                     select_layers(compile_schedule(scn, s, t), args.layers)
                 except ValueError as exc:
                     raise ScenarioError("trsim profile", "--layers", f"{exc} ({s}/{t})")
+    done = None
+    if args.resume:
+        done = _resumable_cases(args, scn)
     n = len(schedules or ([*scn.schedules] if "baseline" in scn.schedules else ["baseline", *scn.schedules])) * len(
         tasks or scn.tasks)
     with Progress(TextColumn("[bold]profiling[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -69,7 +74,8 @@ def cmd_profile(args, console) -> int:
         bar = prog.add_task(scn.name, total=n)
         doc = profile_scenario(scn, device=args.device, layers=args.layers, micro_batch=args.micro_batch,
                                repeats=args.repeats, warmup=args.warmup, schedules=schedules, tasks=tasks,
-                               use_fvcore=not args.no_fvcore,
+                               use_fvcore=not args.no_fvcore, done=done,
+                               save=(lambda d: atomic_write_json(args.out, d)) if args.out else None,
                                on_case=lambda c: prog.update(bar, advance=1, description=f"{c['schedule']}/{c['task']}"))
     if args.out:
         atomic_write_json(args.out, doc)
@@ -102,3 +108,28 @@ def cmd_profile(args, console) -> int:
         console.print("[red]counted FLOPs differ from the simulator's analytic FLOPs: this is a bug[/red]")
         return 1
     return 0
+
+
+def _resumable_cases(args, scn) -> list[dict]:
+    """Finished cases of an earlier run of the same scenario and settings in ``--out`` (none if absent)."""
+    from pathlib import Path
+
+    from .schema import load_results
+    if not args.out:
+        raise ScenarioError("trsim profile", "--resume", "--out naming the results file to resume")
+    if not Path(args.out).exists():
+        return []
+    res = load_results(args.out)
+    st = res.settings
+    import torch
+    mine = dict(device=str(torch.device(args.device)), scenario=scn.name, micro_batch=args.micro_batch or scn.training.micro_batch_size, layers=args.layers,
+                repeats=args.repeats, warmup=args.warmup)
+    theirs = dict(device=res.environment.device, scenario=res.scenario, micro_batch=st.micro_batch, layers=st.layers, repeats=st.repeats,
+                  warmup=st.warmup)
+    for k, v in mine.items():
+        if theirs[k] != v:
+            raise ScenarioError(args.out, {"scenario": "scenario", "device": "environment.device"}.get(k, "settings." + k),
+                                f"{v!r} as in this run (to resume it), got {theirs[k]!r}")
+    import json
+    raw = json.loads(Path(args.out).read_text())["cases"]  # kept byte for byte (validated above)
+    return [c for c in raw if c["status"] in ("ok", "oom")]

@@ -63,7 +63,8 @@ def profile_case(scn: Scenario, schedule: str, task: str, *, device, dtype, laye
     model = None
     try:
         torch.manual_seed(0)
-        model = Decoder(spec, plan, lm_head=conv.lm_head, attention=attention)
+        with torch.device(device):  # parameters are created and initialised where they run
+            model = Decoder(spec, plan, lm_head=conv.lm_head, attention=attention)
         init_weights(model)
         model.to(device=device, dtype=dtype)
         model.build_io(device, dtype)
@@ -145,23 +146,27 @@ def results_document(scn: Scenario, dev, dtype, *, micro_batch, repeats, warmup,
 def profile_scenario(scn: Scenario, *, device: str = "cpu", layers=None, micro_batch=None, repeats: int = 10,
                      warmup: int = 3, schedules=None, tasks=None, use_fvcore: bool = True, on_case=None,
                      done: list[dict] | None = None, save=None, class_repeats: int = 5,
-                     attention: str = "auto") -> dict:
-    """Profile every (schedule, task) pair; cases in ``done`` (from an earlier, interrupted run) are kept
-    and not run again. After each finished case ``save(doc)`` gets the document so far, so that a run
-    killed later loses nothing it finished."""
+                     attention: str = "auto", pairs=None, stop=None) -> dict:
+    """Profile every (schedule, task) pair (or the given ``pairs``); cases in ``done`` (from an earlier,
+    interrupted run) are kept and not run again. After each finished case ``save(doc)`` gets the document
+    so far, so that a run killed later loses nothing it finished. ``stop(schedule, task)``, asked before
+    each case still to run, ends the run early (the document then holds the cases finished)."""
     dev = torch.device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     B = micro_batch or scn.training.micro_batch_size
-    pairs = scenario_cases(scn, schedules, tasks)
-    kept = {case_key(c): c for c in (done or []) if case_key(c) in set(pairs)}
-    cases: dict[tuple[str, str], dict] = {}
+    pairs = [tuple(p) for p in pairs] if pairs is not None else scenario_cases(scn, schedules, tasks)
+    kept = {case_key(c): c for c in (done or [])}
+    order = pairs + [k for k in kept if k not in pairs]  # finished cases are never dropped from the file
+    cases: dict[tuple[str, str], dict] = {k: c for k, c in kept.items() if k not in pairs}
 
     def document():
         return results_document(scn, dev, dtype, micro_batch=B, repeats=repeats, warmup=warmup, layers=layers,
-                                cases=[cases[p] for p in pairs if p in cases])
+                                cases=[cases[p] for p in order if p in cases])
     for s, t in pairs:
         if (s, t) in kept:
             cases[(s, t)] = kept[(s, t)]
+        elif stop is not None and stop(s, t):
+            break
         else:
             cases[(s, t)] = profile_case(scn, s, t, device=dev, dtype=dtype, layers=layers, micro_batch=B,
                                          repeats=repeats, warmup=warmup, use_fvcore=use_fvcore,
