@@ -1,16 +1,14 @@
 #!/usr/bin/env bash
-# Run the whole validation campaign on a GPU machine that may have no package index.
-# Put wheels of what that machine lacks (pydantic, pydantic-core, annotated-types, typing-inspection,
-# pyyaml if missing) in .whl/ first (see README, "Profiling on a GPU"). Results land in $OUT or ./out/gpu.
-set -euo pipefail
+# One chunk of the GPU validation campaign on a lent machine (README, "The GPU campaign on a lent machine").
+#   bash profiler/gpu_campaign.sh [--budget-s 420] [--quick] ...   (arguments go to python -m trsim.profiler.campaign)
+# Installs the carried wheels and trsim (profiler/device_setup.sh), then profiles the cases still missing from
+# validate/data/<gpu>/partial and packs results, summary and log into $OUT. The exit code is the campaign's:
+# non-zero when set-up failed, or any case, FLOPs count or step failed.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
-OUT_DIR=${OUT:-out/gpu}
 export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT_DIR.gpu.txt" || true
-python3 -m profiler.campaign --out "$OUT_DIR" "$@"
+OUT_DIR=${OUT:-out/gpu}
+mkdir -p "$OUT_DIR"
+. profiler/device_setup.sh || exit 3
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader || true
+${PYTHON:-python3} -m trsim.profiler.campaign --pack-to "$OUT_DIR" "$@"
