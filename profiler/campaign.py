@@ -41,6 +41,7 @@ from pathlib import Path
 
 import yaml
 
+from trsim.simulator.errors import ScenarioError
 from trsim.simulator.fileio import atomic_write_json, atomic_write_text
 
 SLICE_LAYERS = 12
@@ -179,8 +180,8 @@ def _existing(path: Path, env_gpu) -> list[dict]:
         return []
     doc = json.loads(path.read_text())
     if doc.get("environment", {}).get("gpu") != env_gpu:
-        raise SystemExit(f"trsim: error: {path}: environment.gpu: expected {env_gpu!r} (this machine), got "
-                         f"{doc.get('environment', {}).get('gpu')!r}; use another --results folder")
+        raise ScenarioError(str(path), "environment.gpu", f"{env_gpu!r} (this machine; use another --results "
+                            f"folder), got {doc.get('environment', {}).get('gpu')!r}")
     return [c for c in doc.get("cases", []) if c.get("status") in ("ok", "oom")]
 
 
@@ -234,7 +235,7 @@ def unpack(archive: Path, results: Path) -> list[str]:
         for m in members:
             dest = (results / m.name).resolve()
             if results.resolve() not in dest.parents:
-                raise SystemExit(f"trsim: error: {archive}: {m.name}: expected a path inside the results folder")
+                raise ScenarioError(str(archive), m.name, "a path inside the results folder, got one outside it")
         tar.extractall(results, members=members, filter="data")
         names = [m.name for m in members]
     return names
@@ -407,6 +408,14 @@ def main(argv=None) -> int:
                     help="finished cases (over at least two grid points) before calibrate/validate run")
     ap.add_argument("--unpack", metavar="ARCHIVE", help="extract a packed results archive into --results and stop")
     args = ap.parse_args(argv)
+    try:
+        return _main(args, ap)
+    except ScenarioError as exc:
+        print(f"trsim: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(args, ap) -> int:
     if args.unpack:
         if not args.results:
             ap.error("--unpack needs --results (the folder the archive came from, e.g. validate/data/h100/partial)")

@@ -169,7 +169,9 @@ def flex_attention(q, k, v, block_mask):
             warnings.simplefilter("ignore")  # "called without torch.compile": intended off CUDA
             return fa.flex_attention(q, k, v, block_mask=block_mask, enable_gqa=True)
     if _COMPILED_FLEX is None:
-        _COMPILED_FLEX = torch.compile(fa.flex_attention, dynamic=False)
+        # default dynamic: after a second shape the kernel is recompiled once with dynamic sizes, so a
+        # campaign's many shapes never reach the recompile limit (past it torch would run eager, unfused)
+        _COMPILED_FLEX = torch.compile(fa.flex_attention)
     return _COMPILED_FLEX(q, k, v, block_mask=block_mask, enable_gqa=True)
 
 

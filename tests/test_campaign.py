@@ -166,3 +166,20 @@ def test_profile_resume_keeps_finished_cases_and_saves_each_case(tmp_path, monke
     assert len(doc["cases"]) == len(ran) + 2
     assert main(args[:-2] + ["--repeats", "2", "--resume"]) == 2  # other settings: refused, file untouched
     assert json.loads(out.read_text()) == doc
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
+    assert call(tmp_path, "--max-cases", "1") == 0
+    f = next(p for p in (tmp_path / "res").glob("tiny-*.json"))
+    doc = json.loads(f.read_text())
+    doc["environment"]["gpu"] = "NVIDIA H100 80GB HBM3"
+    f.write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert call(tmp_path, out="out2") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"trsim: error: {f}: environment.gpu: expected None")
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        tar.add(f, arcname="../outside.json")
+    assert campaign.main(["--unpack", str(evil), "--results", str(tmp_path / "here")]) == 2
+    assert not (tmp_path / "outside.json").exists()
