@@ -267,6 +267,13 @@ def run(args) -> int:
     points = grid(args.quick, args.dry_run)
     ran, failures, stopped = 0, [], None
     (results / "scenarios").mkdir(exist_ok=True)
+
+    def pack_so_far(when: str) -> None:
+        """Pack after every case: a call killed at its time limit still returns what it finished."""
+        if args.pack_to:
+            pack(results, Path(args.pack_to), {"call": call_no, "in_progress": when, "ran_this_call": ran,
+                                               "results": str(results)}, call_log)
+
     for p in points:
         if stopped:
             break
@@ -307,6 +314,7 @@ def run(args) -> int:
             state.save()
             log(f"{key}: {c['status']} in {wall:.1f} s" + (f" ({c.get('error')})" if c.get("error") else "")
                 + ("" if c.get("flops_match") is not False else " FLOPs MISMATCH"))
+            pack_so_far(f"after {key}")
 
         finished = {(c["schedule"], c["task"]) for c in done}
         pairs = []  # finished ones are kept as they are; those that killed the process twice are left out
@@ -345,6 +353,7 @@ def run(args) -> int:
                 n_ok += 1
     failures = sorted(set(failures))
     steps: dict[str, int] = {}
+    pack_so_far("profiling done; calibrate/validate next")
     grid_files = [results / f"{p.name}.json" for p in points if not p.full_depth and (results / f"{p.name}.json").exists()]
     full = [results / f"{p.name}.json" for p in points if p.full_depth and (results / f"{p.name}.json").exists()]
     if n_ok >= args.calibrate_min_cases and len(grid_files) >= 2:

@@ -70,6 +70,9 @@ def test_chunks_resume_after_a_kill_and_pack_within_limits(tmp_path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         call(tmp_path, "--max-cases", "5", out="out2")
     second = finished(tmp_path)
+    with tarfile.open(tmp_path / "out2" / "campaign-results.tar.gz") as tar:  # packed before the kill
+        packed = {json.load(tar.extractfile(m))["cases"].__len__() for m in tar.getmembers() if m.name.startswith("tiny-")}
+    assert packed == {4}
     assert len(second) == 4 and all(second[k] == first[k] for k in first)  # nothing finished is lost or redone
     state = json.loads((tmp_path / "res" / "campaign.json").read_text())
     started = {k: v for k, v in state["cases"].items() if "wall_s" not in v}
