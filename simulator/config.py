@@ -559,8 +559,13 @@ def scenario_from_dict(doc: dict, source: str = "<scenario>", base_dir: Path | N
                 method = parse_method(spec, field)
                 validate_schedule(method, raw.tasks[tname], model.num_layers, field)
                 schedules[sname][tname] = method
+        work = (len(schedules) + 1) * model.num_layers * sum(len(t.segments) for t in raw.tasks.values())
+        if work > MAX_SWEEP_CELLS:
+            raise ScenarioError(None, "schedules", f"at most {MAX_SWEEP_CELLS:,} plan entries in all (schedules x "
+                                f"layers x segments of every task), got {work:,}; split the scenario")
         if raw.sweep is not None:
             _check_sweep(raw.sweep, schedules)
+            _check_sweep_size(raw.sweep, raw.tasks, model.num_layers)
         return Scenario(name=raw.name, description=raw.description, source=source, model=model,
                         hardware=hardware, num_gpus=raw.hardware.num_gpus,
                         price_per_gpu_hour=raw.hardware.price_per_gpu_hour, training=tr,
@@ -588,6 +593,21 @@ def _check_sweep(sweep: SweepSpec, schedules: dict[str, dict[str, MethodSpec]]) 
     if sweep.parameter not in ok:
         raise ScenarioError(None, "sweep.parameter", f"a parameter of the {getattr(spec, 'method', 'layers')} "
                             f"method ({', '.join(ok) or 'none can be swept'}), got {sweep.parameter!r}")
+
+
+MAX_SWEEP_CELLS = 10_000_000   # points x layers x segments of the swept task's plan arrays (about 1 GB of work)
+
+
+def _check_sweep_size(sweep: SweepSpec, tasks: dict[str, Task], num_layers: int) -> None:
+    """Bound the work of a sweep up front: its plans hold points x layers x segments entries."""
+    task = sweep.task or next(iter(tasks))
+    points = len(sweep.values) if sweep.values is not None else int(
+        math.floor((sweep.range[1] - sweep.range[0]) / sweep.range[2] + 1e-9)) + 1
+    cells = points * num_layers * len(tasks[task].segments)
+    if cells > MAX_SWEEP_CELLS:
+        raise ScenarioError(None, "sweep", f"a sweep of at most {MAX_SWEEP_CELLS:,} plan entries (points x layers x "
+                            f"segments), got {points:,} x {num_layers:,} x {len(tasks[task].segments)} = {cells:,}; "
+                            f"sweep fewer points")
 
 
 def load_scenario(path: str | Path, force_calibration: bool = False) -> Scenario:

@@ -17,6 +17,20 @@ import numpy as np
 from scipy.special import gammaln
 
 MAX_COMPOSITIONS = 2_000_000  # count vectors x points held at once; larger problems are cut into point chunks
+MAX_COUNT_VECTORS = 100_000   # count vectors enumerated at all (a few seconds); beyond, refused up front
+
+
+def check_enumerable(micro_batches: int, tasks: int) -> None:
+    """Refuse, before any work, a homogeneous mix whose count vectors (C(m + k - 1, k - 1)) cannot be
+    enumerated in reasonable time and memory (it grows like m^(k-1): 10 tasks over 100 micro-batches is 4e12)."""
+    import math
+
+    from .errors import ScenarioError
+    n = math.comb(micro_batches + tasks - 1, tasks - 1)
+    if n > MAX_COUNT_VECTORS:
+        raise ScenarioError(None, "training.task_mixing", f"a homogeneous mix of at most {MAX_COUNT_VECTORS:,} "
+                            f"task-count vectors per replica, got {n:,.3g} ({tasks} tasks over {micro_batches:,} "
+                            f"micro-batches); use task_mixing: ideal or mixed, or fewer micro-batches per step")
 
 
 def compositions(m: int, k: int) -> np.ndarray:
@@ -63,6 +77,7 @@ def homogeneous_step(stage_times: list[np.ndarray], fractions: list[float], micr
     f = f[keep]
     mean = (T * f).sum(-1)
     fill = (mean.sum(-1) - mean.max(-1)) / virtual
+    check_enumerable(micro_batches, len(f))
     counts = compositions(micro_batches, len(f))
     probs = multinomial_pmf(counts, f)
     P = T.shape[0]

@@ -38,6 +38,35 @@ def load_docs() -> list[tuple[str, dict]]:
     return [(p.name, yaml.safe_load(p.read_text())) for p in SCENARIOS]
 
 
+# Options the shipped scenarios rarely set, so that mutations reach every pricing path (parallel layouts,
+# recompute, precision, stacks, task mixing, hardware presets).
+OPTIONS = [
+    (("training", "task_mixing"), ["homogeneous", "mixed", "ideal"]),
+    (("training", "recompute"), ["none", "selective", "full"]),
+    (("training", "precision"), ["bf16", "fp16", "fp8"]),
+    (("training", "stack"), ["trsim", "huggingface", "megatron"]),
+    (("training", "zero_stage"), [0, 1, 2, 3]),
+    (("training", "micro_batch_size"), [1, 2, 3, 16]),
+    (("parallelism",), [{"tensor": 2}, {"pipeline": 2}, {"pipeline": 4, "virtual_stages": 2},
+                        {"context": 2, "sequence_parallel": True}, {"tensor": 3}, {"pipeline": 64},
+                        {"tensor": 2, "pipeline": 2, "context": 2}, {"layers_per_stage": [1, 2]}]),
+    (("hardware", "preset"), ["a100-sxm-80g", "h100-sxm", "h200", "b200", "cpu"]),
+    (("hardware", "num_gpus"), [1, 2, 7, 64, 4096]),
+    (("conventions", "attention"), ["causal", "full"]),
+    (("conventions", "lm_head"), ["all", "targets"]),
+]
+
+
+def _set_option(doc, rng) -> None:
+    path, values = rng.choice(OPTIONS)
+    node = doc
+    for k in path[:-1]:
+        if not isinstance(node.get(k), dict):
+            node[k] = {}
+        node = node[k]
+    node[path[-1]] = copy.deepcopy(rng.choice(values))
+
+
 def _paths(doc, prefix=()):
     """Every (container, key) location in the document."""
     out = []
@@ -63,7 +92,9 @@ def mutate_doc(doc: dict, rng: random.Random, n: int) -> dict:
             break
         parent, key, _ = rng.choice(locs)
         op = rng.random()
-        if op < 0.2:                                   # delete
+        if rng.random() < 0.3:                         # a legitimate option (reaches more pricing paths)
+            _set_option(doc, rng)
+        elif op < 0.2:                                 # delete
             del parent[key]
         elif op < 0.55:                                # retype / extreme value
             parent[key] = copy.deepcopy(rng.choice(EXTREMES))

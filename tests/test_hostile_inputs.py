@@ -219,3 +219,33 @@ def test_detail_is_not_quadratic_in_name_length(tmp_path, capsys, tiny_doc):
     assert main(["simulate", _write(tmp_path, tiny_doc), "--detail"]) == 0
     out = capsys.readouterr().out
     assert time.perf_counter() - t0 < 10 and "[bold]mmm" in out and "n" * 200 in out
+
+
+def test_sweep_work_bounded_by_plan_size(tmp_path, capsys, tiny_doc):
+    tiny_doc["model"]["num_layers"] = 4096
+    tiny_doc["schedules"] = {"baseline": {}, "drop": tiny_doc["schedules"]["drop"]}
+    tiny_doc["sweep"] = {"schedule": "drop", "parameter": "keep", "range": [0, 1, 0.0001]}
+    t0 = time.perf_counter()
+    err = _err(capsys, ["simulate", _write(tmp_path, tiny_doc)])
+    assert "sweep: expected a sweep of at most 10,000,000 plan entries" in err and time.perf_counter() - t0 < 5
+
+
+def test_scenario_work_bounded(tmp_path, capsys, tiny_doc):
+    tiny_doc["model"]["num_layers"] = 4096
+    tiny_doc["tasks"]["u"]["segments"] = [{"name": f"s{i}", "kind": "image" if i % 2 else "text", "tokens": 4}
+                                          for i in range(1000)]
+    tiny_doc["schedules"] = {"baseline": {}, **{f"d{i}": {"u": {"method": "drop", "from_layer": 1, "keep": 0.5}}
+                                                 for i in range(5)}}
+    err = _err(capsys, ["simulate", _write(tmp_path, tiny_doc)])
+    assert "schedules: expected at most 10,000,000 plan entries" in err
+
+
+def test_homogeneous_mixing_bounded_up_front(tmp_path, capsys):
+    text = open("scenarios/vila_u_7b_budget.yaml").read()
+    text = text.replace("micro_batch_size: 4, global_batch_size: 1024", "micro_batch_size: 1, global_batch_size: 16777216")
+    text = text.replace("num_gpus: 128", "num_gpus: 1").replace("zero_stage: 3}", "zero_stage: 3, task_mixing: homogeneous}")
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    t0 = time.perf_counter()
+    err = _err(capsys, ["simulate", str(p)])
+    assert f"{p}: training.task_mixing: expected a homogeneous mix of at most" in err and time.perf_counter() - t0 < 10

@@ -18,24 +18,20 @@ def device(value: str) -> str:
     return value
 
 
-def positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value!r}")
-    return n
+def _int_at_least(lo: int, phrase: str):
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            n = None
+        if n is None or n < lo:
+            raise argparse.ArgumentTypeError(f"expected {phrase}, got {value!r}")
+        return n
+    return parse
 
 
-def whole_number(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value!r}")
-    return n
+positive_int = _int_at_least(1, "a positive whole number")
+whole_number = _int_at_least(0, "a whole number >= 0")
 
 
 class Parser(argparse.ArgumentParser):

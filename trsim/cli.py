@@ -262,7 +262,10 @@ def cmd_simulate(args, console: Console) -> int:
     scn = load_scenario(args.scenario, force_calibration=args.force)
     if args.plot and scn.sweep is None:
         raise ScenarioError(args.scenario, "sweep", "a sweep block, since --plot draws the swept parameter, got none")
-    res = simulate(scn)
+    try:
+        res = simulate(scn)
+    except ScenarioError as err:  # raised while pricing (e.g. a sweep value): the fault is in the scenario
+        raise err.located(args.scenario)
     doc = res.to_dict()
     check_finite(doc, args.scenario)
     if args.format == "json":
