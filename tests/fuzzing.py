@@ -91,6 +91,15 @@ def mutate_doc(doc: dict, rng: random.Random, n: int) -> dict:
         if not locs:
             break
         parent, key, _ = rng.choice(locs)
+        try:
+            _mutate_once(doc, parent, key, rng)
+        except (TypeError, AttributeError, KeyError, IndexError, ValueError, OverflowError):
+            pass  # the document is already too broken for this mutation; the next one may apply
+    return doc
+
+
+def _mutate_once(doc, parent, key, rng) -> None:
+    if True:
         op = rng.random()
         if rng.random() < 0.3:                         # a legitimate option (reaches more pricing paths)
             _set_option(doc, rng)
@@ -121,7 +130,6 @@ def mutate_doc(doc: dict, rng: random.Random, n: int) -> dict:
         else:                                          # long names
             if isinstance(parent[key], dict) and "name" in parent[key]:
                 parent[key]["name"] = "n" * rng.choice([1000, 20000])
-    return doc
 
 
 _SWEEPABLE = {"himix": [("from_layer", [0, 1, 2, 3])], "hmgen": [("shallow", [0, 1, 2, 3, 5])],
@@ -191,7 +199,9 @@ def _strict_json(text: str):
     return json.loads(text, parse_constant=bad)
 
 
-_NONFINITE = re.compile(r"(?<![A-Za-z_])(nan|inf|infinity)(?![A-Za-z_])", re.I)
+# a non-finite number as the tables format one: next to its unit ("nan ms", "infx", "nan%", "$nan"); a bare
+# "nan" may be a user's name for a scenario or segment
+_NONFINITE = re.compile(r"(?i)(?<![A-Za-z_])-?(nan|inf)(x\b|%| ms\b| [KMGT]?i?B\b| [kMGTPE]?FLOP| h\b)|\$-?(nan|inf)")
 
 
 def run_case(args: list[str], timeout: float = 20.0) -> tuple[int | None, str, str, str | None]:
