@@ -47,7 +47,8 @@ Tokens = _count(10**9)               # tokens of one segment
 Samples = _count(10**15, lo=0)
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 MAX_SEGMENTS = 1024
-MAX_SWEEP_POINTS = 100_000
+MAX_SWEEP_VALUES = 100_000       # an explicit list of values is parsed whole
+MAX_SWEEP_POINTS = 2_000_000     # a range: evaluated in chunks (simulate.run_sweep), about 100 bytes a point
 
 
 # ----------------------------------------------------------------------------------------- model
@@ -447,7 +448,7 @@ class SweepSpec(_Strict):
     schedule: str
     task: Optional[str] = None
     parameter: Literal["shallow", "keep", "from_layer"]
-    values: Optional[list[_real(lo=-1e15, hi=1e15)]] = Field(default=None, max_length=MAX_SWEEP_POINTS)
+    values: Optional[list[_real(lo=-1e15, hi=1e15)]] = Field(default=None, max_length=MAX_SWEEP_VALUES)
     range: Optional[tuple[_real(lo=-1e15, hi=1e15), _real(lo=-1e15, hi=1e15), _real(lo=-1e15, hi=1e15)]] = None
     # range: start, stop (inclusive), step
 
@@ -595,7 +596,9 @@ def _check_sweep(sweep: SweepSpec, schedules: dict[str, dict[str, MethodSpec]]) 
                             f"method ({', '.join(ok) or 'none can be swept'}), got {sweep.parameter!r}")
 
 
-MAX_SWEEP_CELLS = 10_000_000   # points x layers x segments of the swept task's plan arrays (about 1 GB of work)
+# points x layers x segments of the swept task's plans: the time a sweep takes (minutes at this bound). Memory
+# does not grow with it: simulate.run_sweep evaluates SWEEP_CHUNK points at a time.
+MAX_SWEEP_CELLS = 200_000_000
 
 
 def _check_sweep_size(sweep: SweepSpec, tasks: dict[str, Task], num_layers: int) -> None:

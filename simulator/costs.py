@@ -63,21 +63,23 @@ def counts(plan: Plan, lm_head: str = "all") -> Counts:
                   pairs_exec=np.where(nkvo > 0, nq * nkv, pairs_causal),
                   nq_regathered=np.where(regathered, nq, 0.0), nq_written_back=np.where(written_back, nq, 0.0),
                   live=present.sum(-1),
-                  change_rows=_change_rows(q_s, np.where(mode == KV_ONLY, present, 0.0), lay.tokens),
+                  change_rows=_change_rows(nq, nkvo, change, gathered, total),
                   total=total, n_lm=n_lm, weights=plan.weights())
 
 
-def _change_rows(q_s: np.ndarray, kvo_s: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+def _change_rows(nq, nkvo, change, gathered, total) -> np.ndarray:
     """Rows moved by an executor that keeps the working rows compact, [P, L]: where a layer's query set
-    differs from the previous layer's (the embeddings for layer 0), the smaller of the two sets is gathered
-    or scattered once; newly frozen kv_only rows are gathered once; after the last layer a subset is
-    scattered back for the LM head."""
-    prev_q = np.concatenate([np.broadcast_to(tokens, q_s[:, :1].shape), q_s[:, :-1]], axis=1)
-    prev_kvo = np.concatenate([np.zeros_like(kvo_s[:, :1]), kvo_s[:, :-1]], axis=1)
-    nq, prev_nq, nkvo = q_s.sum(-1), prev_q.sum(-1), kvo_s.sum(-1)
-    rows = (np.where((q_s != prev_q).any(-1), np.minimum(nq, prev_nq), 0)
-            + np.where((kvo_s != prev_kvo).any(-1), nkvo, 0))
-    rows[:, -1] += np.where((q_s[:, -1] != tokens).any(-1), nq[:, -1], 0)
+    differs from the previous layer's (``change``; at layer 0, from the whole sequence), the smaller of
+    the two sets is gathered or scattered once; newly frozen kv_only rows are gathered once; after the
+    last layer a subset is scattered back for the LM head. Computed on [P, L] arrays only (the sweep's hot
+    path): ``change`` says where the set changes; at layer 0 the set differs from the whole sequence
+    exactly when it is smaller."""
+    prev_nq = np.concatenate([np.full_like(nq[:, :1], total), nq[:, :-1]], axis=1)
+    prev_kvo = np.concatenate([np.zeros_like(nkvo[:, :1]), nkvo[:, :-1]], axis=1)
+    moved_q = change.copy()
+    moved_q[:, 0] = gathered[:, 0]
+    rows = np.where(moved_q, np.minimum(nq, prev_nq), 0.0) + np.where(nkvo != prev_kvo, nkvo, 0.0)
+    rows[:, -1] += np.where(gathered[:, -1], nq[:, -1], 0.0)
     return rows
 
 

@@ -47,13 +47,15 @@ def check_writable(path: str | Path, flag: str, suffixes: tuple[str, ...] | None
     return p
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_write_text(path: str | Path, text) -> None:
+    """``text``: a string, or an iterable of strings written one after another (large outputs)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+            for piece in ((text,) if isinstance(text, str) else text):
+                fh.write(piece)
             fh.flush()
             os.fsync(fh.fileno())
         _publish(tmp, path)

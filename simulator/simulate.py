@@ -2,8 +2,9 @@
 schedules (P = 1) and sweeps (P = number of sweep points)."""
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -44,6 +45,8 @@ class StepResult:
     fits: bool
     memory_breakdown_bytes: dict[str, float]
     time_breakdown_s: dict[str, float]
+    parallel: dict = field(default_factory=dict)     # layout, per-stage times and memory, bubble, better split
+    task_mixing: dict = field(default_factory=dict)  # ideal mean vs task-homogeneous micro-batches (straggler)
 
 
 @dataclass
@@ -82,8 +85,37 @@ class SimulationResult:
     sweep: dict | None = None
     calibration: dict | None = None   # the calibration file applied (None: the preset's uncalibrated values)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def to_dict(self, include_sweep: bool = True) -> dict:
+        doc = asdict(replace(self, sweep=None))
+        if self.sweep is not None and include_sweep:
+            doc["sweep"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.sweep.items()}
+        return doc
+
+    def json_chunks(self, chunk: int = 65536):
+        """The JSON of ``to_dict()``, written piece by piece: the sweep's columns (numpy arrays, 8 bytes a
+        value) are encoded ``chunk`` values at a time, so a million-point sweep never exists as Python lists."""
+        mark = '"__trsim_sweep_columns__"'
+        head = json.dumps(asdict(replace(self, sweep=None if self.sweep is None else mark[1:-1])), indent=1,
+                          allow_nan=False)
+        if self.sweep is None:
+            yield head + "\n"
+            return
+        before, after = head.split(mark)
+        yield before + "{"
+        for i, (k, v) in enumerate(self.sweep.items()):
+            yield ("" if i == 0 else ", ") + json.dumps(k) + ": "
+            if not isinstance(v, np.ndarray):
+                yield json.dumps(v, allow_nan=False)
+                continue
+            yield "["
+            for a in range(0, len(v), chunk):
+                yield ("" if a == 0 else ", ") + json.dumps(v[a:a + chunk].tolist(), allow_nan=False)[1:-1]
+            yield "]"
+        yield "}" + after + "\n"
+
+    def sweep_is_finite(self) -> bool:
+        return self.sweep is None or all(np.isfinite(v).all() for v in self.sweep.values()
+                                         if isinstance(v, np.ndarray) and v.dtype.kind == "f")
 
 
 def _fractions(scn: Scenario) -> dict[str, float]:
@@ -166,8 +198,8 @@ def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
             for k, x in t.items():
                 components[k] = components.get(k, 0.0) + f * x
     ideal = parallel.pipeline_time(stage_mean, M, v)
-    homogeneous = (mixing.homogeneous_step([x[1] for x in per_task_stage], fr, M, dp, v)
-                   if len(plans) > 1 else ideal)
+    homogeneous = (mixing.homogeneous_step([np.broadcast_to(x[1], stage_mean.shape) for x in per_task_stage],
+                                           fr, M, dp, v) if len(plans) > 1 else ideal)
     pipe = homogeneous if tr.task_mixing == "homogeneous" else ideal
     slow = np.argmax(stage_mean, axis=-1)[..., None]  # the stage that sets the pace
     for k, x in components.items():
@@ -190,6 +222,7 @@ def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
     pick = lambda x: np.take_along_axis(np.broadcast_to(x, rank_params.shape), tail, -1)[..., 0]  # noqa: E731
     opt, comm_total, comm_exposed = pick(opt), pick(comm_total), pick(comm_exposed)
     step_time = pipe + opt + comm_exposed
+    out["ideal_step"], out["homogeneous_step"] = ideal + opt + comm_exposed, homogeneous + opt + comm_exposed
     static = memory.static_bytes(rank_params, tr, dp)
     static_sum = sum(static.values())
     temporaries = memory.optimizer_temporaries(rank_params, tr, dp)
@@ -204,8 +237,7 @@ def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
                act_peak=at(act_peak), temporaries=at(temporaries),
                breakdown={**breakdown, "optimizer": opt, "communication_exposed": comm_exposed,
                           "communication_total": comm_total},
-               stage_time=stage_mean, stage_peak=stage_peak, ideal_step=ideal, homogeneous_step=homogeneous,
-               pipeline_time=pipe, stages=st)
+               stage_time=stage_mean, stage_peak=stage_peak, pipeline_time=pipe, stages=st)
     return out
 
 
@@ -300,7 +332,8 @@ def simulate(scn: Scenario) -> SimulationResult:
             step=StepResult(flops=_f(ev["step_flops"]), hardware_flops=_f(ev["hardware_flops"]), time_s=step_time,
                             peak_memory_bytes=peak, mfu=_f(ev["mfu"]), hfu=_f(ev["hfu"]),
                             fits=peak <= scn.hardware.memory_bytes, memory_breakdown_bytes=mem,
-                            time_breakdown_s={k: _f(v) for k, v in ev["breakdown"].items()}),
+                            time_breakdown_s={k: _f(v) for k, v in ev["breakdown"].items()},
+                            parallel=_parallel_report(scn, ev, plans), task_mixing=_mixing_report(scn, ev)),
             flops_ratio=paper if scn.conventions.cost_model == "paper" else exact, exact_flops_ratio=exact,
             paper_flops_ratio=paper, speedup=_f(base["step_time"]) / step_time,
             budget=Budget(**b, gpu_hours_saved=base_budget["gpu_hours"] - b["gpu_hours"],
@@ -313,6 +346,83 @@ def simulate(scn: Scenario) -> SimulationResult:
     if scn.sweep is not None:
         out.sweep = run_sweep(scn)
     return out
+
+
+def _parallel_report(scn: Scenario, ev: dict, plans: dict[str, Plan]) -> dict:
+    """The layout and, with pipeline parallelism, each stage's micro-batch time and peak memory, the bubble
+    and imbalance, and a better split: the min-max partition of the per-layer costs, with its step time."""
+    par, st = scn.parallelism, ev["stages"]
+    out = dict(tensor=par.tensor, pipeline=par.pipeline, virtual_stages=par.virtual_stages, context=par.context,
+               sequence_parallel=par.sequence_parallel, data_parallel=scn.data_parallel,
+               micro_batches_per_step=scn.grad_accumulation)
+    if par.pipeline == 1:
+        return out
+    stage_t = np.asarray(ev["stage_time"])[0]
+    M, v = scn.grad_accumulation, par.virtual_stages
+    out.update(layers_per_stage=st.layers_per_stage(), stage_time_s=stage_t.tolist(),
+               stage_peak_memory_bytes=np.asarray(ev["stage_peak"])[0].tolist(),
+               bubble_fraction=float(parallel.bubble_fraction(stage_t[None], M, v)[0]),
+               imbalance=float(parallel.imbalance(stage_t[None])[0]))
+    if v == 1:
+        balanced = parallel.min_max_partition(layer_costs(scn, plans), par.pipeline)
+        split, step = _better_split(scn, plans, [st.layers_per_stage(), balanced])
+        out.update(min_max_layers_per_stage=balanced, suggested_layers_per_stage=split, suggested_step_time_s=step)
+    return out
+
+
+def _better_split(scn: Scenario, plans: dict[str, Plan], starts: list[list[int]], rounds: int = 64):
+    """The split with the shortest predicted step near ``starts`` (the current split and the min-max
+    partition of the compute): from the better start, move one stage boundary by one layer while that
+    shortens the step. The step, not the compute alone, decides: a boundary also moves weights, hence
+    optimizer and data-parallel traffic, between stages."""
+    par = scn.parallelism
+
+    def step(split):
+        s = scn.with_overrides(parallelism=par.model_copy(update={"layers_per_stage": list(split)}))
+        return _f(evaluate(s, plans)["step_time"])
+
+    best_t, best = min((step(x), list(x)) for x in starts)
+    for _ in range(rounds):
+        moves = []
+        for i in range(len(best) - 1):
+            for d in (-1, 1):
+                cand = list(best)
+                cand[i] += d
+                cand[i + 1] -= d
+                if min(cand) >= 1:
+                    moves.append((step(cand), cand))
+        t, cand = min(moves, default=(best_t, best))
+        if t >= best_t:
+            break
+        best_t, best = t, cand
+    return best, best_t
+
+
+def layer_costs(scn: Scenario, plans: dict[str, Plan]) -> np.ndarray:
+    """Sample-weighted time of one micro-batch in each layer, [L] (first point), what a pipeline stage
+    pays for holding it: the layer's prices and its tensor/context traffic; the LM head and the loss go to
+    the last layer, which the last stage always holds. What every stage pays alike (the per-micro-batch
+    overhead, the point-to-point sends) is left out: it moves no boundary."""
+    m, hw, tr, par = scn.model, scn.hardware, scn.training, scn.parallelism
+    L = m.num_layers
+    per_layer = parallel.StageLayout(pipeline=L, virtual=1, bounds=tuple(range(L + 1)))
+    last = np.arange(L) == L - 1
+    shard = parallel.Shard(par.tensor, par.context, par.sequence_parallel, tr.precision)
+    gathers = "per_layer" if tr.stack == "trsim" else "on_change"
+    frac = _fractions(scn)
+    total = np.zeros(L)
+    for name, plan in plans.items():
+        c = costs.counts(plan.point(0), scn.conventions.lm_head)
+        t = _stage_times(c, m, hw, tr, shard, per_layer, last, gathers, scn.data_parallel)
+        t.pop("pipeline_p2p", None)
+        total += frac[name] * (sum(t.values())[0] - hw.step_overhead_s)
+    return total
+
+
+def _mixing_report(scn: Scenario, ev: dict) -> dict:
+    ideal, hom = _f(ev["ideal_step"]), _f(ev["homogeneous_step"])
+    return dict(mode=scn.training.task_mixing, ideal_step_s=ideal, homogeneous_step_s=hom,
+                straggler_loss=hom / ideal - 1)
 
 
 def _sweep_values(scn: Scenario, spec, parameter: str, values: np.ndarray, task: str) -> np.ndarray:
@@ -340,27 +450,42 @@ def _sweep_values(scn: Scenario, spec, parameter: str, values: np.ndarray, task:
     return values
 
 
-def run_sweep(scn: Scenario) -> dict:
+SWEEP_CHUNK = 16384  # points evaluated at once: bounds the memory of a sweep of any size (~0.2 GB)
+
+
+def run_sweep(scn: Scenario, chunk: int = SWEEP_CHUNK) -> dict:
+    """Every sweep point against the baseline. Points are evaluated ``chunk`` at a time into numpy columns
+    (8 bytes a value), so memory stays flat however many points there are; ``SimulationResult.json_chunks``
+    then writes the columns without making Python lists of them."""
     sw = scn.sweep
     task = sw.task or next(iter(scn.schedules[sw.schedule]))
     spec = scn.schedules[sw.schedule][task]
     values = _sweep_values(scn, spec, sw.parameter, sw.points(), task)
     base = evaluate(scn, schedule_plans(scn, BASELINE))
-    ev = evaluate(scn, schedule_plans(scn, sw.schedule, sw.parameter, values, task))
-    exact = ev["step_flops"] / base["step_flops"]
-    paper = ev["paper"] / base["paper"]
-    st = np.broadcast_to(ev["step_time"], values.shape)
+    n = len(values)
+    names = ("flops_ratio", "exact_flops_ratio", "paper_flops_ratio", "speedup", "step_time_s", "mfu",
+             "peak_memory_bytes", "fits", "gpu_hours", "cost_usd")
+    cols = {k: np.empty(n, dtype=bool if k == "fits" else float) for k in names}
     b = budget(scn, 1.0)
-    return {"schedule": sw.schedule, "task": task, "parameter": sw.parameter, "values": values.tolist(),
-            "flops_ratio": np.broadcast_to(paper if scn.conventions.cost_model == "paper" else exact,
-                                           values.shape).tolist(),
-            "exact_flops_ratio": np.broadcast_to(exact, values.shape).tolist(),
-            "paper_flops_ratio": np.broadcast_to(paper, values.shape).tolist(),
-            "speedup": (base["step_time"] / st).tolist(), "step_time_s": st.tolist(),
-            "mfu": np.broadcast_to(ev["mfu"], values.shape).tolist(),
-            "peak_memory_bytes": np.broadcast_to(ev["peak"], values.shape).tolist(),
-            "fits": (np.broadcast_to(ev["peak"], values.shape) <= scn.hardware.memory_bytes).tolist(),
-            "gpu_hours": (b["gpu_hours"] * st).tolist(), "cost_usd": (b["cost_usd"] * st).tolist()}
+    for a in range(0, n, chunk):
+        part = values[a:a + chunk]
+        ev = evaluate(scn, schedule_plans(scn, sw.schedule, sw.parameter, part, task))
+        sl = slice(a, a + len(part))
+        exact = ev["step_flops"] / base["step_flops"]
+        paper = ev["paper"] / base["paper"]
+        st = np.broadcast_to(ev["step_time"], part.shape)
+        cols["exact_flops_ratio"][sl] = exact
+        cols["paper_flops_ratio"][sl] = paper
+        cols["flops_ratio"][sl] = paper if scn.conventions.cost_model == "paper" else exact
+        cols["speedup"][sl] = base["step_time"] / st
+        cols["step_time_s"][sl] = st
+        cols["mfu"][sl] = ev["mfu"]
+        cols["peak_memory_bytes"][sl] = ev["peak"]
+        cols["fits"][sl] = np.broadcast_to(ev["peak"], part.shape) <= scn.hardware.memory_bytes
+        cols["gpu_hours"][sl] = b["gpu_hours"] * st
+        cols["cost_usd"][sl] = b["cost_usd"] * st
+    cols["fits"] = cols["fits"].tolist()  # a list of the two bool singletons: 8 bytes a point, reads as before
+    return {"schedule": sw.schedule, "task": task, "parameter": sw.parameter, "values": values, **cols}
 
 
 def predict_case(model: "ModelSpec", hardware: "HardwareSpec", plan: Plan, micro_batch: int, *, weight_bytes: int,

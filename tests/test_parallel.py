@@ -180,3 +180,124 @@ def test_straggler_step_is_never_below_the_mean(times, m, dp, p):
     got = mixing.homogeneous_step(T, list(f), m, dp, 1)[0]
     assert got >= mean * (1 - 1e-12)
     assert got <= m * max(t.max() for t in T) + sum(t.sum() for t in T) + 1e-12
+
+
+# ------------------------------------------------------------------------------------ invariants
+def _vila(**over):
+    doc = yaml.safe_load(open("scenarios/vila_u_7b_64gpu_tp2_pp2.yaml"))
+    for k, v in over.items():
+        doc[k].update(v) if isinstance(v, dict) else doc.__setitem__(k, v)
+    return scenario_from_dict(doc)
+
+
+def test_explicit_trivial_layout_changes_nothing(tiny_doc):
+    a = simulate(scenario_from_dict(tiny_doc)).to_dict()
+    b = simulate(scenario_from_dict(_with(tiny_doc, dict(tensor=1, pipeline=1, virtual_stages=1, context=1,
+                                                         sequence_parallel=True), recompute="none",
+                                          precision="bf16", stack="trsim", task_mixing="ideal"))).to_dict()
+    for s in b["schedules"]:
+        assert s["step"]["parallel"].pop("sequence_parallel") is True  # no tensor ranks to shard over
+    for s in a["schedules"]:
+        s["step"]["parallel"].pop("sequence_parallel")
+    assert a["schedules"] == b["schedules"]
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_more_pipeline_stages_never_raise_per_gpu_weights(tied):
+    from trsim.simulator.config import ModelSpec
+    m = ModelSpec(num_layers=30, hidden_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                  intermediate_size=128, vocab_size=5000, tie_word_embeddings=tied)
+    per_gpu = []
+    for p in range(1, 31):
+        st_ = parallel.stage_layout(ParallelismSpec(pipeline=p), 30)
+        per_gpu.append(memory.stage_parameters(m, [], st_, 1).max())
+    assert all(b <= a for a, b in zip(per_gpu, per_gpu[1:]))
+    assert per_gpu[0] == costs.base_parameters(m)
+    t2 = memory.stage_parameters(m, [], parallel.stage_layout(ParallelismSpec(), 30), 2)[0, 0]
+    assert t2 < per_gpu[0] / 2 + 30 * 2 * 64 + 64 + 1  # matrices and vocabulary halve, norms stay
+
+
+@pytest.mark.parametrize("stack", ["megatron", "huggingface"])
+@pytest.mark.parametrize("scenario", ["scenarios/paper_vila_u_3b.yaml", "scenarios/llava_fastv_pyramid.yaml",
+                                      "scenarios/tiny_cpu.yaml"])
+def test_keeping_99_percent_of_the_tokens_is_never_slower_than_baseline(stack, scenario):
+    """A compacting executor pays for a change of the token set once, fused into its neighbours; so
+    dropping 1% of the image tokens from any layer on never costs more than it saves. (The reference
+    executor, stack trsim, really copies the working rows at a change and writes them back: there a
+    late 1% drop can cost more than it saves, and the model says so.)"""
+    doc = yaml.safe_load(open(scenario))
+    task = next(iter(doc["tasks"]))
+    L = scenario_from_dict(doc).model.num_layers
+    doc["training"]["stack"] = stack
+    doc["schedules"] = {"baseline": {}, "drop": {task: {"method": "drop", "from_layer": 1, "keep": 0.99}}}
+    doc["sweep"] = {"schedule": "drop", "task": task, "parameter": "from_layer", "range": [1, L - 1, 1]}
+    res = simulate(scenario_from_dict(doc))
+    assert min(res.sweep["speedup"]) >= 1.0, (stack, res.sweep["speedup"])
+
+
+def test_fp8_runs_decoder_gemms_at_the_fp8_peak(tiny_doc):
+    from trsim.simulator.presets import HARDWARE_PRESETS
+    hw = scenario_from_dict(dict(tiny_doc, hardware=dict(preset="h100-sxm", num_gpus=1))).hardware
+    assert hw.peak_flops_fp8 == 1979e12 and HARDWARE_PRESETS["a100-sxm-80g"].get("peak_flops_fp8") is None
+    big = (8192, 8192, 8192)
+    bf16, fp8 = costs.linear_time(*big, hw), costs.linear_time(*big, hw, "fp8")
+    assert fp8 < bf16 and bf16 / fp8 == pytest.approx(
+        1979 * hw.matmul_efficiency_fp8 / (989 * hw.matmul_efficiency), rel=0.05)
+    base = _vila()
+    fast = _vila(training=dict(precision="fp8"))
+    a, b = simulate(base).schedules[0], simulate(fast).schedules[0]
+    assert b.step.time_s < a.step.time_s and b.step.flops == a.step.flops
+
+
+def test_recompute_levels_in_time_memory_and_hardware_flops(tiny_doc):
+    res = {r: simulate(scenario_from_dict(_with(tiny_doc, recompute=r))).schedules[0].step
+           for r in ("none", "selective", "full")}
+    assert res["none"].hardware_flops == res["none"].flops
+    assert res["none"].flops < res["selective"].hardware_flops < res["full"].hardware_flops
+    assert res["none"].time_s < res["selective"].time_s < res["full"].time_s
+    mem = {r: s.memory_breakdown_bytes["activations_and_logits"] for r, s in res.items()}
+    assert mem["full"] < mem["selective"] < mem["none"]
+    assert res["full"].hfu > res["full"].mfu
+
+
+def test_pipeline_report_and_homogeneous_straggler_on_the_worked_example():
+    res = simulate(_vila())
+    for s in res.schedules:
+        par, mix = s.step.parallel, s.step.task_mixing
+        assert par["data_parallel"] == 16 and par["layers_per_stage"] == [16, 16]
+        assert len(par["stage_time_s"]) == 2 and par["stage_peak_memory_bytes"][0] > 0
+        assert par["suggested_step_time_s"] <= s.step.time_s + 1e-12
+        assert sum(par["min_max_layers_per_stage"]) == 32
+        assert mix["homogeneous_step_s"] >= mix["ideal_step_s"] and s.step.time_s == mix["homogeneous_step_s"]
+    # the step adds up: components at the slowest stage x micro-batches + bubble + wait + optimizer + comm
+    b = res.schedules[0].step.time_breakdown_s
+    assert sum(v for k, v in b.items() if k != "communication_total") == pytest.approx(res.schedules[0].step.time_s)
+
+
+def test_stage_zero_holds_the_most_activations():
+    ev_doc = _vila()
+    from trsim.simulator.simulate import evaluate, schedule_plans
+    ev = evaluate(ev_doc, schedule_plans(ev_doc, "baseline"))
+    peak = np.asarray(ev["stage_peak"])[0]
+    static = ev_doc.model  # noqa: F841
+    assert peak.shape == (2,)
+    inflight = parallel.in_flight(2, 1, ev_doc.grad_accumulation)
+    assert inflight.tolist() == [2, 1]
+
+
+def test_context_parallel_ring_hides_behind_attention_for_long_sequences(tiny):
+    from trsim.simulator.plan import Layout, compile_points
+    from trsim.simulator.config import Task
+    task = Task(samples=1, segments=[dict(name="t", kind="text", tokens=32768)])
+    c = costs.counts(compile_points(None, Layout.from_task(task), 1))
+    m = tiny.model
+    hw = scenario_from_dict({**copy.deepcopy(__import__("conftest").TINY),
+                             "hardware": dict(preset="h100-sxm", num_gpus=1)}).hardware
+    shard = parallel.Shard(context=4)
+    att = costs.microbatch_terms(c, m, hw, 1, 2, shard)["attention"]
+    exposed = collectives.context_parallel_time(c, m, 1, 2, shard, hw, att)
+    block = 32768 / 4 * 2 * m.num_key_value_heads * m.head_dim * 2
+    step = block / hw.intranode_bandwidth + hw.collective_latency_s
+    fwd = att / (1 + hw.attention_backward_ratio)
+    want = 3 * (max(0, step - fwd[0, 0] / 4) + max(0, 2 * step - (att[0, 0] - fwd[0, 0]) / 4))
+    assert exposed[0, 0] == pytest.approx(want)

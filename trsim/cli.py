@@ -60,9 +60,29 @@ def print_simulation(res, console: Console, detail: bool = False) -> None:
         for w in s.warnings:
             console.print(f"[yellow]warning[/yellow] {esc(s.name)}: {esc(w)}")
     print_recommendation(res, console)
+    print_layout(res, console)
     if res.sweep:
         print_sweep(res.sweep, console)
     console.print(calibration_line(res.calibration), markup=False, highlight=False)
+
+
+def print_layout(res, console: Console) -> None:
+    """One line per schedule on the pipeline's stages and on the straggler of task-homogeneous micro-batches."""
+    for s in res.schedules:
+        par, mix = s.step.parallel, s.step.task_mixing
+        if par.get("pipeline", 1) > 1:
+            stages = ", ".join(f"{t * 1e3:,.1f}" for t in par["stage_time_s"])
+            line = (f"{s.name}: pipeline stages {par['layers_per_stage']} layers, micro-batch {stages} ms per stage, "
+                    f"imbalance {par['imbalance']:.1%}, bubble {par['bubble_fraction']:.1%}")
+            if "suggested_layers_per_stage" in par:
+                line += (f"; compute-balanced split {par['min_max_layers_per_stage']}; best split "
+                         f"{par['suggested_layers_per_stage']}: step {par['suggested_step_time_s'] * 1e3:,.1f} ms")
+            console.print(line, markup=False, highlight=False)
+        if mix and abs(mix["homogeneous_step_s"] - mix["ideal_step_s"]) > 0:
+            console.print(f"{s.name}: task-homogeneous micro-batches over {par.get('data_parallel', 1)} data-parallel "
+                          f"replicas: step {mix['homogeneous_step_s'] * 1e3:,.1f} ms against "
+                          f"{mix['ideal_step_s'] * 1e3:,.1f} ms for the ideal mean (straggler loss "
+                          f"{mix['straggler_loss']:.1%}; task_mixing: {mix['mode']})", markup=False, highlight=False)
 
 
 def esc(text) -> str:
@@ -266,10 +286,12 @@ def cmd_simulate(args, console: Console) -> int:
         res = simulate(scn)
     except ScenarioError as err:  # raised while pricing (e.g. a sweep value): the fault is in the scenario
         raise err.located(args.scenario)
-    doc = res.to_dict()
-    check_finite(doc, args.scenario)
+    check_finite(res.to_dict(include_sweep=False), args.scenario)
+    if not res.sweep_is_finite():
+        check_finite(res.to_dict(), args.scenario)  # names the first value that is not finite
     if args.format == "json":
-        print(json.dumps(doc, indent=1, allow_nan=False))
+        for piece in res.json_chunks():  # a large sweep is written column by column, never held as text
+            sys.stdout.write(piece)
     elif args.format == "csv":
         sys.stdout.write(simulation_csv(res))
     else:
@@ -278,7 +300,7 @@ def cmd_simulate(args, console: Console) -> int:
         if args.out.lower().endswith(".csv"):
             atomic_write_text(args.out, simulation_csv(res))
         else:
-            atomic_write_json(args.out, doc)
+            atomic_write_text(args.out, res.json_chunks())
     if args.plot:
         plot_sweep(res.sweep, args.plot)
         if args.format == "table":
