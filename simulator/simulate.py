@@ -88,12 +88,12 @@ class SimulationResult:
     def to_dict(self, include_sweep: bool = True) -> dict:
         doc = asdict(replace(self, sweep=None))
         if self.sweep is not None and include_sweep:
-            doc["sweep"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.sweep.items()}
+            doc["sweep"] = {k: (list(v) if isinstance(v, list) else v) for k, v in self.sweep.items()}
         return doc
 
     def json_chunks(self, chunk: int = 65536):
-        """The JSON of ``to_dict()``, written piece by piece: the sweep's columns (numpy arrays, 8 bytes a
-        value) are encoded ``chunk`` values at a time, so a million-point sweep never exists as Python lists."""
+        """The JSON of ``to_dict()``, written piece by piece: the sweep's columns are encoded ``chunk`` values
+        at a time, so a million-point sweep is never held as one text nor copied."""
         mark = '"__trsim_sweep_columns__"'
         head = json.dumps(asdict(replace(self, sweep=None if self.sweep is None else mark[1:-1])), indent=1,
                           allow_nan=False)
@@ -104,18 +104,18 @@ class SimulationResult:
         yield before + "{"
         for i, (k, v) in enumerate(self.sweep.items()):
             yield ("" if i == 0 else ", ") + json.dumps(k) + ": "
-            if not isinstance(v, np.ndarray):
+            if not isinstance(v, list):
                 yield json.dumps(v, allow_nan=False)
                 continue
             yield "["
             for a in range(0, len(v), chunk):
-                yield ("" if a == 0 else ", ") + json.dumps(v[a:a + chunk].tolist(), allow_nan=False)[1:-1]
+                yield ("" if a == 0 else ", ") + json.dumps(v[a:a + chunk], allow_nan=False)[1:-1]
             yield "]"
         yield "}" + after + "\n"
 
     def sweep_is_finite(self) -> bool:
-        return self.sweep is None or all(np.isfinite(v).all() for v in self.sweep.values()
-                                         if isinstance(v, np.ndarray) and v.dtype.kind == "f")
+        return self.sweep is None or all(np.isfinite(np.asarray(v, dtype=float)).all()
+                                         for v in self.sweep.values() if isinstance(v, list))
 
 
 def _fractions(scn: Scenario) -> dict[str, float]:
@@ -484,8 +484,9 @@ def run_sweep(scn: Scenario, chunk: int = SWEEP_CHUNK) -> dict:
         cols["fits"][sl] = np.broadcast_to(ev["peak"], part.shape) <= scn.hardware.memory_bytes
         cols["gpu_hours"][sl] = b["gpu_hours"] * st
         cols["cost_usd"][sl] = b["cost_usd"] * st
-    cols["fits"] = cols["fits"].tolist()  # a list of the two bool singletons: 8 bytes a point, reads as before
-    return {"schedule": sw.schedule, "task": task, "parameter": sw.parameter, "values": values, **cols}
+    # lists, as callers have always read them (about 32 bytes a value: 0.4 GB for a million points)
+    return {"schedule": sw.schedule, "task": task, "parameter": sw.parameter, "values": values.tolist(),
+            **{k: v.tolist() for k, v in cols.items()}}
 
 
 def predict_case(model: "ModelSpec", hardware: "HardwareSpec", plan: Plan, micro_batch: int, *, weight_bytes: int,

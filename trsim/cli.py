@@ -90,7 +90,10 @@ def esc(text) -> str:
     return escape(str(text))
 
 
-_COMPUTE_EXCLUDED = ("optimizer", "communication_exposed", "communication_total")
+_COMPUTE_EXCLUDED = ("optimizer", "communication_exposed", "communication_total", "pipeline_bubble",
+                     "straggler_wait")
+_WAITS = (("pipeline_bubble", "pipeline bubble", "warm-up and cool-down of the other stages"),
+          ("straggler_wait", "straggler wait", "slowest of the data-parallel replicas' task draws"))
 
 
 def print_detail(s, console: Console) -> None:
@@ -112,13 +115,20 @@ def print_detail(s, console: Console) -> None:
     bd = s.step.time_breakdown_s
     compute = sum(v for k, v in bd.items() if k not in _COMPUTE_EXCLUDED)
     per_mb = sum(tr.sample_fraction * tr.microbatch_time_s for tr in s.tasks.values())
-    n_mb = compute / per_mb if per_mb else 0.0
+    n_mb = s.step.parallel.get("micro_batches_per_step") or (compute / per_mb if per_mb else 0.0)
+    staged = s.step.parallel.get("pipeline", 1) > 1
     c = table(f"{esc(s.name)}: how the step time adds up", ("term", "how", "time / step", "share"), left=("term", "how"))
     total = s.step.time_s
     for name, tr in s.tasks.items():
-        part = tr.sample_fraction * n_mb * tr.microbatch_time_s
+        part = compute * tr.sample_fraction * tr.microbatch_time_s / per_mb if per_mb else 0.0
         c.add_row(f"compute: {esc(name)}", f"{tr.sample_fraction:.0%} of {n_mb:,.0f} micro-batches x "
-                  f"{tr.microbatch_time_s * 1e3:,.2f} ms", f"{part * 1e3:,.2f} ms", f"{part / total:.1%}")
+                  f"{tr.microbatch_time_s * 1e3:,.2f} ms" + (" (all stages; the slowest stage's share)" if staged
+                                                             else ""),
+                  f"{part * 1e3:,.2f} ms", f"{part / total:.1%}")
+    for key, label, how in _WAITS:
+        if key in bd:
+            c.add_row(label, how, f"{bd[key] * 1e3:,.2f} ms", f"{bd[key] / total:.1%}")
+            compute += bd[key]
     for key, label in (("optimizer", "optimizer step"), ("communication_exposed", "exposed communication")):
         v = bd.get(key, 0.0)
         how = (f"{bd.get('communication_total', 0.0) * 1e3:,.2f} ms total, the rest hidden behind backward"
