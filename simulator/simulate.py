@@ -198,8 +198,7 @@ def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
             for k, x in t.items():
                 components[k] = components.get(k, 0.0) + f * x
     ideal = parallel.pipeline_time(stage_mean, M, v)
-    homogeneous = (mixing.homogeneous_step([np.broadcast_to(x[1], stage_mean.shape) for x in per_task_stage],
-                                           fr, M, dp, v) if len(plans) > 1 else ideal)
+    homogeneous = mixing.homogeneous_step([x[1] for x in per_task_stage], fr, M, dp, v) if len(plans) > 1 else ideal
     pipe = homogeneous if tr.task_mixing == "homogeneous" else ideal
     slow = np.argmax(stage_mean, axis=-1)[..., None]  # the stage that sets the pace
     for k, x in components.items():
