@@ -211,20 +211,23 @@ def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
     G = tr.global_batch_size
     step_model_flops = G * model_flops
     recompute = G * recompute_flops
-    opt = costs.optimizer_time(rank_params, tr, hw, dp)  # [P, p]
+    # context-parallel ranks hold the same weights: gradients are reduced, and ZeRO shards, over data x context
+    # ranks (Megatron-Core's data-parallel-with-context group); with context = 1 that is the data-parallel size
+    shards = dp * par.context
+    opt = costs.optimizer_time(rank_params, tr, hw, shards)  # [P, p]
     span = dp * par.tensor * par.context
     compute = np.broadcast_to(stage_mean, rank_params.shape)
     comm_total, comm_exposed = collectives.data_parallel_time(
-        rank_params, tr, hw, dp, span, stack=tr.stack, backward_window=compute * 2 / 3,
+        rank_params, tr, hw, shards, span, stack=tr.stack, backward_window=compute * 2 / 3,
         forward_window=compute / 3, micro_batches=M, layers=np.maximum(1, np.asarray(st.layers_per_stage())))
     tail = np.argmax(opt + comm_exposed, axis=-1)[..., None]  # the stage whose step ends last
     pick = lambda x: np.take_along_axis(np.broadcast_to(x, rank_params.shape), tail, -1)[..., 0]  # noqa: E731
     opt, comm_total, comm_exposed = pick(opt), pick(comm_total), pick(comm_exposed)
     step_time = pipe + opt + comm_exposed
     out["ideal_step"], out["homogeneous_step"] = ideal + opt + comm_exposed, homogeneous + opt + comm_exposed
-    static = memory.static_bytes(rank_params, tr, dp)
+    static = memory.static_bytes(rank_params, tr, shards)
     static_sum = sum(static.values())
-    temporaries = memory.optimizer_temporaries(rank_params, tr, dp)
+    temporaries = memory.optimizer_temporaries(rank_params, tr, shards)
     stage_peak = np.maximum(static_sum + act_peak, static_sum + temporaries)  # [P, p]
     top = np.argmax(stage_peak, axis=-1)[..., None]
     at = lambda x: np.take_along_axis(np.broadcast_to(x, stage_peak.shape), top, -1)[..., 0]  # noqa: E731

@@ -301,3 +301,16 @@ def test_context_parallel_ring_hides_behind_attention_for_long_sequences(tiny):
     fwd = att / (1 + hw.attention_backward_ratio)
     want = 3 * (max(0, step - fwd[0, 0] / 4) + max(0, 2 * step - (att[0, 0] - fwd[0, 0]) / 4))
     assert exposed[0, 0] == pytest.approx(want)
+
+
+def test_zero_shards_over_data_and_context_ranks(tiny_doc):
+    """Context-parallel ranks hold the same weights (Megatron-Core's data-parallel-with-context group):
+    ZeRO-3 over 2 data x 2 context ranks keeps a quarter of the weights per GPU."""
+    doc = _with(tiny_doc, dict(context=2), zero_stage=3, global_batch_size=4)
+    doc["hardware"]["num_gpus"] = 4
+    scn = scenario_from_dict(doc)
+    assert scn.data_parallel == 2
+    step = simulate(scn).schedules[0].step
+    params = simulate(scenario_from_dict(_with(tiny_doc, zero_stage=0))).schedules[0].parameters
+    assert step.memory_breakdown_bytes["weights"] == pytest.approx(params * 2 / 4)
+    assert step.memory_breakdown_bytes["optimizer"] == pytest.approx(params * 12 / 4)
