@@ -561,8 +561,8 @@ def scenario_from_dict(doc: dict, source: str = "<scenario>", base_dir: Path | N
                 validate_schedule(method, raw.tasks[tname], model.num_layers, field)
                 schedules[sname][tname] = method
         work = (len(schedules) + 1) * model.num_layers * sum(len(t.segments) for t in raw.tasks.values())
-        if work > MAX_SWEEP_CELLS:
-            raise ScenarioError(None, "schedules", f"at most {MAX_SWEEP_CELLS:,} plan entries in all (schedules x "
+        if work > MAX_PLAN_CELLS:
+            raise ScenarioError(None, "schedules", f"at most {MAX_PLAN_CELLS:,} plan entries in all (schedules x "
                                 f"layers x segments of every task), got {work:,}; split the scenario")
         if raw.sweep is not None:
             _check_sweep(raw.sweep, schedules)
@@ -599,6 +599,7 @@ def _check_sweep(sweep: SweepSpec, schedules: dict[str, dict[str, MethodSpec]]) 
 # points x layers x segments of the swept task's plans: the time a sweep takes (minutes at this bound). Memory
 # does not grow with it: simulate.run_sweep evaluates SWEEP_CHUNK points at a time.
 MAX_SWEEP_CELLS = 200_000_000
+MAX_PLAN_CELLS = 10_000_000    # the schedules' plans (evaluated whole): about 1 GB of work
 
 
 def _check_sweep_size(sweep: SweepSpec, tasks: dict[str, Task], num_layers: int) -> None:
