@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from trsim.simulator import costs
+from trsim.simulator.costs import analytic_counts  # noqa: F401  (re-exported: the counters' analytic side)
 from trsim.simulator.config import Scenario
 from trsim.simulator.plan import compile_schedule, select_layers
 
@@ -33,18 +34,6 @@ def environment(device: torch.device, dtype: torch.dtype) -> dict:
     return dict(torch=torch.__version__, cuda=torch.version.cuda, driver=driver, gpu=gpu, device=str(device),
                 dtype=str(dtype).replace("torch.", ""), python=sys.version.split()[0], platform=platform.platform(),
                 cpu_threads=torch.get_num_threads())
-
-
-def analytic_counts(plan, spec, micro_batch: int, attention: str, lm_head: str) -> dict:
-    """The simulator's FLOPs for the profiled rows and micro-batch, in the counters' format."""
-    c = costs.counts(plan, lm_head)
-    ops = costs.op_flops(c, spec, attention)
-    per_layer = (micro_batch * sum(ops.values())[0]).astype(np.int64)
-    lm = micro_batch * costs.lm_head_flops(c, spec)
-    fwd = int(per_layer.sum() + lm)
-    rank = int(micro_batch * ops["rank"][0].sum())
-    return {"per_layer_forward": [int(x) for x in per_layer], "lm_head_forward": int(lm), "forward": fwd,
-            "backward": 2 * (fwd - rank)}
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -97,6 +97,19 @@ def lm_head_flops(c: Counts, m: ModelSpec) -> int:
     return 2 * c.n_lm * m.hidden_size * m.vocab_size
 
 
+def analytic_counts(plan, spec, micro_batch: int, attention: str, lm_head: str) -> dict:
+    """The simulator's FLOPs for the profiled rows and micro-batch, in the FLOP counters' format (integers).
+    Lives here, not in the profiler, so that validate and calibrate check counts without torch."""
+    c = counts(plan, lm_head)
+    ops = op_flops(c, spec, attention)
+    per_layer = (micro_batch * sum(ops.values())[0]).astype(np.int64)
+    lm = micro_batch * lm_head_flops(c, spec)
+    fwd = int(per_layer.sum() + lm)
+    rank = int(micro_batch * ops["rank"][0].sum())
+    return {"per_layer_forward": [int(x) for x in per_layer], "lm_head_forward": int(lm), "forward": fwd,
+            "backward": 2 * (fwd - rank)}
+
+
 def paper_layer_cost(c: Counts, m: ModelSpec) -> np.ndarray:
     """The paper's coarse per-layer cost, Nq*Nkv*d + 8*Nq*d^2 (Sections 3.3, 5.1, 5.2), from the plan:
     vanilla Nq = Nkv = T+M; HiMix Nq = T, Nkv = T+M; HMGen shallow Nq = Nkv = T."""

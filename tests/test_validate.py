@@ -198,6 +198,10 @@ def test_cpu_end_to_end_profile_calibrate_validate(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(tampered))
     assert main(["validate", str(bad), "--format", "json"]) == 1
+    # ... and calibrate refuses to fit to it, naming the file, writing nothing
+    badcal = tmp_path / "badcal.json"
+    assert main(["calibrate", str(bad), "--out", str(badcal)]) == 2
+    assert not badcal.exists()
 
 
 def test_published_suite_runs_and_reports_finite_errors():

@@ -73,6 +73,7 @@ def calibrate_command(args, console) -> int:
         env = {"device": "measured training runs", "torch": "n/a (training runs)"}
         return _write_calibration(res, [args.runs], env, preset, args, console, f"{len(runs)} runs")
     loaded, cases, env = _load(args.results)
+    _refuse_flops_mismatch(cases)
     preset = args.hardware or hardware_for(env.get("gpu"), env.get("device", "cpu"))
     res = fit(cases, base_hardware(preset))
     return _write_calibration(res, args.results, env, preset, args, console,
@@ -89,7 +90,7 @@ def _hw0(preset: str, where: str):
 
 def _flops_mismatches(cases: list[Case]) -> list[str]:
     """Counted FLOPs against the analytic FLOPs recomputed now from each case's plan."""
-    from trsim.profiler.run import analytic_counts
+    from trsim.simulator.costs import analytic_counts
     bad = []
     for c in cases:
         ana = analytic_counts(c.plan, c.model, c.micro_batch, c.settings["attention"], c.settings["lm_head"])
@@ -100,6 +101,16 @@ def _flops_mismatches(cases: list[Case]) -> list[str]:
             if any(v[k] != ana[k] for k in keys):
                 bad.append(f"{c.name}: {counter} counted {v['forward']:,} forward FLOPs, analytic {ana['forward']:,}")
     return bad
+
+
+def _refuse_flops_mismatch(cases: list[Case]) -> None:
+    """A case whose counted FLOPs disagree with the plan's did not execute the plan the simulator prices:
+    fitting the time model to it would calibrate against the wrong work, so calibrate refuses."""
+    bad = [c for c in cases if _flops_mismatches([c])]
+    if bad:
+        first = _flops_mismatches([bad[0]])[0]
+        raise ScenarioError(bad[0].source, "cases.flops", f"expected counted FLOPs equal to the simulator's for "
+                            f"every case, got {len(bad)} case(s) that differ ({first})")
 
 
 def _pct(pred, meas):
