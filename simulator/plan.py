@@ -77,6 +77,30 @@ class Plan:
         return replace(self, mode=self.mode[s], present=self.present[s], sep_q=self.sep_q[s],
                        sep_kv=self.sep_kv[s], rank=self.rank[s])
 
+    def take(self, points) -> "Plan":
+        """The plan of the given points (in order)."""
+        idx = np.asarray(points, dtype=np.int64)
+        return replace(self, mode=self.mode[idx], present=self.present[idx], sep_q=self.sep_q[idx],
+                       sep_kv=self.sep_kv[idx], rank=self.rank[idx])
+
+    def distinct_points(self) -> tuple[np.ndarray, np.ndarray]:
+        """(first index of each distinct point, inverse) such that ``take(first)`` expanded by ``inverse``
+        equals this plan: points whose arrays are identical cost the same, so a sweep prices each once (a
+        keep sweep of a 729-token segment has at most 730 distinct plans however many values it lists)."""
+        P = self.num_points
+        key = np.concatenate([a.reshape(P, -1).astype(np.int64)
+                              for a in (self.mode, self.present, self.sep_q, self.sep_kv, self.rank)], axis=1)
+        # np.unique(axis=0) sorts whole rows (slow for 10,000 points); a 64-bit row hash sorts one number per
+        # point instead, and the exact comparison below falls back to "all distinct" on any collision.
+        coef = np.random.default_rng(0).integers(1, 2**62, size=key.shape[1], dtype=np.int64) | 1
+        with np.errstate(over="ignore"):
+            h = (key * coef).sum(axis=1)
+        _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        if not np.array_equal(key[first][inverse], key):
+            return np.arange(P), np.arange(P)
+        return first, inverse
+
     def rows(self, layers) -> "Plan":
         """The sub-plan made of the given layer rows (in order), e.g. to profile a few layers."""
         idx = np.asarray(layers, dtype=np.int64)

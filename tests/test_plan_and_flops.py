@@ -162,3 +162,21 @@ def test_sweep_points_match_single_evaluations(tiny_doc):
     assert res.sweep["exact_flops_ratio"][i] == pytest.approx(one.exact_flops_ratio, rel=1e-12)
     assert res.sweep["step_time_s"][i] == pytest.approx(one.step.time_s, rel=1e-12)
     assert res.sweep["exact_flops_ratio"][-1] == pytest.approx(1.0)
+
+
+def test_distinct_points_rebuild_the_plan_exactly(tiny_doc):
+    """A sweep prices each distinct plan once; taking the distinct points and expanding them by the
+    inverse must give back every array of the plan, and identical points must share one row."""
+    from trsim.simulator.simulate import schedule_plans
+    scn = scenario_from_dict(tiny_doc)
+    sched = next(n for n, s in scn.schedules.items() if any(v.method == "drop" for v in s.values()
+                                                              if getattr(v, "method", None)))
+    task = next(t for t, v in scn.schedules[sched].items() if getattr(v, "method", None) == "drop")
+    values = np.array([0.5, 0.25, 0.5, 1.0, 0.25, 0.5000001])
+    plan = schedule_plans(scn, sched, "keep", values, task)[task]
+    first, inverse = plan.distinct_points()
+    back = plan.take(first).take(inverse)
+    for name in ("mode", "present", "sep_q", "sep_kv", "rank"):
+        assert np.array_equal(getattr(back, name), getattr(plan, name)), name
+    assert inverse[0] == inverse[2] and inverse[1] == inverse[4]
+    assert len(first) < len(values)
