@@ -106,10 +106,10 @@ def _flops_mismatches(cases: list[Case]) -> list[str]:
 def _refuse_flops_mismatch(cases: list[Case]) -> None:
     """A case whose counted FLOPs disagree with the plan's did not execute the plan the simulator prices:
     fitting the time model to it would calibrate against the wrong work, so calibrate refuses."""
-    bad = [c for c in cases if _flops_mismatches([c])]
+    bad = [(c, m) for c in cases for m in _flops_mismatches([c])[:1]]
     if bad:
-        first = _flops_mismatches([bad[0]])[0]
-        raise ScenarioError(bad[0].source, "cases.flops", f"expected counted FLOPs equal to the simulator's for "
+        case, first = bad[0]
+        raise ScenarioError(case.source, "cases.flops", f"expected counted FLOPs equal to the simulator's for "
                             f"every case, got {len(bad)} case(s) that differ ({first})")
 
 
