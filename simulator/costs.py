@@ -206,7 +206,7 @@ def microbatch_terms(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int
 
     att = attention_core_time(per_rank(B * c.pairs_exec, cp), rows_q, H // t, hd, hw, masked=c.masked)
     rank = (1 + hw.attention_backward_ratio) * per_rank(B * f["rank"], t * cp) / (
-        hw.peak_flops * hw.attention_efficiency)
+        hw.peak_flops * hw.attention_efficiency * hw.sustained_compute_fraction)
 
     act = 3 * I if m.mlp_matrices == 3 else 2 * I
     hidden = c.nq * (4 * d + 6 * d) + c.nkvo * 2 * d
@@ -218,8 +218,25 @@ def microbatch_terms(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int
     gather_bytes = per_rank(per_rank(B * e * d * 2 * (c.nq_regathered + c.nq_written_back + c.nkvo),
                                      shard.hidden), cp)
     change_bytes = per_rank(B * INDEX_BYTES * c.change_rows, cp)
+    cast_bytes = fp8_cast_bytes(c, m, B, e, t, cp) if pr == "fp8" else 0.0 * layer_bytes
     return dict(matmul=mm, attention=att + rank, layer_bytes=layer_bytes, gather_bytes=gather_bytes,
-                change_bytes=change_bytes, lm_matmul=lm_matmul, loss_bytes=loss_bytes)
+                change_bytes=change_bytes, cast_bytes=cast_bytes, lm_matmul=lm_matmul, loss_bytes=loss_bytes)
+
+
+def fp8_cast_bytes(c: Counts, m: ModelSpec, B: int, e: int, tensor: int, context: int) -> np.ndarray:
+    """Memory traffic of FP8 quantisation per layer, forward plus backward, [P, L] bytes on one rank.
+
+    An FP8 GEMM takes FP8 operands: each linear layer's input is cast in the forward pass, and the
+    gradient of its output in the backward pass (Transformer Engine's fused cast-transpose: read the
+    ``e``-byte tensor once, write an FP8 copy and an FP8 transposed copy for the weight-gradient GEMM,
+    ``e + 2`` bytes an element). Inputs: Q/K/V (one fused projection over the key/value rows), O, MLP
+    up/gate and down; output gradients: Q/K/V, O, MLP up/gate and down. Weight casts are made once per
+    optimizer step and cached across micro-batches, so they are not charged per micro-batch."""
+    d, H, Hkv, hd, I = m.hidden_size, m.num_attention_heads, m.num_key_value_heads, m.head_dim, m.intermediate_size
+    t = tensor
+    inputs = np.maximum(c.nq, c.nkv) * d + c.nq * (H * hd // t + d + I // t)
+    grads = c.nq * (H * hd // t + d + I * (m.mlp_matrices - 1) // t + d) + c.nkv * 2 * Hkv * hd // t
+    return per_rank(B * (e + 2) * (inputs + grads), context)
 
 
 INDEX_BYTES = 4  # one int32 row index
@@ -240,7 +257,8 @@ def stage_times(terms: dict, c: Counts, hw: HardwareSpec, stages, last: np.ndarr
     bw = hw.memory_bandwidth * hw.bandwidth_efficiency
     matmul = stage_sums(terms["matmul"] * w, stages) + np.where(last, terms["lm_matmul"], 0.0)
     attention = stage_sums(terms["attention"] * w, stages)
-    membound = 3 * (stage_sums(terms["layer_bytes"] * w, stages) + np.where(last, terms["loss_bytes"], 0)) / bw
+    membound = (3 * (stage_sums(terms["layer_bytes"] * w, stages) + np.where(last, terms["loss_bytes"], 0))
+                + stage_sums(terms["cast_bytes"] * w, stages)) / bw
     if gathers == "per_layer":
         gather = 3 * stage_sums(terms["gather_bytes"] * w, stages) / (hw.memory_bandwidth * hw.gather_efficiency)
     else:

@@ -87,23 +87,38 @@ def matmul_ceiling(hw, precision: str = "bf16") -> float:
     return hw.matmul_efficiency
 
 
+def matmul_max(hw, precision: str = "bf16") -> float:
+    """The measured maximum achievable GEMM efficiency (``inf``: no cap). The shape model's ceiling is
+    derived so that it reproduces the maximum at the shape that reached it; wave quantisation makes the
+    model pessimistic there (GEMM libraries soften it with stream-K and split-K schedules), so other
+    shapes would come out faster than anything measured. The cap keeps every shape at or below it."""
+    cap = getattr(hw, "matmul_max_efficiency_fp8", None) if precision == "fp8" else None
+    cap = cap if cap is not None else getattr(hw, "matmul_max_efficiency", None)
+    return float("inf") if cap is None else cap
+
+
 def gemm_efficiency(M, N, K, hw, precision: str = "bf16") -> np.ndarray:
     """Fraction of the peak the compute part of an [M,K]x[K,N] GEMM runs at (no memory roofline)."""
     K = np.maximum(np.asarray(K, dtype=float), 1.0)
-    return (matmul_ceiling(hw, precision) * shape_factor(M, N, hw.compute_units, hw.matmul_tiles)
-            * K / (K + hw.matmul_half_k))
+    eff = (matmul_ceiling(hw, precision) * shape_factor(M, N, hw.compute_units, hw.matmul_tiles)
+           * K / (K + hw.matmul_half_k))
+    return np.minimum(eff, matmul_max(hw, precision)) * hw.sustained_compute_fraction
 
 
 def gemm_time(M, N, K, hw, peak: float | None = None, precision: str = "bf16", elem_bytes: float = 2.0):
     """Seconds of one [M, K] x [K, N] GEMM: the roofline of compute at the shape's efficiency and of its
     traffic, plus a fixed per-call cost. 2MNK / (peak x ceiling x shape x K / (K + half_k)) simplifies
-    to 2 x capacity x (K + half_k) / (peak x ceiling)."""
+    to 2 x capacity x (K + half_k) / (peak x ceiling); the measured maximum bounds it from below by
+    2MNK / (peak x max)."""
     M = np.maximum(M, 1.0)
     N = np.maximum(N, 1.0)
     K = np.maximum(K, 1.0)
-    peak = hw.peak_flops if peak is None else peak
+    peak = (hw.peak_flops if peak is None else peak) * hw.sustained_compute_fraction
     cap = tile_capacity(M, N, hw.compute_units, hw.matmul_tiles)
     compute = cap * (K + hw.matmul_half_k) * (2.0 / (peak * matmul_ceiling(hw, precision)))
+    top = matmul_max(hw, precision)
+    if top != float("inf"):
+        compute = np.maximum(compute, M * N * K * (2.0 / (peak * top)))
     memory = ((M + N) * K + M * N) * (elem_bytes / (hw.memory_bandwidth * hw.bandwidth_efficiency))
     return np.maximum(compute, memory) + hw.matmul_overhead_s
 
@@ -121,5 +136,6 @@ def attention_efficiency(seq_len, head_dim, causal, hw, masked=False) -> np.ndar
     n = np.maximum(np.asarray(seq_len, dtype=float), 1.0)
     causal = np.asarray(causal, dtype=bool)
     half = hw.attention_half_keys + np.where(causal, hw.attention_causal_half_keys, 0.0)
-    eff = hw.attention_efficiency * head_dim_factor(head_dim, hw.attention_head_dim_factors) * n / (n + half)
+    eff = (hw.attention_efficiency * hw.sustained_compute_fraction
+           * head_dim_factor(head_dim, hw.attention_head_dim_factors) * n / (n + half))
     return np.where(masked, eff * hw.attention_masked_factor, eff)

@@ -8,7 +8,9 @@ Inputs (read from ``../shared/data/published/`` beside the repository, or ``$TRS
 * ``mamf_gemm_peak_ml_engineering.csv`` (stas00/ml-engineering, "Maximum Achievable Matmul FLOPS"): the
   best bf16 / fp8 GEMM rate each GPU reached and the shape that reached it. The GEMM ceiling is that
   rate over the peak and over the shape factor the model gives that shape (tile and wave quantisation,
-  K fall-off), so the model reproduces the measured maximum at its own shape exactly.
+  K fall-off), so the model reproduces the measured maximum at its own shape exactly; the measured
+  maximum itself (rate over peak) caps every other shape, since the table's shape search found nothing
+  faster.
 * ``flashattention_kernel_tflops.csv`` (Dao-AILab/flash-attention benchmark figures): kernel TFLOP/s by
   sequence length, head dim, causal mask and implementation. For each GPU and kernel, the attention
   curve (ceiling, head-dim factors, half_keys, causal_half_keys) is a least-squares fit in log space to
@@ -17,6 +19,13 @@ Inputs (read from ``../shared/data/published/`` beside the repository, or ``$TRS
   the same GPU, head dim, mask and length (head dim 256, which has no backward row, uses head dim 128's).
   The masked-attention factor is the memory-efficient kernel's (xformers) rate over FlashAttention-2's on
   the A100 without a causal mask, the only table with both.
+
+* ``validate/data/b200_gemm_in_training.csv`` (transcribed from SimuMax's B200 system file, cited there):
+  bf16 GEMM efficiencies measured inside Megatron-LM training steps on B200. Their median ratio to the
+  shape model (with the mamf-derived ceiling and cap) is the b200 preset's ``sustained_compute_fraction``:
+  under continuous training load a B200 holds about two thirds of the microbenchmark's rate (its 1,000 W
+  budget limits clocks), which scales every GEMM and attention rate of the preset. The other GPUs have no
+  in-training kernel table; their fraction stays 1 (the mamf rates are taken as sustained).
 
 Constants no public table pins down are hardware physics, stated in ``PHYSICS`` below; they are not
 fitted to anything. Nothing here reads a training run: the training-run sources are the validation
@@ -76,8 +85,9 @@ def read_csv(name: str, directory: Path | None = None) -> list[dict]:
 class _Shape:
     """The GEMM-shape attributes efficiency.gemm_efficiency reads, for a ceiling of 1."""
     def __init__(self, units):
-        self.compute_units, self.matmul_tiles = units, E.GPU_TILES
+        self.compute_units, self.matmul_tiles, self.sustained_compute_fraction = units, E.GPU_TILES, 1.0
         self.matmul_efficiency, self.matmul_half_k = 1.0, PHYSICS["matmul_half_k"]
+        self.matmul_max_efficiency = None
 
 
 def derive_gemm(directory: Path | None = None) -> dict[str, dict]:
@@ -93,8 +103,34 @@ def derive_gemm(directory: Path | None = None) -> dict[str, dict]:
             r = next(r for r in rows if r["accelerator"] == row_name and r["dtype"] == dtype)
             M, N, K = (int(x) for x in r["best_shape_MxNxK"].split("x"))
             shape = float(E.gemm_efficiency(M, N, K, _Shape(units)))
-            res[key] = round(float(r["mamf_tflops"]) * 1e12 / (peak * shape), 4)
+            best = float(r["mamf_tflops"]) * 1e12 / peak
+            res[key] = round(best / shape, 4)
+            res[key.replace("matmul_", "matmul_max_")] = round(best, 4)
         out[preset] = res
+    return out
+
+
+IN_TRAINING_GEMMS = {"b200": Path(__file__).resolve().parent / "data" / "b200_gemm_in_training.csv"}
+
+
+def derive_sustained(gemm: dict[str, dict]) -> dict[str, dict]:
+    """preset -> sustained_compute_fraction (the median of measured / modelled over the in-training GEMM
+    table) with the table's size and spread; 1.0 where no table exists."""
+    out = {}
+    for preset, (_, _, units, _) in GPUS.items():
+        path = IN_TRAINING_GEMMS.get(preset)
+        if path is None:
+            out[preset] = {"sustained_compute_fraction": 1.0}
+            continue
+        with open(path) as fh:
+            rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+        hw = _Shape(units)
+        hw.matmul_efficiency = gemm[preset]["matmul_efficiency"]
+        hw.matmul_max_efficiency = gemm[preset]["matmul_max_efficiency"]
+        ratio = np.array([float(r["efficiency"]) / float(E.gemm_efficiency(int(r["m"]), int(r["n"]), int(r["k"]), hw))
+                          for r in rows])
+        out[preset] = {"sustained_compute_fraction": round(float(np.median(ratio)), 4), "rows": len(rows),
+                       "ratio_min": round(float(ratio.min()), 4), "ratio_max": round(float(ratio.max()), 4)}
     return out
 
 
@@ -199,7 +235,8 @@ def fit_quality(directory: Path | None = None) -> list[dict]:
 
 
 def derive(directory: Path | None = None) -> dict:
-    return {"gemm": derive_gemm(directory), "attention": derive_attention(directory)}
+    gemm = derive_gemm(directory)
+    return {"gemm": gemm, "sustained": derive_sustained(gemm), "attention": derive_attention(directory)}
 
 
 def check(derived: dict) -> list[str]:
@@ -211,6 +248,11 @@ def check(derived: dict) -> list[str]:
             have = HARDWARE_PRESETS.get(preset, {}).get(k)
             if have is None or not np.isclose(have, v, rtol=1e-3):
                 bad.append(f"HARDWARE_PRESETS[{preset!r}][{k!r}] = {have}, derived {v}")
+    for preset, vals in derived["sustained"].items():
+        have = HARDWARE_PRESETS.get(preset, {}).get("sustained_compute_fraction", 1.0)
+        if not np.isclose(have, vals["sustained_compute_fraction"], rtol=1e-3):
+            bad.append(f"HARDWARE_PRESETS[{preset!r}]['sustained_compute_fraction'] = {have}, derived "
+                       f"{vals['sustained_compute_fraction']}")
     for gpu, kernels in derived["attention"]["kernels"].items():
         for kernel, vals in kernels.items():
             have = ATTENTION_KERNELS.get(gpu, {}).get(kernel)
