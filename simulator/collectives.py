@@ -5,7 +5,8 @@ Ring algorithms throughout (NCCL's choice at these sizes): over ``n`` ranks an a
 2(n-1)/n of the buffer through each link in 2(n-1) hops, an all-gather or a reduce-scatter (n-1)/n in
 n-1 hops. A group stays on NVLink (``intranode_bandwidth``) when all its ranks share a node; ranks are
 ordered tensor fastest, then context, data, pipeline (Megatron-Core), so a group of ``size`` ranks at
-``stride`` spans ``size x stride`` consecutive GPUs.
+``stride`` spans ``size x stride`` consecutive GPUs. Collectives reach ``collective_efficiency`` of the
+link's per-direction bandwidth (bus bandwidth over link bandwidth); point-to-point sends reach all of it.
 """
 from __future__ import annotations
 
@@ -23,14 +24,14 @@ def link_bandwidth(hw: HardwareSpec, size: int, stride: int = 1) -> float:
 def all_reduce(nbytes, n: int, bw: float, hw: HardwareSpec):
     if n <= 1:
         return np.zeros_like(np.asarray(nbytes, dtype=float))
-    return nbytes * 2 * (n - 1) / n / bw + 2 * (n - 1) * hw.collective_latency_s
+    return nbytes * 2 * (n - 1) / n / (bw * hw.collective_efficiency) + 2 * (n - 1) * hw.collective_latency_s
 
 
 def all_gather(nbytes, n: int, bw: float, hw: HardwareSpec):
     """Also a reduce-scatter: ``nbytes`` is the whole (unsharded) buffer."""
     if n <= 1:
         return np.zeros_like(np.asarray(nbytes, dtype=float))
-    return nbytes * (n - 1) / n / bw + (n - 1) * hw.collective_latency_s
+    return nbytes * (n - 1) / n / (bw * hw.collective_efficiency) + (n - 1) * hw.collective_latency_s
 
 
 reduce_scatter = all_gather
@@ -71,6 +72,14 @@ def tensor_parallel_time(c, m, B: int, e: int, shard, hw: HardwareSpec, recomput
     head = (all_gather(lm, t, bw, hw) + reduce_scatter(lm, t, bw, hw) if shard.sequence_parallel
             else all_reduce(lm, t, bw, hw)) + 3 * all_reduce(c.n_lm * 4 * B / cp, t, bw, hw)
     return {"layer": layer, "head": head}
+
+
+def overlapped(comm, gemm, tensor: int):
+    """Exposed seconds of tensor-parallel collectives pipelined with the GEMMs that consume or produce
+    them (Transformer Engine userbuffers): the transfer is cut into ``tensor`` chunks, each overlapping
+    the GEMM on the previous chunk, so the first chunk always waits and whatever the GEMMs cannot cover
+    stays exposed: max(comm / tensor, comm - gemm), per layer."""
+    return np.maximum(comm / tensor, comm - gemm)
 
 
 # -------------------------------------------------------------------------- context parallel

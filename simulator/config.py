@@ -175,6 +175,8 @@ class HardwareSpec(_Strict):
     step_overhead_s: float = Field(ge=0)
     comm_overlap: float = Field(ge=0, le=1)
     collective_latency_s: float = Field(ge=0)
+    # bus bandwidth an NCCL all-gather / reduce-scatter / all-reduce reaches, over the link's bandwidth
+    collective_efficiency: float = Field(default=1.0, gt=0, le=1)
     calibration: Optional[str] = None
 
     @model_validator(mode="after")
@@ -231,6 +233,7 @@ class HardwareInput(_Strict):
     step_overhead_s: Optional[float] = None
     comm_overlap: Optional[float] = None
     collective_latency_s: Optional[float] = None
+    collective_efficiency: Optional[float] = None
 
     @field_validator("preset")
     @classmethod
@@ -333,6 +336,9 @@ class ParallelismSpec(_Strict):
     virtual_stages: _count(2**14) = 1     # model chunks per pipeline stage (interleaved 1F1B when > 1)
     context: _count(2**20) = 1
     sequence_parallel: bool = False       # shard norms, residuals and their activations over tensor ranks
+    # overlap the tensor-parallel all-gathers / reduce-scatters with the GEMMs that use them, chunk by chunk
+    # (Transformer Engine userbuffers, Megatron's --tp-comm-overlap; needs sequence_parallel)
+    tensor_comm_overlap: bool = False
     layers_per_stage: Optional[list[_count(2**14)]] = Field(default=None, max_length=2**14)  # one count per stage
 
     @property

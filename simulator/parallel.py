@@ -20,11 +20,18 @@ from .errors import ScenarioError
 class Shard:
     """How one rank's share of a micro-batch is cut: heads, MLP columns and vocabulary over ``tensor``
     ranks, the sequence over ``context`` ranks, and with ``sequence_parallel`` the hidden-size work
-    (norms, residuals) over tensor ranks too. ``matmul_precision`` is the decoder GEMMs' precision."""
+    (norms, residuals) over tensor ranks too. ``matmul_precision`` is the decoder GEMMs' precision;
+    ``tensor_comm_overlap``: tensor-parallel collectives overlap the GEMMs that consume them."""
     tensor: int = 1
     context: int = 1
     sequence_parallel: bool = False
     matmul_precision: str = "bf16"
+    tensor_comm_overlap: bool = False
+
+    @classmethod
+    def of(cls, par, precision: str) -> "Shard":
+        """The shard of a scenario's ``parallelism`` at the training ``precision``."""
+        return cls(par.tensor, par.context, par.sequence_parallel, precision, par.tensor_comm_overlap)
 
     @property
     def hidden(self) -> int:

@@ -90,6 +90,10 @@ _DEFAULT_EFFICIENCY = dict(
     step_overhead_s=2e-3,          # fixed cost per micro-batch (embedding, loss, host work)
     comm_overlap=0.7,              # fraction of gradient communication hidden behind backward
     collective_latency_s=10e-6,    # per ring hop
+    # NCCL bus bandwidth over NVLink's per-direction bandwidth for large ring collectives: the
+    # all-gather / reduce-scatter rate measured in training on B200 (SimuMax's B200 system file: 0.6735
+    # all-gather, 0.6731 reduce-scatter, 0.7424 all-reduce), used for every GPU until measured there
+    collective_efficiency=0.67,
 )
 
 

@@ -142,7 +142,7 @@ def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
     st = parallel.stage_layout(par, m.num_layers)
     p, v = par.pipeline, par.virtual_stages
     last = np.arange(p) == p - 1
-    shard = parallel.Shard(par.tensor, par.context, par.sequence_parallel, tr.precision)
+    shard = parallel.Shard.of(par, tr.precision)
     gathers = "per_layer" if tr.stack == "trsim" else "on_change"
     inflight = parallel.in_flight(p, v, M)
     params = costs.base_parameters(m) + costs.extra_parameters(list(plans.values()), m)
@@ -252,7 +252,10 @@ def _stage_times(c, m, hw, tr, shard, st, last, gathers, dp) -> dict:
     w = c.weights
     if shard.tensor > 1:
         tp = collectives.tensor_parallel_time(c, m, B, e, shard, hw, tr.recompute)
-        t["tensor_parallel"] = parallel.stage_sums(tp["layer"] * w, st) + np.where(last, tp["head"], 0.0)
+        layer = tp["layer"]
+        if shard.tensor_comm_overlap:
+            layer = collectives.overlapped(layer, terms["matmul"], shard.tensor)
+        t["tensor_parallel"] = parallel.stage_sums(layer * w, st) + np.where(last, tp["head"], 0.0)
     if shard.context > 1:
         cpt = collectives.context_parallel_time(c, m, B, e, shard, hw, terms["attention"])
         t["context_parallel"] = parallel.stage_sums(cpt * w, st)
@@ -409,7 +412,7 @@ def layer_costs(scn: Scenario, plans: dict[str, Plan]) -> np.ndarray:
     L = m.num_layers
     per_layer = parallel.StageLayout(pipeline=L, virtual=1, bounds=tuple(range(L + 1)))
     last = np.arange(L) == L - 1
-    shard = parallel.Shard(par.tensor, par.context, par.sequence_parallel, tr.precision)
+    shard = parallel.Shard.of(par, tr.precision)
     gathers = "per_layer" if tr.stack == "trsim" else "on_change"
     frac = _fractions(scn)
     total = np.zeros(L)

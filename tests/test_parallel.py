@@ -130,9 +130,12 @@ def test_min_max_partition_by_hand_and_against_brute_force():
 
 # ---------------------------------------------------------------------------------- collectives
 def test_ring_collectives_by_hand(tiny):
-    hw = tiny.hardware.model_copy(update={"collective_latency_s": 1e-6})
+    hw = tiny.hardware.model_copy(update={"collective_latency_s": 1e-6, "collective_efficiency": 1.0})
     assert collectives.all_reduce(1e9, 4, 1e11, hw) == pytest.approx(2 * 3 / 4 * 1e9 / 1e11 + 6e-6)
     assert collectives.all_gather(1e9, 4, 1e11, hw) == pytest.approx(3 / 4 * 1e9 / 1e11 + 3e-6)
+    half = hw.model_copy(update={"collective_efficiency": 0.5})  # bus bandwidth = half the link's
+    assert collectives.all_gather(1e9, 4, 1e11, half) == pytest.approx(2 * 3 / 4 * 1e9 / 1e11 + 3e-6)
+    assert collectives.point_to_point(1e9, 1e11, half) == pytest.approx(1e9 / 1e11 + 1e-6)
     assert collectives.all_reduce(1e9, 1, 1e11, hw) == 0
     h = tiny.hardware.model_copy(update={"gpus_per_node": 8, "intranode_bandwidth": 5.0, "internode_bandwidth": 1.0})
     assert collectives.link_bandwidth(h, 8) == 5.0 and collectives.link_bandwidth(h, 2, 8) == 1.0
@@ -142,7 +145,7 @@ def test_tensor_parallel_traffic_by_hand(tiny):
     from trsim.simulator.plan import Layout, compile_points
     m = tiny.model  # d = 32
     hw = tiny.hardware.model_copy(update={"collective_latency_s": 0.0, "intranode_bandwidth": 1e9,
-                                          "gpus_per_node": 8})
+                                          "gpus_per_node": 8, "collective_efficiency": 1.0})
     c = costs.counts(compile_points(None, Layout.from_task(tiny.tasks["u"]), m.num_layers))  # 18 tokens
     B, e = 2, 2
     row = 18 * 32 * e * B
@@ -153,6 +156,17 @@ def test_tensor_parallel_traffic_by_hand(tiny):
     assert sp["layer"][0, 0] == pytest.approx(4 * ar)  # same bytes as all-gather + reduce-scatter pairs
     full = collectives.tensor_parallel_time(c, m, B, e, parallel.Shard(tensor=2), hw, "full")
     assert full["layer"][0, 0] == pytest.approx(6 * ar)  # the recomputed forward's all-reduces again
+
+
+def test_overlapped_tensor_parallel_traffic():
+    """Userbuffer overlap: the first of t chunks always waits; the rest hides behind the GEMMs."""
+    comm, gemm = np.array([8.0, 8.0, 8.0]), np.array([0.0, 4.0, 100.0])
+    assert collectives.overlapped(comm, gemm, 8).tolist() == [8.0, 4.0, 1.0]
+    base = _vila(parallelism=dict(tensor=4, sequence_parallel=True))
+    over = _vila(parallelism=dict(tensor=4, sequence_parallel=True, tensor_comm_overlap=True))
+    a, b = simulate(base).schedules[0].step, simulate(over).schedules[0].step
+    assert b.time_breakdown_s["tensor_parallel"] < a.time_breakdown_s["tensor_parallel"]
+    assert b.time_s < a.time_s and b.time_breakdown_s["matmul"] == a.time_breakdown_s["matmul"]
 
 
 # ------------------------------------------------------------------------------------- mixing

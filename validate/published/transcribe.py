@@ -41,7 +41,7 @@ def llama(h, L, heads, kv, ffn, vocab, name):
             "mlp": "swiglu", "vocab_size": int(vocab), "tie_word_embeddings": False}
 
 
-def parallel(tp=1, pp=1, cp=1, vp=1, sp=False) -> dict:
+def parallel(tp=1, pp=1, cp=1, vp=1, sp=False, tp_overlap=False) -> dict:
     out = {}
     if int(tp) > 1:
         out["tensor"] = int(tp)
@@ -53,6 +53,8 @@ def parallel(tp=1, pp=1, cp=1, vp=1, sp=False) -> dict:
         out["context"] = int(cp)
     if sp and int(tp) > 1:
         out["sequence_parallel"] = True
+        if tp_overlap:
+            out["tensor_comm_overlap"] = True
     return out
 
 
@@ -160,7 +162,7 @@ def mcore(d):
         model = gpt(h, L, heads, V, tied=False)
         model["name"] = f"gpt-{r['model']}"
         runs.append({"name": f"mcore-{r['model']}", "scenario": scenario(
-            model, n, 1, gb, s, parallel(r["tp"], r["pp"], sp=True)),
+            model, n, 1, gb, s, parallel(r["tp"], r["pp"], sp=True, tp_overlap=True)),
             "measured": {"step_time_s": round(step, 6)}, "tags": {"model": r["model"]}})
     dump("mcore_h100.yaml", """Megatron-Core r0.8 weak scaling on H100 (GPT 1.7B-462B, sequence 4096, vocab 131072), BF16.
 Source: github.com/NVIDIA/Megatron-LM @d98e8a6 images/model_table.png (README "Performance Benchmarking"), in
