@@ -130,8 +130,8 @@ AttentionKernel = Literal["flash1", "flash2", "flash3", "cudnn", "mem_efficient"
 #: (``nominal_peak``, e.g. the CPU preset) it may exceed 1, up to this cap.
 NOMINAL_EFFICIENCY_CAP = 20.0
 _Eff = Annotated[float, Field(gt=0, le=NOMINAL_EFFICIENCY_CAP)]
-EFFICIENCY_FIELDS = ("matmul_efficiency", "matmul_efficiency_fp8", "matmul_max_efficiency", "matmul_max_efficiency_fp8",
-                     "attention_efficiency", "bandwidth_efficiency", "gather_efficiency")
+EFFICIENCY_FIELDS = ("matmul_efficiency", "matmul_efficiency_fp8", "attention_efficiency", "bandwidth_efficiency",
+                     "gather_efficiency")
 
 
 class HardwareSpec(_Strict):
@@ -151,9 +151,10 @@ class HardwareSpec(_Strict):
     matmul_tiles: tuple[tuple[PositiveInt, PositiveInt], ...] = ((1, 1),)  # output tiles the GEMM library picks among
     matmul_efficiency: _Eff               # fraction of peak a GEMM of ideal shape reaches (bf16/fp16)
     matmul_efficiency_fp8: Optional[_Eff] = None  # the same at fp8 (fraction of the fp8 peak)
-    # the measured maximum achievable GEMM rate (a brute-force shape search): no shape runs faster. None: no cap
-    matmul_max_efficiency: Optional[_Eff] = None
-    matmul_max_efficiency_fp8: Optional[_Eff] = None
+    # the shape factor of the GEMM that reached the measured maximum achievable rate (a brute-force shape
+    # search): no shape's factor exceeds it, so no shape runs faster than the measured maximum. None: no cap
+    matmul_max_shape_factor: Optional[float] = Field(default=None, gt=0, le=1)
+    matmul_max_shape_factor_fp8: Optional[float] = Field(default=None, gt=0, le=1)
     # fraction of the kernel benchmarks' rates the GPU sustains through a training step (power- and
     # thermal-limited clocks under continuous load); scales every GEMM and attention rate
     sustained_compute_fraction: float = Field(default=1.0, gt=0, le=1)
@@ -214,8 +215,8 @@ class HardwareInput(_Strict):
     matmul_tiles: Optional[tuple[tuple[PositiveInt, PositiveInt], ...]] = None
     matmul_efficiency: Optional[float] = None
     matmul_efficiency_fp8: Optional[float] = None
-    matmul_max_efficiency: Optional[float] = None
-    matmul_max_efficiency_fp8: Optional[float] = None
+    matmul_max_shape_factor: Optional[float] = None
+    matmul_max_shape_factor_fp8: Optional[float] = None
     sustained_compute_fraction: Optional[float] = None
     matmul_half_k: Optional[float] = None
     matmul_overhead_s: Optional[float] = None

@@ -87,38 +87,38 @@ def matmul_ceiling(hw, precision: str = "bf16") -> float:
     return hw.matmul_efficiency
 
 
-def matmul_max(hw, precision: str = "bf16") -> float:
-    """The measured maximum achievable GEMM efficiency (``inf``: no cap). The shape model's ceiling is
-    derived so that it reproduces the maximum at the shape that reached it; wave quantisation makes the
-    model pessimistic there (GEMM libraries soften it with stream-K and split-K schedules), so other
-    shapes would come out faster than anything measured. The cap keeps every shape at or below it."""
-    cap = getattr(hw, "matmul_max_efficiency_fp8", None) if precision == "fp8" else None
-    cap = cap if cap is not None else getattr(hw, "matmul_max_efficiency", None)
+def max_shape_factor(hw, precision: str = "bf16") -> float:
+    """The largest shape factor any GEMM gets (``inf``: no cap): that of the shape that reached the
+    measured maximum achievable rate. The ceiling is derived so that the model reproduces the maximum at
+    that shape; wave quantisation makes the model pessimistic there (GEMM libraries soften it with
+    stream-K and split-K schedules), so without the cap other shapes would come out faster than anything
+    the shape search measured. As a factor of the ceiling, the cap moves with a calibrated ceiling."""
+    cap = getattr(hw, "matmul_max_shape_factor_fp8", None) if precision == "fp8" else None
+    cap = cap if cap is not None else getattr(hw, "matmul_max_shape_factor", None)
     return float("inf") if cap is None else cap
 
 
 def gemm_efficiency(M, N, K, hw, precision: str = "bf16") -> np.ndarray:
     """Fraction of the peak the compute part of an [M,K]x[K,N] GEMM runs at (no memory roofline)."""
     K = np.maximum(np.asarray(K, dtype=float), 1.0)
-    eff = (matmul_ceiling(hw, precision) * shape_factor(M, N, hw.compute_units, hw.matmul_tiles)
-           * K / (K + hw.matmul_half_k))
-    return np.minimum(eff, matmul_max(hw, precision)) * hw.sustained_compute_fraction
+    shape = shape_factor(M, N, hw.compute_units, hw.matmul_tiles) * K / (K + hw.matmul_half_k)
+    return matmul_ceiling(hw, precision) * np.minimum(shape, max_shape_factor(hw, precision)) * hw.sustained_compute_fraction
 
 
 def gemm_time(M, N, K, hw, peak: float | None = None, precision: str = "bf16", elem_bytes: float = 2.0):
     """Seconds of one [M, K] x [K, N] GEMM: the roofline of compute at the shape's efficiency and of its
     traffic, plus a fixed per-call cost. 2MNK / (peak x ceiling x shape x K / (K + half_k)) simplifies
-    to 2 x capacity x (K + half_k) / (peak x ceiling); the measured maximum bounds it from below by
-    2MNK / (peak x max)."""
+    to 2 x capacity x (K + half_k) / (peak x ceiling); the cap on the shape factor bounds it from below
+    by 2MNK / (peak x ceiling x max_shape_factor)."""
     M = np.maximum(M, 1.0)
     N = np.maximum(N, 1.0)
     K = np.maximum(K, 1.0)
-    peak = (hw.peak_flops if peak is None else peak) * hw.sustained_compute_fraction
+    rate = (hw.peak_flops if peak is None else peak) * hw.sustained_compute_fraction * matmul_ceiling(hw, precision)
     cap = tile_capacity(M, N, hw.compute_units, hw.matmul_tiles)
-    compute = cap * (K + hw.matmul_half_k) * (2.0 / (peak * matmul_ceiling(hw, precision)))
-    top = matmul_max(hw, precision)
+    compute = cap * (K + hw.matmul_half_k) * (2.0 / rate)
+    top = max_shape_factor(hw, precision)
     if top != float("inf"):
-        compute = np.maximum(compute, M * N * K * (2.0 / (peak * top)))
+        compute = np.maximum(compute, M * N * K * (2.0 / (rate * top)))
     memory = ((M + N) * K + M * N) * (elem_bytes / (hw.memory_bandwidth * hw.bandwidth_efficiency))
     return np.maximum(compute, memory) + hw.matmul_overhead_s
 

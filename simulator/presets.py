@@ -98,43 +98,43 @@ _DEFAULT_EFFICIENCY = dict(
 
 
 def _gpu(preset: str, *, compute_units: int, matmul_efficiency: float, matmul_half_k: float,
-         matmul_max_efficiency: float, matmul_efficiency_fp8: float | None = None,
-         matmul_max_efficiency_fp8: float | None = None, sustained_compute_fraction: float = 1.0,
+         matmul_max_shape_factor: float, matmul_efficiency_fp8: float | None = None,
+         matmul_max_shape_factor_fp8: float | None = None, sustained_compute_fraction: float = 1.0,
          **datasheet) -> dict:
     """A GPU preset: datasheet rates, the GEMM constants derived from the mamf table and the default
     attention kernel's curve (python -m trsim.validate.derive_presets)."""
     kernel = ATTENTION_KERNELS[ATTENTION_FAMILY[preset]][DEFAULT_ATTENTION_KERNEL]
     return dict(**datasheet, compute_units=compute_units, matmul_tiles=GPU_TILES, matmul_efficiency=matmul_efficiency,
                 matmul_efficiency_fp8=matmul_efficiency_fp8, matmul_half_k=matmul_half_k,
-                matmul_max_efficiency=matmul_max_efficiency, matmul_max_efficiency_fp8=matmul_max_efficiency_fp8,
+                matmul_max_shape_factor=matmul_max_shape_factor, matmul_max_shape_factor_fp8=matmul_max_shape_factor_fp8,
                 sustained_compute_fraction=sustained_compute_fraction,
                 attention_kernel=DEFAULT_ATTENTION_KERNEL, **kernel, attention_masked_factor=ATTENTION_MASKED_FACTOR,
                 **_DEFAULT_EFFICIENCY)
 
 
-# compute_units, matmul_efficiency(_fp8), matmul_max_efficiency(_fp8) and matmul_half_k: derived by python -m trsim.validate.derive_presets.
+# compute_units, matmul_efficiency(_fp8), matmul_max_shape_factor(_fp8) and matmul_half_k: derived by python -m trsim.validate.derive_presets.
 HARDWARE_PRESETS: dict[str, dict] = {
     "a100-sxm-80g": _gpu("a100-sxm-80g", source="NVIDIA A100 SXM4 80GB datasheet", peak_flops=312e12,
                          memory_bandwidth=2.039e12, memory_bytes=80 * _GiB, intranode_bandwidth=300e9,
                          internode_bandwidth=25e9, gpus_per_node=8,
-                         compute_units=108, matmul_efficiency=0.8856, matmul_max_efficiency=0.8692,
+                         compute_units=108, matmul_efficiency=0.8856, matmul_max_shape_factor=0.9815,
                          matmul_half_k=32.0),
     "h100-sxm": _gpu("h100-sxm", source="NVIDIA H100 SXM5 80GB datasheet", peak_flops=989e12, peak_flops_fp8=1979e12,
                      memory_bandwidth=3.35e12,
                      memory_bytes=80 * _GiB, intranode_bandwidth=450e9, internode_bandwidth=50e9, gpus_per_node=8,
                      compute_units=132, matmul_efficiency=0.8304, matmul_efficiency_fp8=0.8482, matmul_half_k=32.0,
-                     matmul_max_efficiency=0.8033, matmul_max_efficiency_fp8=0.7087),
+                     matmul_max_shape_factor=0.9674, matmul_max_shape_factor_fp8=0.8356),
     "h200": _gpu("h200", source="NVIDIA H200 SXM 141GB datasheet", peak_flops=989e12, peak_flops_fp8=1979e12,
                  memory_bandwidth=4.8e12,
                  memory_bytes=141e9, intranode_bandwidth=450e9, internode_bandwidth=50e9, gpus_per_node=8,
                  compute_units=132, matmul_efficiency=0.8304, matmul_efficiency_fp8=0.8793, matmul_half_k=32.0,
-                 matmul_max_efficiency=0.8033, matmul_max_efficiency_fp8=0.7344),
+                 matmul_max_shape_factor=0.9674, matmul_max_shape_factor_fp8=0.8352),
     "b200": _gpu("b200", source="NVIDIA DGX B200 datasheet (per GPU: 2.25 PFLOP/s dense bf16, 8 TB/s HBM3e, "
                  "180 GB, NVLink 5 900 GB/s per direction; dense fp8 4.5 PFLOP/s)", peak_flops=2250e12, peak_flops_fp8=4500e12,
                  memory_bandwidth=8.0e12,
                  memory_bytes=180e9, intranode_bandwidth=900e9, internode_bandwidth=50e9, gpus_per_node=8,
                  compute_units=148, matmul_efficiency=0.789, matmul_efficiency_fp8=0.7723, matmul_half_k=32.0,
-                 matmul_max_efficiency=0.7756, matmul_max_efficiency_fp8=0.7628,
+                 matmul_max_shape_factor=0.983, matmul_max_shape_factor_fp8=0.9876,
                  # in-training GEMM rates / the microbenchmark's (validate/data/b200_gemm_in_training.csv)
                  sustained_compute_fraction=0.628),
     # A nominal CPU profile so that CPU measurements (tests, CI) can be calibrated like any other device. Its

@@ -257,7 +257,8 @@ def test_fp8_runs_decoder_gemms_at_the_fp8_peak(tiny_doc):
     bf16, fp8 = costs.linear_time(*big, hw), costs.linear_time(*big, hw, "fp8")
     # a large GEMM runs at the measured maximum of each precision (the mamf table's cap)
     assert fp8 < bf16 and bf16 / fp8 == pytest.approx(
-        1979 * hw.matmul_max_efficiency_fp8 / (989 * hw.matmul_max_efficiency), rel=0.02)
+        1979 * hw.matmul_efficiency_fp8 * hw.matmul_max_shape_factor_fp8
+        / (989 * hw.matmul_efficiency * hw.matmul_max_shape_factor), rel=0.02)
     base = _vila()
     fast = _vila(training=dict(precision="fp8"))
     a, b = simulate(base).schedules[0], simulate(fast).schedules[0]

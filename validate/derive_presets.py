@@ -8,9 +8,9 @@ Inputs (read from ``../shared/data/published/`` beside the repository, or ``$TRS
 * ``mamf_gemm_peak_ml_engineering.csv`` (stas00/ml-engineering, "Maximum Achievable Matmul FLOPS"): the
   best bf16 / fp8 GEMM rate each GPU reached and the shape that reached it. The GEMM ceiling is that
   rate over the peak and over the shape factor the model gives that shape (tile and wave quantisation,
-  K fall-off), so the model reproduces the measured maximum at its own shape exactly; the measured
-  maximum itself (rate over peak) caps every other shape, since the table's shape search found nothing
-  faster.
+  K fall-off), so the model reproduces the measured maximum at its own shape exactly; that shape's
+  factor caps every other shape's (``matmul_max_shape_factor``), since the table's shape search found
+  nothing faster.
 * ``flashattention_kernel_tflops.csv`` (Dao-AILab/flash-attention benchmark figures): kernel TFLOP/s by
   sequence length, head dim, causal mask and implementation. For each GPU and kernel, the attention
   curve (ceiling, head-dim factors, half_keys, causal_half_keys) is a least-squares fit in log space to
@@ -87,7 +87,7 @@ class _Shape:
     def __init__(self, units):
         self.compute_units, self.matmul_tiles, self.sustained_compute_fraction = units, E.GPU_TILES, 1.0
         self.matmul_efficiency, self.matmul_half_k = 1.0, PHYSICS["matmul_half_k"]
-        self.matmul_max_efficiency = None
+        self.matmul_max_shape_factor = None
 
 
 def derive_gemm(directory: Path | None = None) -> dict[str, dict]:
@@ -105,7 +105,7 @@ def derive_gemm(directory: Path | None = None) -> dict[str, dict]:
             shape = float(E.gemm_efficiency(M, N, K, _Shape(units)))
             best = float(r["mamf_tflops"]) * 1e12 / peak
             res[key] = round(best / shape, 4)
-            res[key.replace("matmul_", "matmul_max_")] = round(best, 4)
+            res[key.replace("matmul_efficiency", "matmul_max_shape_factor")] = round(shape, 4)
         out[preset] = res
     return out
 
@@ -126,7 +126,7 @@ def derive_sustained(gemm: dict[str, dict]) -> dict[str, dict]:
             rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
         hw = _Shape(units)
         hw.matmul_efficiency = gemm[preset]["matmul_efficiency"]
-        hw.matmul_max_efficiency = gemm[preset]["matmul_max_efficiency"]
+        hw.matmul_max_shape_factor = gemm[preset]["matmul_max_shape_factor"]
         ratio = np.array([float(r["efficiency"]) / float(E.gemm_efficiency(int(r["m"]), int(r["n"]), int(r["k"]), hw))
                           for r in rows])
         out[preset] = {"sustained_compute_fraction": round(float(np.median(ratio)), 4), "rows": len(rows),
