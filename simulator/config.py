@@ -174,6 +174,9 @@ class HardwareSpec(_Strict):
     gather_efficiency: _Eff
     layer_overhead_s: float = Field(ge=0)
     step_overhead_s: float = Field(ge=0)
+    # host (CPU) seconds to dispatch one layer's forward and backward for one micro-batch. The GPU runs
+    # asynchronously, so a stage takes the longer of its host and device times, not their sum
+    host_layer_s: float = Field(default=0.0, ge=0)
     comm_overlap: float = Field(ge=0, le=1)
     collective_latency_s: float = Field(ge=0)
     # bus bandwidth an NCCL all-gather / reduce-scatter / all-reduce reaches, over the link's bandwidth
@@ -193,7 +196,7 @@ class HardwareSpec(_Strict):
 
 CALIBRATED_FIELDS = ("matmul_efficiency", "matmul_half_k", "matmul_overhead_s", "attention_efficiency",
                      "attention_half_keys", "attention_backward_ratio", "bandwidth_efficiency", "gather_efficiency",
-                     "layer_overhead_s", "step_overhead_s")
+                     "layer_overhead_s", "step_overhead_s", "host_layer_s")
 
 
 class HardwareInput(_Strict):
@@ -232,6 +235,7 @@ class HardwareInput(_Strict):
     gather_efficiency: Optional[float] = None
     layer_overhead_s: Optional[float] = None
     step_overhead_s: Optional[float] = None
+    host_layer_s: Optional[float] = None
     comm_overlap: Optional[float] = None
     collective_latency_s: Optional[float] = None
     collective_efficiency: Optional[float] = None

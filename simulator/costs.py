@@ -275,6 +275,15 @@ def stage_times(terms: dict, c: Counts, hw: HardwareSpec, stages, last: np.ndarr
     return out
 
 
+def host_time(c: Counts, hw: HardwareSpec, stages, recompute: str) -> np.ndarray:
+    """Host (CPU) seconds to dispatch one micro-batch on each pipeline stage, [P, p] (broadcast): the
+    stage's layers at ``host_layer_s`` each; full recompute dispatches the forward again, which is
+    about 0.4 of a layer's forward-plus-backward operators (78 of 197 on this project's executor)."""
+    from .parallel import stage_sums
+    again = 0.4 if recompute == "full" else 0.0
+    return hw.host_layer_s * (1 + again) * stage_sums(c.weights, stages)
+
+
 def microbatch_time(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int, act_bytes: int,
                     checkpointing: bool) -> dict[str, np.ndarray]:
     """Forward+backward time of one task-homogeneous micro-batch on one GPU (no model parallelism), per

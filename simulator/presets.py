@@ -88,6 +88,11 @@ _DEFAULT_EFFICIENCY = dict(
     gather_efficiency=0.5,         # same, for index_select / index_copy of token rows
     layer_overhead_s=60e-6,        # launch and dispatch cost per layer, forward plus backward
     step_overhead_s=2e-3,          # fixed cost per micro-batch (embedding, loss, host work)
+    # host dispatch of one layer, forward + backward: the ~200 operators an eager PyTorch layer dispatches
+    # (counted on this project's executor: tests/test_profiler.py) at 10 µs of host work each (5-25 µs is
+    # the range usually quoted; a third of them are views that launch no kernel). A stack that captures
+    # CUDA graphs or fuses more dispatches less: set it lower
+    host_layer_s=2e-3,
     comm_overlap=0.7,              # fraction of gradient communication hidden behind backward
     collective_latency_s=10e-6,    # per ring hop
     # NCCL bus bandwidth over NVLink's per-direction bandwidth for large ring collectives: the
@@ -145,6 +150,7 @@ HARDWARE_PRESETS: dict[str, dict] = {
                 matmul_half_k=16.0, attention_kernel="math", attention_efficiency=0.55,
                 attention_head_dim_factors=(1.0, 1.0, 1.0), attention_half_keys=64.0, attention_causal_half_keys=0.0,
                 attention_causal_factor=1.0, attention_masked_factor=1.0,
+                # host and device are the same processor: dispatch adds (layer_overhead_s), never overlaps
                 **{**_DEFAULT_EFFICIENCY, "layer_overhead_s": 200e-6, "step_overhead_s": 1e-3,
-                   "matmul_overhead_s": 20e-6}),
+                   "matmul_overhead_s": 20e-6, "host_layer_s": 0.0}),
 }

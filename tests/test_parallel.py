@@ -330,3 +330,22 @@ def test_zero_shards_over_data_and_context_ranks(tiny_doc):
     params = simulate(scenario_from_dict(_with(tiny_doc, zero_stage=0))).schedules[0].parameters
     assert step.memory_breakdown_bytes["weights"] == pytest.approx(params * 2 / 4)
     assert step.memory_breakdown_bytes["optimizer"] == pytest.approx(params * 12 / 4)
+
+
+def test_host_bound_steps_take_the_longer_of_host_and_device(tiny_doc):
+    """A small model at micro-batch 1 on an H100 is dispatch-bound: its step follows the host's
+    per-layer cost, not the width; a large one is device-bound and the host term vanishes."""
+    doc = dict(tiny_doc, hardware=dict(preset="h100-sxm", num_gpus=1))
+    small = simulate(scenario_from_dict(doc)).schedules[0].step
+    wide_doc = copy.deepcopy(doc)
+    wide_doc["model"].update(hidden_size=2 * doc["model"]["hidden_size"])
+    wide = simulate(scenario_from_dict(wide_doc)).schedules[0].step
+    assert small.time_breakdown_s["host_bound"] > 0
+    device = sum(v for k, v in small.time_breakdown_s.items()
+                 if k not in ("host_bound", "communication_total", "optimizer", "communication_exposed"))
+    assert wide.time_s == pytest.approx(small.time_s, rel=0.02) and device < small.time_s
+    none = copy.deepcopy(doc)
+    none["hardware"]["host_layer_s"] = 0.0
+    assert simulate(scenario_from_dict(none)).schedules[0].step.time_breakdown_s["host_bound"] == 0.0
+    big = simulate(_vila(training=dict(micro_batch_size=16, global_batch_size=512))).schedules[0].step
+    assert big.time_breakdown_s["host_bound"] == 0.0

@@ -188,3 +188,40 @@ def test_compact_state_gathers_once_per_change_of_the_query_set(tiny, schedule):
     assert ev.get("aten::index_copy", 0) == int(c.written_back[0].sum())
     if schedule == "drop":  # the dropped segment shrinks once: one gather, one write-back for all layers after it
         assert int(query_set_changes(plan)[0].sum()) == 2 and c.written_back[0].sum() == 1
+
+
+def test_host_dispatch_preset_matches_the_executors_operator_count(tiny):
+    """The GPU presets' host_layer_s is ~200 dispatched operators per layer (forward + backward) at 10 µs
+    each (simulator/presets.py). Count the operators this project's executor dispatches per layer (the
+    difference between a 4- and a 2-layer model, so embedding, head and loss cancel) and check the
+    preset still says what the executor does, and that full recompute's extra forward is ~0.4 of it."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from trsim.simulator.plan import Layout, compile_points
+    from trsim.simulator.presets import HARDWARE_PRESETS
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    ops = {}
+    task = next(iter(tiny.tasks.values()))
+    for L in (2, 4):
+        m = tiny.model.model_copy(update={"num_layers": L})
+        plan = compile_points(None, Layout.from_task(task), L)
+        dec = Decoder(m, plan)
+        init_weights(dec)
+        tok = torch.randint(0, m.vocab_size, (1, plan.layout.total))
+        Count.n = 0
+        with Count():
+            loss = dec(tok, tok)
+        fwd = Count.n
+        with Count():
+            loss.backward()
+        ops[L] = (fwd, Count.n - fwd)
+    fwd, bwd = ((ops[4][i] - ops[2][i]) / 2 for i in range(2))
+    per_layer = fwd + bwd
+    assert HARDWARE_PRESETS["h100-sxm"]["host_layer_s"] == pytest.approx(per_layer * 10e-6, rel=0.15)
+    assert fwd / per_layer == pytest.approx(0.4, abs=0.05)

@@ -101,13 +101,13 @@ def print_detail(s, console: Console) -> None:
     d = table(f"{esc(s.name)}: per task",
               ("task", "tokens / sample", "fwd FLOPs / sample", "LM head share", "matmul / µbatch",
                "attention / µbatch", "memory-bound / µbatch", "gather / µbatch", "overhead / µbatch",
-               "fwd+bwd / µbatch", "activations / µbatch"), left=("task",))
+               "host wait / µbatch", "fwd+bwd / µbatch", "activations / µbatch"), left=("task",))
     for name, tr in s.tasks.items():
         tb = tr.time_breakdown_s
         d.add_row(esc(name), f"{tr.tokens:,}", _fmt_si(tr.flops_forward, "FLOP"),
                   f"{tr.lm_head_flops_forward / tr.flops_forward:.0%}" if tr.flops_forward else "-",
                   *(f"{tb.get(k, 0) * 1e3:,.2f} ms" for k in ("matmul", "attention", "memory_bound", "gather",
-                                                              "overhead")),
+                                                              "overhead", "host_bound")),
                   f"{tr.microbatch_time_s * 1e3:,.2f} ms", _fmt_bytes(tr.activation_bytes))
     console.print(d)
     # step = sum over tasks of (its share of the micro-batches x micro-batches per step x its micro-batch time)
