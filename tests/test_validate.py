@@ -44,8 +44,10 @@ def test_fit_recovers_known_parameters_and_names_what_one_depth_cannot_separate(
     hw0 = F.base_hardware("cpu")
     truth = F.with_params(hw0, {**TRUTH, "layer_overhead_s": hw0.layer_overhead_s})
     res = F.fit(synthetic_cases(tiny_doc, truth), hw0, prior=False)
-    # every profiled case has 4 layers: a per-layer and a per-micro-batch cost cannot be told apart
-    assert set(res.fixed) == {"layer_overhead_s"} and "step_overhead_s" in res.fixed["layer_overhead_s"]
+    # every profiled case has 4 layers: a per-layer and a per-micro-batch cost cannot be told apart; and
+    # on the CPU host and device are one processor, so the overlapped host-dispatch term moves nothing
+    assert set(res.fixed) == {"layer_overhead_s", "host_layer_s"}
+    assert "step_overhead_s" in res.fixed["layer_overhead_s"] and "no measurement" in res.fixed["host_layer_s"]
     assert res.std["layer_overhead_s"] is None
     for k in F.PARAMS:
         assert res.values[k] == pytest.approx(getattr(truth, k), rel=1e-3), k
@@ -242,3 +244,24 @@ def test_published_runs_files_are_what_the_transcription_writes(tmp_path, monkey
     assert mod.main([]) == 0
     for f in tmp_path.glob("*.yaml"):
         assert f.read_text() == (src.parent / f.name).read_text(), f.name
+
+
+def test_calibrate_from_runs_recovers_the_host_dispatch_cost(tiny_doc, tmp_path):
+    """Dispatch-bound runs (a tiny model on an H100: the GPU waits for the host) determine host_layer_s:
+    synthetic runs made with 3 ms per layer give it back, and the fit predicts unseen depths."""
+    import yaml
+    from trsim.cli import main
+    from trsim.validate.runs import load_runs
+    doc = dict(tiny_doc, hardware=dict(preset="h100-sxm", num_gpus=1))
+    path = tmp_path / "runs.yaml"
+    path.write_text(yaml.safe_dump(runs_doc(doc, {"host_layer_s": 3e-3})))
+    cal = tmp_path / "cal.json"
+    assert main(["calibrate", "--runs", str(path), "--out", str(cal), "--format", "json"]) == 0
+    out = json.loads(cal.read_text())
+    assert "host_layer_s" in out["fit"]["fitted"]
+    assert out["parameters"]["host_layer_s"]["value"] == pytest.approx(3e-3, rel=0.02)
+    fitted = {k: v["value"] for k, v in out["parameters"].items()}
+    new = tmp_path / "new.yaml"
+    new.write_text(yaml.safe_dump(runs_doc(doc, {"host_layer_s": 3e-3}, configs=((6, 3, 30), (3, 6, 15)))))
+    for r in load_runs(new)[0]:
+        assert r.predicted_time(r.hardware_with(fitted)) == pytest.approx(r.measured_time, rel=0.02)
