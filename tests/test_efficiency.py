@@ -18,22 +18,28 @@ def test_presets_are_what_the_derivation_command_gives():
     assert D.main(["--check"]) == 0
 
 
-@needs_data
-def test_gemm_model_reproduces_the_maximum_achievable_matmul_table():
+def mamf_rows():
+    """(preset, hardware at the microbenchmark's conditions, table row, precision, peak) for every GPU
+    and dtype of the maximum-achievable-matmul table the presets are derived from."""
     rows = D.read_csv("mamf_gemm_peak_ml_engineering.csv")
-    checked = 0
     for preset, (bf16_row, fp8_row, _, _) in D.GPUS.items():
-        # the microbenchmark's conditions: short bursts, no sustained-load clock reduction
+        # short bursts: no sustained-load clock reduction
         hw = base_hardware(preset).model_copy(update={"sustained_compute_fraction": 1.0})
         for row_name, dtype, precision, peak in ((bf16_row, "bf16", "bf16", D.PEAKS[preset][0]),
                                                  (fp8_row, "fp8_e4m3fn", "fp8", D.PEAKS[preset][1])):
-            if row_name is None:
-                continue
-            r = next(r for r in rows if r["accelerator"] == row_name and r["dtype"] == dtype)
-            M, N, K = (int(x) for x in r["best_shape_MxNxK"].split("x"))
-            t = E.gemm_time(M, N, K, hw, peak=peak, precision=precision, elem_bytes=2 if dtype == "bf16" else 1)
-            assert 2 * M * N * K / t / 1e12 == pytest.approx(float(r["mamf_tflops"]), rel=0.005), (preset, dtype)
-            checked += 1
+            if row_name is not None:
+                yield preset, hw, next(r for r in rows if r["accelerator"] == row_name and r["dtype"] == dtype), \
+                    precision, peak
+
+
+@needs_data
+def test_gemm_model_reproduces_the_maximum_achievable_matmul_table():
+    checked = 0
+    for preset, hw, r, precision, peak in mamf_rows():
+        M, N, K = (int(x) for x in r["best_shape_MxNxK"].split("x"))
+        t = E.gemm_time(M, N, K, hw, peak=peak, precision=precision, elem_bytes=1 if precision == "fp8" else 2)
+        assert 2 * M * N * K / t / 1e12 == pytest.approx(float(r["mamf_tflops"]), rel=0.005), (preset, precision)
+        checked += 1
     assert checked == 7
 
 
@@ -41,20 +47,13 @@ def test_gemm_model_reproduces_the_maximum_achievable_matmul_table():
 def test_no_gemm_shape_beats_the_measured_maximum():
     """The mamf table is a brute-force shape search: the model may not make any shape faster than its
     maximum (at benchmark conditions), though its tile model is pessimistic at the best shape itself."""
-    rows = D.read_csv("mamf_gemm_peak_ml_engineering.csv")
     rng = np.random.default_rng(0)
     M, N, K = (rng.integers(1, 64, size=(3, 4000)) * 256).astype(float)
-    for preset, (bf16_row, fp8_row, _, _) in D.GPUS.items():
-        hw = base_hardware(preset).model_copy(update={"sustained_compute_fraction": 1.0})
-        for row_name, dtype, precision, peak in ((bf16_row, "bf16", "bf16", D.PEAKS[preset][0]),
-                                                 (fp8_row, "fp8_e4m3fn", "fp8", D.PEAKS[preset][1])):
-            if row_name is None:
-                continue
-            r = next(r for r in rows if r["accelerator"] == row_name and r["dtype"] == dtype)
-            top = float(r["mamf_tflops"]) * 1e12 / peak
-            eff = E.gemm_efficiency(M, N, K, hw, precision)
-            assert eff.max() <= top * 1.001, (preset, precision)
-            assert eff.max() >= 0.95 * top, (preset, precision)  # and large shapes do reach it
+    for preset, hw, r, precision, peak in mamf_rows():
+        top = float(r["mamf_tflops"]) * 1e12 / peak
+        eff = E.gemm_efficiency(M, N, K, hw, precision)
+        assert eff.max() <= top * 1.001, (preset, precision)
+        assert eff.max() >= 0.95 * top, (preset, precision)  # and large shapes do reach it
 
 
 def test_b200_in_training_gemm_table_is_reproduced_by_the_sustained_fraction():
