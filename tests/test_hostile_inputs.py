@@ -249,3 +249,17 @@ def test_homogeneous_mixing_bounded_up_front(tmp_path, capsys):
     t0 = time.perf_counter()
     err = _err(capsys, ["simulate", str(p)])
     assert f"{p}: training.task_mixing: expected a homogeneous mix of at most" in err and time.perf_counter() - t0 < 10
+
+
+@pytest.mark.parametrize("field", ["host_layer_s", "layer_overhead_s"])
+def test_overflowing_prices_give_one_line_and_no_numpy_warnings(tmp_path, tiny_doc, field):
+    """A per-layer cost at the top of its range overflows the step time: one error line on stderr
+    (checked in a real process, since pytest would swallow numpy's RuntimeWarnings), exit code 2."""
+    import subprocess
+    import sys
+    doc = dict(tiny_doc, hardware={**tiny_doc["hardware"], "preset": "h100-sxm", field: 1e308})
+    p = _write(tmp_path, doc)
+    r = subprocess.run([sys.executable, "-m", "trsim", "simulate", p], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("trsim: error: ") and "finite" in lines[0], r.stderr

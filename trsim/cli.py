@@ -8,6 +8,7 @@ import json
 import math
 import sys
 
+import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -421,11 +422,14 @@ def main(argv=None) -> int:
     err = Console(stderr=True)
     args = build_parser().parse_args(argv)
     try:
-        if getattr(args, "lazy", None):
-            import importlib
-            module, name = args.lazy
-            return getattr(importlib.import_module(module), f"cmd_{name}")(args, console)
-        return args.func(args, console)
+        # inputs at the edge of the allowed ranges can overflow a price to inf or nan; every output is
+        # checked for finiteness and refused with one error line, so numpy's warnings would only add noise
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if getattr(args, "lazy", None):
+                import importlib
+                module, name = args.lazy
+                return getattr(importlib.import_module(module), f"cmd_{name}")(args, console)
+            return args.func(args, console)
     except ScenarioError as exc:
         err.print(f"trsim: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 2
