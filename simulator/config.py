@@ -346,6 +346,13 @@ class ParallelismSpec(_Strict):
     tensor_comm_overlap: bool = False
     layers_per_stage: Optional[list[_count(2**14)]] = Field(default=None, max_length=2**14)  # one count per stage
 
+    @model_validator(mode="after")
+    def _overlap_needs_sequence_parallel(self):
+        if self.tensor_comm_overlap and self.tensor > 1 and not self.sequence_parallel:
+            raise ValueError("sequence_parallel: true with tensor_comm_overlap (the overlap pipelines the "
+                             "sequence-parallel all-gathers and reduce-scatters), got sequence_parallel: false")
+        return self
+
     @property
     def model_parallel(self) -> int:
         return self.tensor * self.pipeline * self.context

@@ -218,12 +218,12 @@ def microbatch_terms(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int
     gather_bytes = per_rank(per_rank(B * e * d * 2 * (c.nq_regathered + c.nq_written_back + c.nkvo),
                                      shard.hidden), cp)
     change_bytes = per_rank(B * INDEX_BYTES * c.change_rows, cp)
-    cast_bytes = fp8_cast_bytes(c, m, B, e, t, cp) if pr == "fp8" else 0.0 * layer_bytes
+    cast_bytes = fp8_cast_bytes(c, m, B, e, t, cp, shard.hidden) if pr == "fp8" else 0.0 * layer_bytes
     return dict(matmul=mm, attention=att + rank, layer_bytes=layer_bytes, gather_bytes=gather_bytes,
                 change_bytes=change_bytes, cast_bytes=cast_bytes, lm_matmul=lm_matmul, loss_bytes=loss_bytes)
 
 
-def fp8_cast_bytes(c: Counts, m: ModelSpec, B: int, e: int, tensor: int, context: int) -> np.ndarray:
+def fp8_cast_bytes(c: Counts, m: ModelSpec, B: int, e: int, tensor: int, context: int, hidden: int = 1) -> np.ndarray:
     """Memory traffic of FP8 quantisation per layer, forward plus backward, [P, L] bytes on one rank.
 
     An FP8 GEMM takes FP8 operands: each linear layer's input is cast in the forward pass, and the
@@ -231,11 +231,13 @@ def fp8_cast_bytes(c: Counts, m: ModelSpec, B: int, e: int, tensor: int, context
     ``e``-byte tensor once, write an FP8 copy and an FP8 transposed copy for the weight-gradient GEMM,
     ``e + 2`` bytes an element). Inputs: Q/K/V (one fused projection over the key/value rows), O, MLP
     up/gate and down; output gradients: Q/K/V, O, MLP up/gate and down. Weight casts are made once per
-    optimizer step and cached across micro-batches, so they are not charged per micro-batch."""
+    optimizer step and cached across micro-batches, so they are not charged per micro-batch. With
+    sequence parallelism (``hidden`` = tensor size) the hidden-size-wide tensors are cast on each rank's
+    shard, before the all-gather that then moves FP8, and after the reduce-scatter."""
     d, H, Hkv, hd, I = m.hidden_size, m.num_attention_heads, m.num_key_value_heads, m.head_dim, m.intermediate_size
     t = tensor
-    inputs = np.maximum(c.nq, c.nkv) * d + c.nq * (H * hd // t + d + I // t)
-    grads = c.nq * (H * hd // t + d + I * (m.mlp_matrices - 1) // t + d) + c.nkv * 2 * Hkv * hd // t
+    inputs = (np.maximum(c.nq, c.nkv) + c.nq) * d / hidden + c.nq * (H * hd // t + I // t)
+    grads = 2 * c.nq * d / hidden + c.nq * (H * hd // t + I * (m.mlp_matrices - 1) // t) + c.nkv * 2 * Hkv * hd // t
     return per_rank(B * (e + 2) * (inputs + grads), context)
 
 
@@ -290,8 +292,9 @@ def microbatch_time(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int,
     component, each [P] seconds; see ``microbatch_terms`` for the prices."""
     from .parallel import single_stage
     terms = microbatch_terms(c, m, hw, micro_batch, act_bytes)
-    st = stage_times(terms, c, hw, single_stage(c.weights.shape[-1]), np.array([True]),
-                     "full" if checkpointing else "none")
+    stages, recompute = single_stage(c.weights.shape[-1]), "full" if checkpointing else "none"
+    st = stage_times(terms, c, hw, stages, np.array([True]), recompute)
+    st["host_bound"] = np.maximum(0.0, host_time(c, hw, stages, recompute) - sum(st.values()))
     return {k: v[..., 0] for k, v in st.items()}
 
 

@@ -86,7 +86,7 @@ _DEFAULT_EFFICIENCY = dict(
     attention_backward_ratio=2.5,  # backward / forward FLOPs of the attention kernel (the benchmarks' convention)
     bandwidth_efficiency=0.8,      # fraction of datasheet bandwidth memory-bound kernels reach
     gather_efficiency=0.5,         # same, for index_select / index_copy of token rows
-    layer_overhead_s=60e-6,        # launch and dispatch cost per layer, forward plus backward
+    layer_overhead_s=60e-6,        # device-side gaps between a layer's kernels (launch latency), fwd + bwd
     step_overhead_s=2e-3,          # fixed cost per micro-batch (embedding, loss, host work)
     # host dispatch of one layer, forward + backward: the ~200 operators an eager PyTorch layer dispatches
     # (counted on this project's executor: tests/test_profiler.py) at 10 µs of host work each (5-25 µs is

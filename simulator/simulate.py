@@ -359,7 +359,8 @@ def _parallel_report(scn: Scenario, ev: dict, plans: dict[str, Plan]) -> dict:
     and imbalance, and a better split: the min-max partition of the per-layer costs, with its step time."""
     par, st = scn.parallelism, ev["stages"]
     out = dict(tensor=par.tensor, pipeline=par.pipeline, virtual_stages=par.virtual_stages, context=par.context,
-               sequence_parallel=par.sequence_parallel, data_parallel=scn.data_parallel,
+               sequence_parallel=par.sequence_parallel, tensor_comm_overlap=par.tensor_comm_overlap,
+               data_parallel=scn.data_parallel,
                micro_batches_per_step=scn.grad_accumulation)
     if par.pipeline == 1:
         return out
@@ -420,8 +421,12 @@ def layer_costs(scn: Scenario, plans: dict[str, Plan]) -> np.ndarray:
     for name, plan in plans.items():
         c = costs.counts(plan.point(0), scn.conventions.lm_head)
         t = _stage_times(c, m, hw, tr, shard, per_layer, last, gathers, scn.data_parallel)
-        t.pop("pipeline_p2p", None)
-        total += frac[name] * (sum(t.values())[0] - hw.step_overhead_s)
+        for k in ("pipeline_p2p", "host_bound"):
+            t.pop(k, None)
+        device = sum(t.values())[0] - hw.step_overhead_s
+        # a stage waits for the host where dispatch is slower: per layer, the larger of the two
+        host = costs.host_time(c, hw, per_layer, tr.recompute)[0]
+        total += frac[name] * np.maximum(device, host)
     return total
 
 

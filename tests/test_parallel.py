@@ -41,6 +41,7 @@ BAD_LAYOUTS = [
     (dict(num_gpus=2), dict(pipeline=2, layers_per_stage=[4]), {}, "parallelism.layers_per_stage",
      "one layer count per pipeline stage"),
     (dict(num_gpus=1), None, dict(precision="fp8"), "training.precision", "no fp8"),
+    (dict(num_gpus=2), dict(tensor=2, tensor_comm_overlap=True), {}, "parallelism", "sequence_parallel: true"),
     (dict(num_gpus=1), None, dict(activation_checkpointing=True, recompute="selective"), "training",
      "agreeing with recompute"),
     (dict(num_gpus=1), None, dict(recompute="some"), "training.recompute", ""),
@@ -349,3 +350,32 @@ def test_host_bound_steps_take_the_longer_of_host_and_device(tiny_doc):
     assert simulate(scenario_from_dict(none)).schedules[0].step.time_breakdown_s["host_bound"] == 0.0
     big = simulate(_vila(training=dict(micro_batch_size=16, global_batch_size=512))).schedules[0].step
     assert big.time_breakdown_s["host_bound"] == 0.0
+
+
+def test_min_max_split_prices_host_bound_layers_at_their_dispatch_cost():
+    """When dispatch sets a stage's pace, the per-layer costs behind the min-max split are the host's,
+    so a host-bound model is split evenly rather than by its (smaller) device times."""
+    from trsim.simulator.simulate import layer_costs, schedule_plans
+    scn = _vila(training=dict(micro_batch_size=1, global_batch_size=128))
+    plans = schedule_plans(scn, "unified")
+    per_layer = layer_costs(scn, plans)
+    host = scn.hardware.host_layer_s * (1.4 if scn.training.recompute == "full" else 1.0)
+    assert per_layer.min() >= host * (1 - 1e-12)
+    report = simulate(scn).schedules[-1].step.parallel
+    assert report["min_max_layers_per_stage"] == [16, 16]
+
+
+def test_profiled_case_prediction_waits_for_the_host(tiny):
+    """predict_case (what validate and calibrate compare with profiler cases) takes max(host, device)
+    like the step model, so GPU profiles of small models can determine host_layer_s."""
+    from trsim.simulator.plan import Layout, compile_points
+    from trsim.simulator.presets import HARDWARE_PRESETS
+    from trsim.simulator.simulate import predict_case
+    from trsim.validate.fit import base_hardware
+    hw = base_hardware("h100-sxm")
+    plan = compile_points(None, Layout.from_task(next(iter(tiny.tasks.values()))), tiny.model.num_layers)
+    kw = dict(weight_bytes=2, gradient_bytes=2, optimizer_bytes=12, activation_bytes=2)
+    slow = predict_case(tiny.model, hw, plan, 1, **kw)
+    fast = predict_case(tiny.model, hw.model_copy(update={"host_layer_s": 0.0}), plan, 1, **kw)
+    assert slow["time_s"]["host_bound"] > 0 and fast["time_s"]["host_bound"] == 0
+    assert slow["fwd_bwd_s"] == pytest.approx(tiny.model.num_layers * HARDWARE_PRESETS["h100-sxm"]["host_layer_s"])
