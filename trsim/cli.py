@@ -358,9 +358,11 @@ def efficiency_table() -> Table:
             specs[name] = p
     t = table("efficiency values that drive the time model (uncalibrated preset values; a calibration file "
               "replaces them)", ("parameter", *HARDWARE_PRESETS), left=("parameter",))
-    for param in calibratable_parameters():
+    # plus the derived constants a calibration does not set (fp8 ceilings and the shape-factor caps)
+    fixed = ("matmul_efficiency_fp8", "matmul_max_shape_factor", "matmul_max_shape_factor_fp8")
+    for param in (*calibratable_parameters(), *fixed):
         t.add_row(param, *(f"{specs[n].get(param):.4g}" if isinstance(specs[n].get(param), (int, float))
-                           else str(specs[n].get(param, "-")) for n in HARDWARE_PRESETS))
+                           else "-" for n in HARDWARE_PRESETS))
     return t
 
 
