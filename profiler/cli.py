@@ -22,11 +22,15 @@ def add_profile_arguments(p) -> None:
     p.add_argument("--format", choices=("table", "json"), default="table")
 
 
-def cmd_profile(args, console) -> int:
+def _require_torch(command: str) -> None:
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise ScenarioError("trsim profile", "torch", "PyTorch installed (pip install -e '.[profile]')")
+        raise ScenarioError(command, "torch", "PyTorch installed (pip install -e '.[profile]')")
+
+
+def cmd_profile(args, console) -> int:
+    _require_torch("trsim profile")
     import json
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -133,3 +137,53 @@ def _resumable_cases(args, scn) -> list[dict]:
     import json
     raw = json.loads(Path(args.out).read_text())["cases"]  # kept byte for byte (validated above)
     return [c for c in raw if c["status"] in ("ok", "oom")]
+
+
+def add_profile_grid_arguments(p) -> None:
+    p.add_argument("grid", help="grid file: a base scenario, the (schedule, task) pairs and the sizes "
+                   "(e.g. scenarios/grids/cpu_grid.yaml)")
+    p.add_argument("--out-dir", required=True, help="folder for the results files, one per size "
+                   "(<grid name>-<size>.json; each written atomically)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+
+
+def cmd_profile_grid(args, console) -> int:
+    _require_torch("trsim profile-grid")
+    import json
+    from pathlib import Path
+
+    from trsim.simulator.fileio import atomic_write_json
+
+    from .grid import load_grid, profile_grid
+    grid = load_grid(args.grid)[0]
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        raise ScenarioError("trsim profile-grid", "--out-dir", f"a folder, got the file {args.out_dir}")
+    with console.status(f"profiling {grid.name}: {len(grid.sizes)} sizes x {len(grid.pairs)} cases",
+                        spinner="dots") if args.format == "table" else _nothing():
+        docs = profile_grid(args.grid)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for size, doc in zip(grid.sizes, docs):
+        path = out / f"{grid.name}-{size.label}.json"
+        atomic_write_json(path, doc)
+        paths.append(str(path))
+    cases = [c for d in docs for c in d["cases"]]
+    if args.format == "json":
+        print(json.dumps({"grid": args.grid, "results_files": paths, "cases": len(cases),
+                          "failed": sum(c["status"] != "ok" for c in cases)}, indent=1))
+    else:
+        for path, doc in zip(paths, docs):
+            times = ", ".join(f"{c['schedule']}/{c['task']} {c['time']['forward_backward']['min_s'] * 1e3:.2f} ms"
+                              if c["status"] == "ok" else f"{c['schedule']}/{c['task']} [red]{c['status']}[/red]"
+                              for c in doc["cases"])
+            console.print(f"{path}: {times}")
+    if any(c["status"] != "ok" for c in cases) or any(c.get("flops_match") is False for c in cases):
+        console.print("[red]some cases failed or counted FLOPs differ from the simulator's[/red]")
+        return 1
+    return 0
+
+
+def _nothing():
+    from contextlib import nullcontext
+    return nullcontext()

@@ -1,6 +1,7 @@
 """Measuring one profiled case: saved activations, time per step, time per operator class, peak memory."""
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 import warnings
@@ -88,11 +89,40 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_steps(model, ids, labels, optimizer, repeats: int, warmup: int) -> dict:
-    """Median and spread of forward+backward, and of the optimizer step, in seconds."""
-    device = ids.device
+def step_clock(device):
+    """(name, clock) a step is timed with. CUDA: events (no host clock). CPU with torch single-threaded:
+    the calling thread's CPU time (every kernel and the CPU autograd engine then run on this thread, so
+    time the scheduler gives to other processes on a shared machine is not counted; on an idle machine it
+    equals the wall time). CPU with several threads: the wall time (a thread clock would miss the others)."""
+    if device.type == "cuda":
+        return "cuda_events", None
+    if torch.get_num_threads() == 1:
+        return "thread_cpu", time.thread_time
+    return "wall", time.perf_counter
+
+
+@contextmanager
+def no_gc():
+    """Python's cyclic garbage collector off (after one collection), as timeit does: a collection that
+    starts inside a timed step walks every object alive, other cases' models included, and charges it
+    to whichever step it interrupted."""
+    was = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def step_samples(model, ids, labels, optimizer, steps: int) -> tuple[list[float], list[float]]:
+    """Seconds of forward+backward and of the optimizer step, for each of ``steps`` steps (no warm-up;
+    callers time inside ``no_gc``)."""
+    clock = step_clock(ids.device)[1]
     fb, opt = [], []
-    for i in range(warmup + repeats):
+    device = ids.device
+    for _ in range(steps):
         model.zero_grad(set_to_none=True)
         _sync(device)
         if device.type == "cuda":
@@ -105,16 +135,23 @@ def time_steps(model, ids, labels, optimizer, repeats: int, warmup: int) -> dict
             torch.cuda.synchronize(device)
             t_fb, t_opt = e0.elapsed_time(e1) / 1e3, e1.elapsed_time(e2) / 1e3
         else:
-            t0 = time.perf_counter()
+            t0 = clock()
             model(ids, labels).backward()
-            t1 = time.perf_counter()
+            t1 = clock()
             optimizer.step()
-            t2 = time.perf_counter()
+            t2 = clock()
             t_fb, t_opt = t1 - t0, t2 - t1
-        if i >= warmup:
-            fb.append(t_fb)
-            opt.append(t_opt)
+        fb.append(t_fb)
+        opt.append(t_opt)
     model.zero_grad(set_to_none=True)
+    return fb, opt
+
+
+def time_steps(model, ids, labels, optimizer, repeats: int, warmup: int) -> dict:
+    """Median and spread of forward+backward, and of the optimizer step, in seconds."""
+    with no_gc():
+        step_samples(model, ids, labels, optimizer, warmup)
+        fb, opt = step_samples(model, ids, labels, optimizer, repeats)
     return {"forward_backward": stats(fb), "optimizer": stats(opt)}
 
 

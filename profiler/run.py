@@ -16,7 +16,7 @@ from trsim.simulator.config import Scenario
 from trsim.simulator.plan import compile_schedule, select_layers
 
 from .flops import count_flop_counter, count_fvcore, flex_masks_match
-from .measure import class_times, saved_activation_bytes, time_steps
+from .measure import class_times, saved_activation_bytes, step_clock, time_steps
 from .model import Decoder, init_weights
 from .schema import SCHEMA, ProfileResults
 
@@ -40,8 +40,11 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-def profile_case(scn: Scenario, schedule: str, task: str, *, device, dtype, layers, micro_batch, repeats, warmup,
-                 use_fvcore: bool = True, count: bool = True, class_repeats: int = 5, attention: str = "auto") -> dict:
+def build_case(scn: Scenario, schedule: str, task: str, *, device, dtype, layers, micro_batch,
+               use_fvcore: bool = True, count: bool = True, attention: str = "auto"):
+    """Build one case's pruned decoder and batch, count its FLOPs and measure its saved activations.
+    Returns the case record (status, plan, FLOPs, memory so far) and what timing it needs: (model, ids,
+    labels, optimizer), or None where building failed (the record then says why)."""
     spec = scn.model
     conv = scn.conventions
     full = compile_schedule(scn, schedule, task)
@@ -49,7 +52,6 @@ def profile_case(scn: Scenario, schedule: str, task: str, *, device, dtype, laye
     plan = full.rows(idx)
     case = dict(schedule=schedule, task=task, status="ok", micro_batch=micro_batch, layers=[int(i) for i in idx],
                 layer_weights=[float(w) for w in weights], plan=plan.to_dict(), plan_signature=plan.signature())
-    model = None
     try:
         torch.manual_seed(0)
         with torch.device(device):  # parameters are created and initialised where they run
@@ -78,7 +80,31 @@ def profile_case(scn: Scenario, schedule: str, task: str, *, device, dtype, laye
             case["flex_mask_match"] = flex_masks_match(model)
             case["flops_match"] = case["flops_match"] and case["flex_mask_match"]
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-        static = peak = None
+        case["memory"] = dict(activation_saved_bytes=int(act), peak_allocated_bytes=None, static_bytes=None,
+                              parameters=int(params))
+        return case, (model, ids, labels, opt)
+    except Exception as exc:  # noqa: BLE001 - a failed case is recorded, the campaign goes on
+        fail_case(case, exc, device)
+        return case, None
+
+
+def fail_case(case: dict, exc: BaseException, device) -> None:
+    case["status"] = "oom" if _is_oom(exc) else "error"
+    case["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
+    case.pop("memory", None)
+    case.pop("time", None)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def profile_case(scn: Scenario, schedule: str, task: str, *, device, dtype, layers, micro_batch, repeats, warmup,
+                 use_fvcore: bool = True, count: bool = True, class_repeats: int = 5, attention: str = "auto") -> dict:
+    case, bench = build_case(scn, schedule, task, device=device, dtype=dtype, layers=layers, micro_batch=micro_batch,
+                             use_fvcore=use_fvcore, count=count, attention=attention)
+    if bench is None:
+        return case
+    model, ids, labels, opt = bench
+    try:
         if device.type == "cuda":
             model(ids, labels).backward()
             opt.step()  # materialise optimizer states
@@ -89,18 +115,15 @@ def profile_case(scn: Scenario, schedule: str, task: str, *, device, dtype, laye
             model(ids, labels).backward()
             opt.step()
             torch.cuda.synchronize(device)
-            peak = torch.cuda.max_memory_allocated(device)
+            case["memory"].update(peak_allocated_bytes=torch.cuda.max_memory_allocated(device), static_bytes=static)
             model.zero_grad(set_to_none=True)
         timing = time_steps(model, ids, labels, opt, repeats=repeats, warmup=warmup)
         timing.update(class_times(model, ids, labels, repeats=class_repeats))
         case["time"] = timing
-        case["memory"] = dict(activation_saved_bytes=int(act), peak_allocated_bytes=peak, static_bytes=static,
-                              parameters=int(params))
     except Exception as exc:  # noqa: BLE001 - a failed case is recorded, the campaign goes on
-        case["status"] = "oom" if _is_oom(exc) else "error"
-        case["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
+        fail_case(case, exc, device)
     finally:
-        del model
+        del model, bench
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return case
@@ -118,7 +141,8 @@ def scenario_cases(scn: Scenario, schedules=None, tasks=None) -> list[tuple[str,
     return [(s, t) for s in names for t in (tasks or scn.tasks)]
 
 
-def results_document(scn: Scenario, dev, dtype, *, micro_batch, repeats, warmup, layers, cases) -> dict:
+def results_document(scn: Scenario, dev, dtype, *, micro_batch, repeats, warmup, layers, cases,
+                     clock: str | None = None, statistic: str = "median") -> dict:
     """A results file around ``cases`` (complete or not), checked against the schema."""
     e = 2 if dtype == torch.bfloat16 else 4
     doc = {"schema": SCHEMA, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -126,7 +150,8 @@ def results_document(scn: Scenario, dev, dtype, *, micro_batch, repeats, warmup,
            "environment": environment(dev, dtype),
            "settings": dict(micro_batch=micro_batch, repeats=repeats, warmup=warmup, layers=layers,
                             attention=scn.conventions.attention, lm_head=scn.conventions.lm_head,
-                            weight_bytes=e, gradient_bytes=e, optimizer_bytes=2 * e, activation_bytes=e),
+                            weight_bytes=e, gradient_bytes=e, optimizer_bytes=2 * e, activation_bytes=e,
+                            clock=clock or step_clock(dev)[0], statistic=statistic),
            "cases": list(cases)}
     ProfileResults(schema_=SCHEMA, **{k: v for k, v in doc.items() if k != "schema"})  # schema check
     return doc

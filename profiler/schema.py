@@ -155,6 +155,12 @@ class Settings(_M):
     gradient_bytes: Annotated[int, Field(ge=1, le=64)]
     optimizer_bytes: Annotated[int, Field(ge=1, le=256)]
     activation_bytes: Annotated[int, Field(ge=1, le=64)]
+    # what step times were measured with: CUDA events or the wall clock ("wall"), or on a single-threaded
+    # CPU run the profiling thread's CPU time ("thread_cpu"); absent in files written before it was recorded
+    clock: Optional[Literal["wall", "thread_cpu", "cuda_events"]] = None
+    # which statistic of the repeated samples is the case's time (forward_backward, optimizer and each
+    # class): the median, or the fastest sample where interference can only add time (profiler/grid.py)
+    statistic: Literal["median", "min"] = "median"
 
 
 class ProfileResults(_M):

@@ -1,4 +1,4 @@
-"""``trsim``: the command line. Subcommands: simulate, presets, profile, calibrate, validate."""
+"""``trsim``: the command line. Subcommands: simulate, presets, profile, profile-grid, calibrate, validate."""
 from __future__ import annotations
 
 import argparse
@@ -386,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--format", choices=("table", "json"), default="table")
     pr.set_defaults(func=cmd_presets)
     for name, module, helptext in (("profile", "trsim.profiler.cli", "run every schedule for real and measure it"),
+                                   ("profile-grid", "trsim.profiler.cli",
+                                    "profile a scenario at a grid of model sizes (CPU), one results file per size"),
                                    ("calibrate", "trsim.validate.cli", "fit the time model to profiler results"),
                                    ("validate", "trsim.validate.cli", "predicted against measured, with errors")):
         sp = sub.add_parser(name, help=helptext)
@@ -398,7 +400,7 @@ def _add_lazy_arguments(sp, module: str, name: str) -> None:
     # argument definitions live beside their commands; importing them pulls in no torch
     import importlib
     mod = importlib.import_module(module)
-    getattr(mod, f"add_{name}_arguments")(sp)
+    getattr(mod, f"add_{name.replace('-', '_')}_arguments")(sp)
 
 
 def make_console(file=None) -> Console:
@@ -430,7 +432,7 @@ def main(argv=None) -> int:
             if getattr(args, "lazy", None):
                 import importlib
                 module, name = args.lazy
-                return getattr(importlib.import_module(module), f"cmd_{name}")(args, console)
+                return getattr(importlib.import_module(module), f"cmd_{name.replace('-', '_')}")(args, console)
             return args.func(args, console)
     except ScenarioError as exc:
         err.print(f"trsim: error: {exc}", markup=False, highlight=False, soft_wrap=True)

@@ -1,9 +1,9 @@
 """Fitting the time model's hardware parameters to measurements: the profiler's per-operator times or
 end-to-end step times of training runs (``validate/runs.py``), one well-posed least-squares problem.
 
-* Residuals: log(predicted / measured) for every measured quantity (each profiled operator class and
-  the forward+backward time of a case; the step time of a run), so every measurement weighs the same
-  whatever its size, scaled by the assumed timing noise ``DATA_SIGMA``.
+* Residuals: log(predicted / measured) for every measured quantity (each profiled operator class, on
+  a GPU, and the forward+backward time of a case; the step time of a run), so every measurement weighs
+  the same whatever its size, scaled by the assumed timing noise ``DATA_SIGMA``.
 * Bounds are physical: an efficiency is at most 1 of a datasheet peak, but a device whose peak is a
   nominal estimate (``nominal_peak``, e.g. the CPU preset) may exceed it, up to ``NOMINAL_CAP``.
 * A weak prior toward the preset (a factor of ``e`` for efficiencies, a stated scale for fixed costs)
@@ -20,6 +20,7 @@ quoted in (backward = 2.5 x forward), not a property a measurement of the total 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from trsim.simulator.config import HardwareSpec, ModelSpec
 from trsim.simulator.errors import ScenarioError
 from trsim.simulator.plan import Plan
 from trsim.simulator.presets import HARDWARE_PRESETS
+from trsim.simulator import costs
 from trsim.simulator.simulate import predict_case
 
 # name: (lower, upper for a datasheet peak, prior kind, prior scale). "log": log(theta / preset) / scale;
@@ -57,6 +59,12 @@ COND_LIMIT = 1e4         # column-normalised Jacobian condition number above whi
 FIX_ORDER = ("matmul_overhead_s", "host_layer_s", "layer_overhead_s", "gather_efficiency", "matmul_half_k", "attention_half_keys",
              "step_overhead_s", "bandwidth_efficiency", "attention_efficiency", "matmul_efficiency")
 CLASSES = ("matmul", "attention", "memory_bound", "gather")
+# On a CPU only the step time is fitted, not the profiler's per-operator classes: those are host self
+# times on the wall clock, inflated by the profiler's own per-event cost and by whatever a neighbour
+# takes, and they charge each operator's dispatch to its class, where the time model prices dispatch
+# per layer (``layer_overhead_s``, a component of its own). The step time is measured on the profiling
+# thread's CPU clock without the profiler (profiler/measure.py ``step_clock``).
+CPU_CLASSES: tuple[str, ...] = ()
 
 
 def bounds(hw0: HardwareSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -102,8 +110,17 @@ class Case:
                             gradient_bytes=s["gradient_bytes"], optimizer_bytes=s["optimizer_bytes"],
                             activation_bytes=s["activation_bytes"], attention=s["attention"], lm_head=s["lm_head"])
 
+    @functools.cached_property
+    def counts(self):
+        """The plan's token counts (independent of the hardware: computed once per case)."""
+        return costs.counts(self.plan, self.settings["lm_head"])
+
     def predicted_time(self, hw: HardwareSpec) -> float:
-        return self.predict(hw)["fwd_bwd_s"]
+        """Forward+backward seconds, as ``predict(hw)["fwd_bwd_s"]`` (the sum of the same components, a
+        test checks they agree), without the memory model: the fit evaluates it thousands of times."""
+        t = costs.microbatch_time(self.counts, self.model, hw, self.micro_batch, self.settings["activation_bytes"],
+                                  False)
+        return float(sum(np.asarray(v).reshape(-1)[0] for v in t.values()))
 
     def hardware_with(self, values: dict, hw0: HardwareSpec) -> HardwareSpec:
         return hw0.model_copy(update=values)
@@ -114,9 +131,12 @@ class Case:
 
     def residuals(self, update: dict, hw: HardwareSpec) -> list[float]:
         """log(predicted / measured) per measured class and for the total; ``hw``: the updated hardware."""
+        classes = CLASSES if self.device.startswith("cuda") else CPU_CLASSES
+        if not classes:
+            return [np.log(self.predicted_time(hw) / self.measured["fwd_bwd_s"])]
         p = self.predict(hw)
         res = []
-        for k in CLASSES:
+        for k in classes:
             meas = self.measured["classes_s"].get(k, 0.0)
             if meas > 0 and p["time_s"][k] > 0:
                 res.append(np.log(p["time_s"][k] / meas))
@@ -134,10 +154,13 @@ def cases_from_results(loaded) -> list[Case]:
             if c.status != "ok" or c.time is None:
                 continue
             plan = Plan.from_dict(c.plan)
+            stat = f"{res.settings.statistic}_s"  # the statistic the results file declares the time
+            classes = (c.time.classes_s if stat == "median_s" or c.time.classes_stats is None else
+                       {k: getattr(v, stat) for k, v in c.time.classes_stats.items()})
             out.append(Case(source=str(path), schedule=c.schedule, task=c.task, model=model, plan=plan,
                             micro_batch=c.micro_batch, settings=st, device=res.environment.device,
-                            measured={"classes_s": c.time.classes_s, "fwd_bwd_s": c.time.forward_backward.median_s,
-                                      "optimizer_s": c.time.optimizer.median_s,
+                            measured={"classes_s": classes, "fwd_bwd_s": getattr(c.time.forward_backward, stat),
+                                      "optimizer_s": getattr(c.time.optimizer, stat),
                                       "activation_bytes": c.memory.activation_saved_bytes,
                                       "peak_bytes": c.memory.peak_allocated_bytes,
                                       "static_bytes": c.memory.static_bytes},

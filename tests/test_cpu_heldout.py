@@ -1,0 +1,127 @@
+"""The CPU held-out grid (issue #8 item 4): profile scenarios/grids/cpu_grid.yaml live (depth, width,
+micro-batch and image tokens varied, five schedules), then ``trsim validate`` holds out by schedule and by
+size; the time model must reach median <= 5% and max <= 10% absolute step-time error in both schemes and
+beat the one-constant FLOPs predictor on both. Also the grid's own rules (size scaling, bad files)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+GRID = Path(__file__).resolve().parents[1] / "scenarios" / "grids" / "cpu_grid.yaml"
+
+
+def test_grid_sizes_scale_the_base_model():
+    from trsim.profiler.grid import load_grid, size_scenario
+    grid, base, where = load_grid(GRID)
+    depths = {s.num_layers for s in grid.sizes}
+    widths = {s.hidden_size for s in grid.sizes}
+    batches = {s.micro_batch for s in grid.sizes}
+    images = {s.image_tokens for s in grid.sizes}
+    assert len(depths) == len(widths) == len(batches) == 3 and len(images) == 2
+    # every level of every factor is at more than one size: holding a size out leaves each of its levels in
+    for attr in ("num_layers", "hidden_size", "micro_batch", "image_tokens"):
+        for level in {getattr(s, attr) for s in grid.sizes}:
+            assert sum(getattr(s, attr) == level for s in grid.sizes) >= 2
+    b = base["model"]
+    for s in grid.sizes:
+        scn = size_scenario(base, s, str(GRID), where)
+        m = scn.model
+        assert (m.num_layers, m.hidden_size, m.head_dim) == (s.num_layers, s.hidden_size, b["head_dim"])
+        assert m.num_attention_heads * m.head_dim == s.hidden_size
+        assert m.num_key_value_heads * b["num_attention_heads"] == m.num_attention_heads * b["num_key_value_heads"]
+        assert m.intermediate_size * b["hidden_size"] == b["intermediate_size"] * s.hidden_size
+        assert scn.training.micro_batch_size == s.micro_batch
+        for task in scn.tasks.values():
+            assert all(seg.tokens == s.image_tokens for seg in task.segments if seg.kind == "image")
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda g: g["sizes"][0].update(hidden_size=100), "sizes.hidden_size"),
+    (lambda g: g["sizes"][0].update(micro_batch=0), "sizes.0.micro_batch"),
+    (lambda g: g.update(pairs=[["nope", "understanding"]]), "pairs"),
+    (lambda g: g.update(rounds="many"), "rounds"),
+])
+def test_bad_grid_files_are_refused_in_one_line(tmp_path, capsys, edit, field):
+    import yaml
+
+    from trsim.cli import main
+    g = yaml.safe_load(GRID.read_text())
+    edit(g)
+    bad = tmp_path / "grid.yaml"
+    bad.write_text(yaml.safe_dump(g))
+    out = tmp_path / "out"
+    assert main(["profile-grid", str(bad), "--out-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"trsim: error: {bad}: {field}: expected ") and "\n" not in err
+    assert not out.exists()
+
+
+def test_results_declaring_the_fastest_sample_are_fitted_on_it(tmp_path):
+    """A results file whose settings say ``statistic: min`` is calibrated and validated on the minimum
+    of the samples (step and per class), a median file on the median."""
+    from trsim.profiler.schema import parse_results
+    from trsim.validate.fit import cases_from_results
+    doc = json.loads((Path(__file__).parent / "data" / "results_tiny_cpu.json").read_text())
+    doc["cases"] = doc["cases"][:1]
+    case = doc["cases"][0]
+    fb = case["time"]["forward_backward"]
+    fb.update(median_s=2.0, min_s=1.0, max_s=3.0)
+    case["time"]["classes_stats"] = {k: {"median_s": 2 * v + 1e-3, "min_s": v + 1e-3, "max_s": 3 * v + 1e-3,
+                                         "iqr_s": 0.0, "samples": 3} for k, v in case["time"]["classes_s"].items()}
+    for stat, want in (("median", 2.0), ("min", 1.0)):
+        doc["settings"]["statistic"] = stat
+        (c,) = cases_from_results([("r.json", parse_results(doc))])
+        assert c.measured["fwd_bwd_s"] == want
+        if stat == "min":
+            assert c.measured["classes_s"] == {k: v["min_s"] for k, v in case["time"]["classes_stats"].items()}
+
+
+@pytest.mark.slow
+def test_cpu_grid_holds_out_within_targets_and_beats_flops(tmp_path):
+    from trsim.cli import main
+    out = tmp_path / "grid"
+    assert main(["profile-grid", str(GRID), "--out-dir", str(out), "--format", "json"]) == 0
+    files = sorted(str(p) for p in out.glob("*.json"))
+    assert len(files) == 9
+    docs = [json.loads(Path(f).read_text()) for f in files]
+    assert all(d["settings"]["clock"] == "thread_cpu" and d["settings"]["statistic"] == "min"
+               and d["environment"]["cpu_threads"] == 1 for d in docs)
+    assert all(c["status"] == "ok" and c["flops_match"] for d in docs for c in d["cases"])
+    report = tmp_path / "report.json"
+    assert main(["validate", *files, "--out", str(report), "--format", "json"]) == 0
+    s = json.loads(report.read_text())["summary"]
+    print(json.dumps(s, indent=1))  # the table README quotes (pytest -s shows it)
+    for scheme in ("schedule", "size"):
+        model, flops = s[f"step_time_leave-one-{scheme}-out"], s[f"step_time_flops-only-{scheme}-out"]
+        assert model["median_abs_pct"] <= 5.0, (scheme, model)
+        assert model["max_abs_pct"] <= 10.0, (scheme, model)
+        assert model["median_abs_pct"] < flops["median_abs_pct"], (scheme, model, flops)
+        assert model["max_abs_pct"] < flops["max_abs_pct"], (scheme, model, flops)
+
+
+def test_fit_time_path_agrees_with_predict_case():
+    """The fit's time-only path (cached token counts, no memory model) is predict_case's step time."""
+    from trsim.profiler.schema import parse_results
+    from trsim.validate.fit import base_hardware, cases_from_results
+    doc = json.loads((Path(__file__).parent / "data" / "results_tiny_cpu.json").read_text())
+    cases = cases_from_results([("r.json", parse_results(doc))])
+    hw = base_hardware("cpu").model_copy(update={"matmul_efficiency": 0.4, "layer_overhead_s": 1e-3})
+    for c in cases:
+        assert c.predicted_time(hw) == pytest.approx(c.predict(hw)["fwd_bwd_s"], rel=1e-12)
+
+
+def test_cpu_cases_are_fitted_on_their_step_time_only():
+    """Profiler classes on a CPU are host wall-clock self times: a CPU case gives the fit one residual
+    (its step time); the same case measured on a GPU gives one per class as well."""
+    from trsim.profiler.schema import parse_results
+    from trsim.validate.fit import base_hardware, cases_from_results
+    doc = json.loads((Path(__file__).parent / "data" / "results_tiny_cpu.json").read_text())
+    (c, *_) = cases_from_results([("r.json", parse_results(doc))])
+    hw = base_hardware("cpu")
+    want = math.log(c.predicted_time(hw) / c.measured_time)
+    assert c.device == "cpu" and c.residuals({}, hw) == [pytest.approx(want)]
+    c.device = "cuda"
+    assert len(c.residuals({}, hw)) >= 3  # matmul, attention, ... and the total
