@@ -135,14 +135,23 @@ def profile_grid(path: str | Path, *, use_fvcore: bool = False, on_case=None) ->
                                          micro_batch=size.micro_batch, use_fvcore=use_fvcore)
                 built.append((i, case, bench))
         samples = {n: ([], []) for n, b in enumerate(built) if b[2] is not None}
+
+        def run(n, steps):
+            try:
+                return step_samples(*built[n][2], steps)
+            except Exception as exc:  # noqa: BLE001 - a failed case is recorded, the grid goes on
+                fail_case(built[n][1], exc, dev)
+                del samples[n]
+                return [], []
         with no_gc():
-            for n in samples:  # warm-up
-                step_samples(*built[n][2], grid.warmup)
+            for n in list(samples):  # warm-up
+                run(n, grid.warmup)
             for _ in range(grid.rounds):
-                for n in samples:
-                    fb, opt = step_samples(*built[n][2], grid.steps_per_round)
-                    samples[n][0].extend(fb)
-                    samples[n][1].extend(opt)
+                for n in list(samples):
+                    fb, opt = run(n, grid.steps_per_round)
+                    if n in samples:
+                        samples[n][0].extend(fb)
+                        samples[n][1].extend(opt)
         for n, (fb, opt) in samples.items():
             _, case, (model, ids, labels, _) = built[n]
             try:

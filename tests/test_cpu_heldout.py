@@ -125,3 +125,25 @@ def test_cpu_cases_are_fitted_on_their_step_time_only():
     assert c.device == "cpu" and c.residuals({}, hw) == [pytest.approx(want)]
     c.device = "cuda"
     assert len(c.residuals({}, hw)) >= 3  # matmul, attention, ... and the total
+
+
+def test_a_case_that_fails_while_timed_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
+    import yaml
+
+    from trsim.profiler import grid as G
+    from trsim.profiler import measure
+    g = yaml.safe_load(GRID.read_text())
+    g.update(sizes=g["sizes"][:1], pairs=g["pairs"][:2], rounds=1, warmup=0, steps_per_round=1)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(g))
+    real = measure.step_samples
+
+    def flaky(model, ids, labels, opt, steps):
+        if model.plan.layout.total == 208:  # the generation task's sequence
+            raise RuntimeError("boom")
+        return real(model, ids, labels, opt, steps)
+    monkeypatch.setattr(measure, "step_samples", flaky)
+    (doc,) = G.profile_grid(path)
+    status = {(c["schedule"], c["task"]): c["status"] for c in doc["cases"]}
+    assert status == {("baseline", "understanding"): "ok", ("baseline", "generation"): "error"}
+    assert "boom" in doc["cases"][1]["error"] and "time" not in doc["cases"][1]
