@@ -194,11 +194,6 @@ class HardwareSpec(_Strict):
         return self
 
 
-CALIBRATED_FIELDS = ("matmul_efficiency", "matmul_half_k", "matmul_overhead_s", "attention_efficiency",
-                     "attention_half_keys", "attention_backward_ratio", "bandwidth_efficiency", "gather_efficiency",
-                     "layer_overhead_s", "step_overhead_s", "host_layer_s")
-
-
 class HardwareInput(_Strict):
     preset: Optional[str] = None
     calibration: Optional[str] = None

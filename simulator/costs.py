@@ -277,6 +277,12 @@ def stage_times(terms: dict, c: Counts, hw: HardwareSpec, stages, last: np.ndarr
     return out
 
 
+def host_wait(components: dict, c: Counts, hw: HardwareSpec, stages, recompute: str) -> np.ndarray:
+    """How long the device waits for the host per stage, [P, p]: host dispatch beyond the sum of the
+    device ``components`` (the GPU runs asynchronously, so a stage takes the longer of the two)."""
+    return np.maximum(0.0, host_time(c, hw, stages, recompute) - sum(components.values()))
+
+
 def host_time(c: Counts, hw: HardwareSpec, stages, recompute: str) -> np.ndarray:
     """Host (CPU) seconds to dispatch one micro-batch on each pipeline stage, [P, p] (broadcast): the
     stage's layers at ``host_layer_s`` each; full recompute dispatches the forward again, which is
@@ -294,7 +300,7 @@ def microbatch_time(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int,
     terms = microbatch_terms(c, m, hw, micro_batch, act_bytes)
     stages, recompute = single_stage(c.weights.shape[-1]), "full" if checkpointing else "none"
     st = stage_times(terms, c, hw, stages, np.array([True]), recompute)
-    st["host_bound"] = np.maximum(0.0, host_time(c, hw, stages, recompute) - sum(st.values()))
+    st["host_bound"] = host_wait(st, c, hw, stages, recompute)
     return {k: v[..., 0] for k, v in st.items()}
 
 

@@ -261,7 +261,7 @@ def _stage_times(c, m, hw, tr, shard, st, last, gathers, dp) -> dict:
         t["context_parallel"] = parallel.stage_sums(cpt * w, st)
     if st.pipeline > 1:
         t["pipeline_p2p"] = collectives.pipeline_p2p_time(c, m, B, e, shard, hw, st, dp)
-    t["host_bound"] = np.maximum(0.0, costs.host_time(c, hw, st, tr.recompute) - sum(t.values()))
+    t["host_bound"] = costs.host_wait(t, c, hw, st, tr.recompute)
     return t
 
 

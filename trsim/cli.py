@@ -391,8 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    ("calibrate", "trsim.validate.cli", "fit the time model to profiler results"),
                                    ("validate", "trsim.validate.cli", "predicted against measured, with errors")):
         sp = sub.add_parser(name, help=helptext)
-        sp.set_defaults(lazy=(module, name))
-        _add_lazy_arguments(sp, module, name)
+        ident = name.replace("-", "_")  # the handler's Python name: cmd_<ident>, add_<ident>_arguments
+        sp.set_defaults(lazy=(module, ident))
+        _add_lazy_arguments(sp, module, ident)
     return p
 
 
@@ -400,7 +401,7 @@ def _add_lazy_arguments(sp, module: str, name: str) -> None:
     # argument definitions live beside their commands; importing them pulls in no torch
     import importlib
     mod = importlib.import_module(module)
-    getattr(mod, f"add_{name.replace('-', '_')}_arguments")(sp)
+    getattr(mod, f"add_{name}_arguments")(sp)
 
 
 def make_console(file=None) -> Console:
@@ -432,7 +433,7 @@ def main(argv=None) -> int:
             if getattr(args, "lazy", None):
                 import importlib
                 module, name = args.lazy
-                return getattr(importlib.import_module(module), f"cmd_{name.replace('-', '_')}")(args, console)
+                return getattr(importlib.import_module(module), f"cmd_{name}")(args, console)
             return args.func(args, console)
     except ScenarioError as exc:
         err.print(f"trsim: error: {exc}", markup=False, highlight=False, soft_wrap=True)
