@@ -308,6 +308,11 @@ class TrainingSpec(_Strict):
     # rank ever waits), homogeneous (one task per micro-batch, drawn in proportion to samples; the step
     # waits for the slowest data-parallel rank), mixed (every micro-batch packs samples of every task).
     task_mixing: Literal["ideal", "homogeneous", "mixed"] = "ideal"
+    # Dropout probabilities (Megatron's --hidden-dropout and --attention-dropout; GPT-2/3-style configs
+    # train with 0.1, LLaMA-family models with 0). Any probability above 0 costs the same: the mask is
+    # drawn, stored and applied whatever p is (README "Dropout").
+    hidden_dropout: _real(lo=0, hi=1) = 0.0
+    attention_dropout: _real(lo=0, hi=1) = 0.0
     weight_bytes: _count(64) = 2          # bf16 weights
     gradient_bytes: _count(64) = 2        # bf16 gradients
     optimizer_bytes: _count(256) = 12     # AdamW: fp32 master weights + first and second moments

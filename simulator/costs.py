@@ -173,8 +173,54 @@ def attention_core_time(pairs, queries, heads, head_dim, hw: HardwareSpec, maske
     return (1 + hw.attention_backward_ratio) * 4.0 * pairs * heads * head_dim / (hw.peak_flops * eff)
 
 
+@dataclass(frozen=True)
+class Dropout:
+    """The dropout a step runs (``training.hidden_dropout`` / ``attention_dropout`` above 0) and how its
+    kernels are built. ``hidden``: after the attention output projection and after the MLP, on the query
+    rows x hidden size; ``fused_hidden``: folded into the bias-and-residual add that runs anyway
+    (Megatron's bias_dropout_add, FlashAttention's dropout_add_ln), else a kernel of its own
+    (``torch.nn.Dropout``, as Hugging Face models call it). ``attention``: on the attention probabilities;
+    priced where a kernel materialises them (the explicit ``math`` kernel), drawn inside fused kernels."""
+    hidden: bool = False
+    attention: bool = False
+    fused_hidden: bool = True
+
+    @classmethod
+    def of(cls, training: TrainingSpec) -> "Dropout":
+        return cls(hidden=training.hidden_dropout > 0, attention=training.attention_dropout > 0,
+                   fused_hidden=training.stack != "huggingface")
+
+
+NO_DROPOUT = Dropout()
+MASK_BYTES = 1  # a dropout mask element (torch.bool / uint8)
+
+
+def dropout_bytes(c: Counts, m: ModelSpec, hw: HardwareSpec, B: int, e: int, shard: Shard,
+                  dropout: Dropout) -> dict[str, np.ndarray]:
+    """Memory traffic dropout adds to one layer on one rank, [P, L] bytes: ``forward``, ``backward`` and
+    the attention part of the forward (``attention_forward``, which selective recompute runs again).
+
+    A separate dropout kernel reads its input, writes its output and a mask (2e + 1 bytes an element);
+    a fused one adds only the mask write to the kernel it joins (1 byte). Backward always reads the
+    incoming gradient and the mask and writes the scaled gradient (2e + 1): without dropout the residual
+    passes the gradient on untouched. Attention dropout costs bytes only where the probabilities are a
+    tensor in memory (the ``math`` kernel materialises the whole query x key rectangle per head); fused
+    attention kernels draw the mask in registers, whose cost no public table here measures."""
+    zero = 0.0 * c.nq
+    fwd, bwd, att = zero, zero, zero
+    if dropout.hidden:
+        elems = per_rank(per_rank(B * c.nq * 2 * m.hidden_size, shard.hidden), shard.context)  # two sites
+        fwd = fwd + elems * (MASK_BYTES if dropout.fused_hidden else 2 * e + MASK_BYTES)
+        bwd = bwd + elems * (2 * e + MASK_BYTES)
+    if dropout.attention and hw.attention_kernel == "math":
+        elems = per_rank(per_rank(B * c.pairs_full * m.num_attention_heads, shard.tensor), shard.context)
+        att = elems * (2 * e + MASK_BYTES)
+        fwd, bwd = fwd + att, bwd + att
+    return {"forward": fwd, "backward": bwd, "attention_forward": att}
+
+
 def microbatch_terms(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int, act_bytes: int,
-                     shard: Shard = NO_SHARD) -> dict:
+                     shard: Shard = NO_SHARD, dropout: Dropout = NO_DROPOUT) -> dict:
     """The per-layer prices of one task-homogeneous micro-batch on one rank, before they are summed:
     ``matmul`` and ``attention`` [P, L] seconds, ``layer_bytes`` [P, L] memory-bound bytes,
     ``gather_bytes`` [P, L] (the reference executor's per-layer gather/scatter), ``change_bytes`` [P, L]
@@ -189,7 +235,7 @@ def microbatch_terms(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int
     sharded by tensor, pairs by context (load-balanced causal chunks);
     memory-bound work (norms, rotary, residuals, activation function, loss) and gathers of token rows:
     bytes / (bandwidth x efficiency); the hidden-size part is sharded over tensor ranks only with
-    sequence parallelism.
+    sequence parallelism; dropout's masks and passes (``dropout_bytes``).
     """
     B = micro_batch
     t, cp = shard.tensor, shard.context
@@ -219,8 +265,11 @@ def microbatch_terms(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int
                                      shard.hidden), cp)
     change_bytes = per_rank(B * INDEX_BYTES * c.change_rows, cp)
     cast_bytes = fp8_cast_bytes(c, m, B, e, t, cp, shard.hidden) if pr == "fp8" else 0.0 * layer_bytes
+    drop = dropout_bytes(c, m, hw, B, e, shard, dropout)
     return dict(matmul=mm, attention=att + rank, layer_bytes=layer_bytes, gather_bytes=gather_bytes,
-                change_bytes=change_bytes, cast_bytes=cast_bytes, lm_matmul=lm_matmul, loss_bytes=loss_bytes)
+                change_bytes=change_bytes, cast_bytes=cast_bytes, lm_matmul=lm_matmul, loss_bytes=loss_bytes,
+                dropout_forward_bytes=drop["forward"], dropout_backward_bytes=drop["backward"],
+                dropout_attention_forward_bytes=drop["attention_forward"])
 
 
 def fp8_cast_bytes(c: Counts, m: ModelSpec, B: int, e: int, tensor: int, context: int, hidden: int = 1) -> np.ndarray:
@@ -259,8 +308,12 @@ def stage_times(terms: dict, c: Counts, hw: HardwareSpec, stages, last: np.ndarr
     bw = hw.memory_bandwidth * hw.bandwidth_efficiency
     matmul = stage_sums(terms["matmul"] * w, stages) + np.where(last, terms["lm_matmul"], 0.0)
     attention = stage_sums(terms["attention"] * w, stages)
+    dropout = {k: stage_sums(terms[f"dropout_{k}_bytes"] * w, stages) / bw
+               for k in ("forward", "backward", "attention_forward")}
     membound = (3 * (stage_sums(terms["layer_bytes"] * w, stages) + np.where(last, terms["loss_bytes"], 0))
                 + stage_sums(terms["cast_bytes"] * w, stages)) / bw
+    rerun = membound / 3 + dropout["forward"]  # the memory-bound part of a forward run again
+    membound = membound + dropout["forward"] + dropout["backward"]
     if gathers == "per_layer":
         gather = 3 * stage_sums(terms["gather_bytes"] * w, stages) / (hw.memory_bandwidth * hw.gather_efficiency)
     else:
@@ -271,9 +324,9 @@ def stage_times(terms: dict, c: Counts, hw: HardwareSpec, stages, last: np.ndarr
            "overhead": overhead}
     if recompute == "full":  # the forward runs again inside backward
         out["recompute"] = (out["matmul"] / 3 + out["attention"] / (1 + hw.attention_backward_ratio)
-                            + out["memory_bound"] / 3 + out["gather"] / 3)
-    elif recompute == "selective":  # the attention core's forward runs again inside backward
-        out["recompute"] = out["attention"] / (1 + hw.attention_backward_ratio)
+                            + rerun + out["gather"] / 3)
+    elif recompute == "selective":  # the attention core's forward (with its dropout) runs again inside backward
+        out["recompute"] = out["attention"] / (1 + hw.attention_backward_ratio) + dropout["attention_forward"]
     return out
 
 

@@ -10,8 +10,12 @@ by term below, per token row and per layer, with the same row counts from the pl
 * ``huggingface``: transformers' LlamaForCausalLM with sdpa; exact against the real model's saved
   tensors on CPU in fp32 and bf16 (tests/test_parallel.py).
 * ``megatron``: Megatron-Core with Transformer Engine: Korthikanti et al. (2022)'s accounting with
-  flash attention (no s^2 score term; an fp32 log-sum-exp per head instead) and no dropout masks
-  (LLaMA-family models train without dropout), generalised to GQA and gated MLPs.
+  flash attention (no s^2 score term; an fp32 log-sum-exp per head instead), generalised to GQA and
+  gated MLPs.
+
+With ``training.hidden_dropout`` above 0 every stack also keeps the two hidden-size dropout masks of each
+layer (one byte an element; Korthikanti et al.'s 2sbh of their 34sbh). Attention dropout's mask lives
+inside fused attention kernels; the ``math`` kernel's materialised score tensors are not counted here.
 """
 from __future__ import annotations
 
@@ -39,7 +43,7 @@ class ActivationTerms:
 
 
 def activation_terms(stack: str, c, m: ModelSpec, e: int, shard: Shard = NO_SHARD,
-                     micro_batch: int = 2) -> ActivationTerms:
+                     micro_batch: int = 2, hidden_dropout: bool = False) -> ActivationTerms:
     d, H, Hkv, hd, I, V = (m.hidden_size, m.num_attention_heads, m.num_key_value_heads, m.head_dim,
                            m.intermediate_size, m.vocab_size)
     t, cp, sp = shard.tensor, shard.context, shard.hidden
@@ -96,6 +100,8 @@ def activation_terms(stack: str, c, m: ModelSpec, e: int, shard: Shard = NO_SHAR
         lse = c.nq * 4 * H
     else:  # pragma: no cover - the schema only allows the three
         raise ValueError(stack)
+    if hidden_dropout:  # one byte of mask per element after the attention projection and after the MLP
+        layer = layer + _shard_sum(c.nq * 2 * d, 0, t, sp, cp)
     return ActivationTerms(layer=layer, selective=per_rank(per_rank(lse, t), cp), kept=per_rank(kept, cp),
                            lm=lm, per_batch=per_batch, transient=per_rank(transient, cp))
 

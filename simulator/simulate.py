@@ -164,7 +164,7 @@ def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
         bwd = 2 * (fwd - (ops["rank"] * w).sum(-1))  # token ranking is not differentiated
         t = _stage_times(c, m, hw, tr, shard, st, last, gathers, dp)
         stage_t = sum(t.values())  # [P, p]
-        acts = memory.activation_terms(tr.stack, c, m, e, shard, B)
+        acts = memory.activation_terms(tr.stack, c, m, e, shard, B, tr.hidden_dropout > 0)
         act = memory.stage_activation_bytes(acts, w, B, tr.recompute, st, last, inflight)
         transient = np.where(last, B * acts.transient, 0)
         pc = (costs.paper_layer_cost(c, m) * w).sum(-1)
@@ -188,7 +188,7 @@ def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
         c = mixing.packed_counts([x[4] for x in per_task_stage], fr)
         t = _stage_times(c, m, hw, tr, shard, st, last, gathers, dp)
         stage_mean = sum(t.values())
-        acts = memory.activation_terms(tr.stack, c, m, e, shard, B)
+        acts = memory.activation_terms(tr.stack, c, m, e, shard, B, tr.hidden_dropout > 0)
         act_peak = (memory.stage_activation_bytes(acts, c.weights, B, tr.recompute, st, last, inflight)
                     + np.where(last, B * acts.transient, 0))
         components = t
@@ -247,7 +247,7 @@ def _stage_times(c, m, hw, tr, shard, st, last, gathers, dp) -> dict:
     """One micro-batch's time per stage and component, [P, p]: the plan's prices and the traffic of
     tensor, context and pipeline parallelism (components present only when that parallelism is used)."""
     B, e = tr.micro_batch_size, tr.activation_bytes
-    terms = costs.microbatch_terms(c, m, hw, B, e, shard)
+    terms = costs.microbatch_terms(c, m, hw, B, e, shard, costs.Dropout.of(tr))
     t = costs.stage_times(terms, c, hw, st, last, tr.recompute, gathers)
     w = c.weights
     if shard.tensor > 1:

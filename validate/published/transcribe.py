@@ -80,6 +80,10 @@ def dump(name: str, header: str, defaults: dict, runs: list[dict]) -> None:
     (HERE / name).write_text(text + yaml.safe_dump(body, sort_keys=False, width=120))
 
 
+# GPT-2/3-era stacks train with dropout 0.1 on the hidden states and the attention probabilities
+DROPOUT_01 = {"hidden_dropout": 0.1, "attention_dropout": 0.1}
+
+
 def vtrain(d):
     rows = read_csv("vtrain_megatron_deepspeed_a100_single_node.csv", d)
     # selection: per (GPUs, hidden, layers, TP, PP) the rows with the largest global batch at their largest
@@ -110,11 +114,14 @@ Source: github.com/VIA-Research/vTrain @f8dda84 data/ground_truth_single.csv (MI
 ../shared/data/published/vtrain_megatron_deepspeed_a100_single_node.csv. 8x A100 SXM4 80GB node, NVLink;
 fp16, full activation recompute, standard (non-flash) attention with fused softmax, 1F1B, no gradient
 bucketing (so gradient all-reduce is not overlapped: comm_overlap 0). GPT-3 style: GELU 4h MLP, 16 heads,
-vocab 50257, tied embeddings, sequence 1024.
+vocab 50257, tied embeddings, sequence 1024. Dropout 0.1 on the attention probabilities and in both
+bias-dropout-adds (Megatron-DeepSpeed's defaults; vTrain's model of the profiled layer, src/model/gpt_modeling.py,
+applies both).
 Selection: for every (GPUs, hidden, layers) data-parallel layout, the largest global batch at its smallest and
 largest micro-batch; for TP/PP layouts, depths 12 and 24, largest global batch, smallest micro-batch.""", {"hardware": {"preset": "a100-sxm-80g", "attention_kernel": "math", "comm_overlap": 0.0},
                           "training": {"activation_checkpointing": True, "zero_stage": 0, "weight_bytes": 2,
-                                       "gradient_bytes": 2, "optimizer_bytes": 12, "activation_bytes": 2}}, runs)
+                                       "gradient_bytes": 2, "optimizer_bytes": 12, "activation_bytes": 2,
+                                       **DROPOUT_01}}, runs)
 
 
 def korthikanti(d):
@@ -146,10 +153,11 @@ As transcribed by github.com/calculon-ai/calculon @caa4b11 calculon/llm/validati
 node; full recompute vs sequence parallel + selective (attention-core) recompute. GPT: GELU MLP, vocab 51200.
 Peak memory (selective rows only) = the figure's weights+gradients+optimizer plus activations, GiB x 2^30; the
 figure's memory is for micro-batch and layout of the same row. The recompute-none memory rows have no time and are
-not runs. Megatron keeps fp32 main gradients (gradient_bytes 4).""",
+not runs. Megatron keeps fp32 main gradients (gradient_bytes 4). Dropout 0.1 on the attention probabilities and
+the hidden states (Megatron-LM's defaults; the paper's activation accounting, Section 4.1, counts both masks).""",
          {"hardware": {"preset": "a100-sxm-80g", "attention_kernel": "math"},
           "training": {"zero_stage": 0, "weight_bytes": 2, "gradient_bytes": 4, "optimizer_bytes": 12,
-                       "activation_bytes": 2}}, runs)
+                       "activation_bytes": 2, **DROPOUT_01}}, runs)
 
 
 def mcore(d):
@@ -229,10 +237,13 @@ Source: github.com/Dao-AILab/flash-attention @0251105 training/README.md "Traini
 ../shared/data/published/flashattention_repo_gpt_training_a100.csv. Step time = global batch tokens / tokens per
 second (8 GPUs). PyTorch Lightning DDP with bf16 autocast (fp32 weights, gradients and Adam moments), ZeRO-1 for
 760M and above, no activation checkpointing, FlashAttention (v1 era, 2022), fused MLP and cross-entropy.
-GPT-3 architecture: GELU 4h MLP, vocab 50257 padded to 50264, tied embeddings. The GPT-2 TFLOP/s rows carry no
-batch configuration and are not runs.""",
+GPT-3 architecture: GELU 4h MLP, vocab 50257 padded to 50264, tied embeddings. Dropout 0.1 (the model config,
+training/configs/model/gpt2.yaml, is a transformers.GPT2Config that keeps its default resid_pdrop and attn_pdrop),
+fused into dropout-add-LayerNorm and into the attention kernel. The GPT-2 TFLOP/s rows carry no batch configuration
+and are not runs.""",
          {"hardware": {"preset": "a100-sxm-80g", "attention_kernel": "flash1"},
-          "training": {"weight_bytes": 4, "gradient_bytes": 4, "optimizer_bytes": 8, "activation_bytes": 2}}, runs)
+          "training": {"weight_bytes": 4, "gradient_bytes": 4, "optimizer_bytes": 8, "activation_bytes": 2,
+                       **DROPOUT_01}}, runs)
 
 
 SIMUMAX_MODELS = {"llama3-70b": (8192, 64, 8, 28672), "llama3-405b": (16384, 128, 8, 53248)}
