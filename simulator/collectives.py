@@ -18,7 +18,23 @@ DDP_BUCKET_BYTES = 40e6 * 4  # Megatron-Core's default gradient bucket: 40M fp32
 
 
 def link_bandwidth(hw: HardwareSpec, size: int, stride: int = 1) -> float:
+    """Per-GPU bandwidth of one transfer between two ranks of a group of ``size`` ranks at ``stride``:
+    NVLink inside a node, the GPU's own network adapter across nodes (point-to-point sends)."""
     return hw.intranode_bandwidth if size * stride <= hw.gpus_per_node else hw.internode_bandwidth
+
+
+def collective_bandwidth(hw: HardwareSpec, size: int, stride: int = 1) -> float:
+    """Bus bandwidth per rank of a ring collective over a group of ``size`` ranks at ``stride``.
+
+    Inside a node: NVLink. Across nodes, each ring crosses every node boundary once and runs over
+    NVLink elsewhere; NCCL builds one ring per network adapter, so a group with ``k`` ranks on each
+    node spreads its cross-node traffic over those ranks' ``k`` adapters: k x ``internode_bandwidth``,
+    at most NVLink's. With one rank per node (a data-parallel group at stride 8 on 8-GPU nodes) that is
+    one adapter's bandwidth."""
+    if size * stride <= hw.gpus_per_node:
+        return hw.intranode_bandwidth
+    per_node = max(1, min(size, hw.gpus_per_node // max(stride, 1)))
+    return min(hw.intranode_bandwidth, per_node * hw.internode_bandwidth)
 
 
 def all_reduce(nbytes, n: int, bw: float, hw: HardwareSpec):
@@ -54,7 +70,7 @@ def tensor_parallel_time(c, m, B: int, e: int, shard, hw: HardwareSpec, recomput
     t, cp = shard.tensor, shard.context
     if t == 1:
         return {"layer": np.zeros_like(c.nq, dtype=float), "head": 0.0}
-    bw = link_bandwidth(hw, t)
+    bw = collective_bandwidth(hw, t)
     row = m.hidden_size * e * B / cp
     q, kv = c.nq * row, c.nkv * row
     if shard.sequence_parallel:
@@ -137,13 +153,15 @@ def data_parallel_time(params, t: TrainingSpec, hw: HardwareSpec, n: int, span: 
     ``trsim`` stack (the project's step model): ``comm_overlap`` of the total hides behind backward.
     Real stacks (Megatron-Core DDP with overlapped gradient reduce, FSDP with prefetch): the gradient
     buckets are reduced while the last micro-batch's backward runs (``backward_window``); the last bucket
-    always waits; ZeRO-3's weight gathers are prefetched one layer ahead under each micro-batch's forward
+    always waits; Megatron's distributed optimizer (ZeRO 1-2 with ``stack: megatron``) reduce-scatters the
+    gradients there and all-gathers the updated weights under the next step's first forward
+    (``forward_window``); ZeRO-3's weight gathers are prefetched one layer ahead under each micro-batch's forward
     and backward (``forward_window``, ``backward_window``), and the first layer's gather waits.
     """
     if n <= 1:
         z = np.zeros_like(np.asarray(params, dtype=float))
         return z, z
-    bw = link_bandwidth(hw, span)
+    bw = collective_bandwidth(hw, n, span // n)
     if stack == "trsim":
         volume = params * t.gradient_bytes * 2 * (n - 1) / n
         hops = 2 * (n - 1)
@@ -154,6 +172,17 @@ def data_parallel_time(params, t: TrainingSpec, hw: HardwareSpec, n: int, span: 
         return total, total * (1 - hw.comm_overlap)
     grad_bytes = params * t.gradient_bytes
     buckets = np.maximum(1, np.ceil(grad_bytes / DDP_BUCKET_BYTES))
+    if stack == "megatron" and t.zero_stage in (1, 2):
+        # Megatron-Core's distributed optimizer (--use-distributed-optimizer with --overlap-grad-reduce and
+        # --overlap-param-gather): each bucket's gradients are reduce-scattered while the last micro-batch's
+        # backward goes on, each rank updates its shard, and the updated weights are all-gathered bucket by
+        # bucket as the next step's first forward reaches them. The last gradient bucket and the first
+        # weight bucket always wait.
+        grads = reduce_scatter(grad_bytes, n, bw, hw) + (buckets - 1) * (n - 1) * hw.collective_latency_s
+        gather = all_gather(params * t.weight_bytes, n, bw, hw) + (buckets - 1) * (n - 1) * hw.collective_latency_s
+        exposed = (np.maximum(grads / buckets, grads - backward_window)
+                   + np.maximum(gather / buckets, gather - forward_window))
+        return grads + gather, exposed
     grads = all_reduce(grad_bytes, n, bw, hw) + (buckets - 1) * 2 * (n - 1) * hw.collective_latency_s
     last_bucket = grads / buckets
     exposed = np.maximum(last_bucket, grads - backward_window)

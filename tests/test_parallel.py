@@ -142,6 +142,45 @@ def test_ring_collectives_by_hand(tiny):
     assert collectives.link_bandwidth(h, 8) == 5.0 and collectives.link_bandwidth(h, 2, 8) == 1.0
 
 
+def test_cross_node_collectives_use_every_adapter_their_group_has_on_a_node(tiny):
+    """NCCL runs one ring per network adapter: a group with k ranks on each node moves its cross-node
+    traffic through k adapters (at most NVLink's bandwidth); point-to-point sends use one."""
+    h = tiny.hardware.model_copy(update={"gpus_per_node": 8, "intranode_bandwidth": 6.0, "internode_bandwidth": 1.0,
+                                         "collective_latency_s": 0.0})
+    bw = collectives.collective_bandwidth
+    assert bw(h, 8) == 6.0 and bw(h, 4, 2) == 6.0             # inside a node
+    assert bw(h, 48) == 6.0                                    # 8 ranks a node: 8 adapters, capped by NVLink
+    assert bw(h, 48, 2) == 4.0 and bw(h, 48, 4) == 2.0         # 4 and 2 ranks a node
+    assert bw(h, 48, 8) == 1.0 and bw(h, 6, 16) == 1.0         # one rank a node: one adapter
+    assert bw(h, 16, 1) == 6.0 and bw(h.model_copy(update={"intranode_bandwidth": 100.0}), 16) == 8.0
+    assert collectives.link_bandwidth(h, 48) == 1.0            # a send between two ranks: one adapter
+    t = tiny.training.model_copy(update={"zero_stage": 0, "gradient_bytes": 4})
+    one = collectives.data_parallel_time(np.array([1e9]), t, h, 48, 48 * 8, stack="trsim")[0]
+    eight = collectives.data_parallel_time(np.array([1e9]), t, h, 48, 48, stack="trsim")[0]
+    assert one[0] == pytest.approx(6 * eight[0])              # 1 adapter vs NVLink's cap (6 of 8 adapters)
+
+
+def test_megatron_distributed_optimizer_traffic_by_hand(tiny):
+    """ZeRO-1 under Megatron-Core: fp32 gradients reduce-scattered under the last backward, bf16 weights
+    all-gathered under the next forward; each waits for what its window cannot cover, at least one bucket.
+    Without the distributed optimizer (ZeRO 0) the gradients are all-reduced and nothing is gathered."""
+    h = tiny.hardware.model_copy(update={"gpus_per_node": 8, "intranode_bandwidth": 1e11, "collective_latency_s": 0.0,
+                                         "collective_efficiency": 1.0})
+    t = tiny.training.model_copy(update={"zero_stage": 1, "gradient_bytes": 4, "weight_bytes": 2})
+    P, n = np.array([4e8]), 8  # 1.6 GB of gradients: 10 buckets of 160 MB
+    rs, ag = 7 / 8 * 1.6e9 / 1e11, 7 / 8 * 0.8e9 / 1e11
+    total, exposed = collectives.data_parallel_time(P, t, h, n, n, stack="megatron", backward_window=np.array([0.005]),
+                                                    forward_window=np.array([0.002]))
+    assert total[0] == pytest.approx(rs + ag)
+    assert exposed[0] == pytest.approx((rs - 0.005) + (ag - 0.002))
+    _, hidden = collectives.data_parallel_time(P, t, h, n, n, stack="megatron", backward_window=np.array([1.0]),
+                                               forward_window=np.array([1.0]))
+    assert hidden[0] == pytest.approx(rs / 10 + ag / 10)
+    ddp = collectives.data_parallel_time(P, t.model_copy(update={"zero_stage": 0}), h, n, n, stack="megatron",
+                                         backward_window=np.array([0.005]), forward_window=np.array([0.002]))
+    assert ddp[0][0] == pytest.approx(2 * rs) and ddp[1][0] == pytest.approx(2 * rs - 0.005)
+
+
 def test_tensor_parallel_traffic_by_hand(tiny):
     from trsim.simulator.plan import Layout, compile_points
     m = tiny.model  # d = 32

@@ -156,8 +156,8 @@ figure's memory is for micro-batch and layout of the same row. The recompute-non
 not runs. Megatron keeps fp32 main gradients (gradient_bytes 4). Dropout 0.1 on the attention probabilities and
 the hidden states (Megatron-LM's defaults; the paper's activation accounting, Section 4.1, counts both masks).""",
          {"hardware": {"preset": "a100-sxm-80g", "attention_kernel": "math"},
-          "training": {"zero_stage": 0, "weight_bytes": 2, "gradient_bytes": 4, "optimizer_bytes": 12,
-                       "activation_bytes": 2, **DROPOUT_01}}, runs)
+          "training": {"stack": "megatron", "zero_stage": 0, "weight_bytes": 2, "gradient_bytes": 4,
+                       "optimizer_bytes": 12, "activation_bytes": 2, **DROPOUT_01}}, runs)
 
 
 def mcore(d):
@@ -179,8 +179,8 @@ Source: github.com/NVIDIA/Megatron-LM @d98e8a6 images/model_table.png (README "P
 Distributed optimizer (ZeRO-1), TP communication overlap, sequence parallel with TP, no recompute, TE
 (cuDNN fused attention). The micro-batch is not published: 1 is assumed. GELU 4h MLP, untied embeddings.""",
          {"hardware": {"preset": "h100-sxm", "attention_kernel": "cudnn"},
-          "training": {"zero_stage": 1, "weight_bytes": 2, "gradient_bytes": 4, "optimizer_bytes": 12,
-                       "activation_bytes": 2}}, runs)
+          "training": {"stack": "megatron", "zero_stage": 1, "weight_bytes": 2, "gradient_bytes": 4,
+                       "optimizer_bytes": 12, "activation_bytes": 2}}, runs)
 
 
 NEMO_MODELS = {"LLAMA2-7B": llama(4096, 32, 32, 32, 11008, 32000, "llama2-7b"),
@@ -202,7 +202,8 @@ def nemo(d):
         fsdp = int(r["fsdp"] or 0) > 1
         par = parallel(r["tp"] or 1, r["pp"] or 1, cp=r["cp"] or 1, vp=r["vp"] if r["vp"] not in ("", "n/a") else 1,
                        sp=True)
-        tr = {**({"precision": "fp8"} if fp8 else {}), "zero_stage": 3 if fsdp else 1}
+        tr = {**({"precision": "fp8"} if fp8 else {}), "zero_stage": 3 if fsdp else 1,
+              "stack": "huggingface" if r["source"].startswith("AutoModel") else "megatron"}
         runs.append({"name": f"{r['source'].split()[0].lower()}-{r['container']}-{r['model']}-{n}g-{r['precision'].split()[0]}",
                      "scenario": scenario(NEMO_MODELS[key], n, r["mbs"] or 1, gb, s, par, tr),
                      "measured": {"step_time_s": round(step, 6)},
@@ -214,7 +215,8 @@ github.com/NVIDIA-NeMo/Automodel docs/performance-summary.mdx @36044ad (BF16, FS
 ../shared/data/published/nvidia_nemo_megatron_h100.csv. Step time = GBS x sequence / (tokens/s/GPU x GPUs) where the
 source gives none. Selection: full pretraining of Llama models (LoRA/SFT keep base weights frozen, MoE and
 squared-ReLU Nemotron are not modelled). Megatron rows: distributed optimizer (ZeRO-1), TE/cuDNN attention,
-sequence parallel with TP; FSDP rows: ZeRO-3. Recompute per recipe is not published per row: none assumed.""",
+sequence parallel with TP, stack megatron; AutoModel rows: FSDP2 (ZeRO-3) over Hugging Face model code with
+Transformer Engine kernels, stack huggingface. Recompute per recipe is not published per row: none assumed.""",
          {"hardware": {"preset": "h100-sxm", "attention_kernel": "cudnn"},
           "training": {"weight_bytes": 2, "gradient_bytes": 4, "optimizer_bytes": 12, "activation_bytes": 2}}, runs)
 
@@ -269,8 +271,8 @@ Source: github.com/MooreThreads/SimuMax @4dcaae5 docs/b200/b200_release_v1.2_sum
 optimizer (ZeRO-1), TE flash attention, sequence parallel, no recompute, fused cross-entropy, untied embeddings;
 micro-batch 1. Peak memory = peak torch allocated, GiB x 2^30 (max over ranks). DeepSeek (MoE) rows not modelled.""",
          {"hardware": {"preset": "b200", "attention_kernel": "cudnn"},
-          "training": {"zero_stage": 1, "weight_bytes": 2, "gradient_bytes": 4, "optimizer_bytes": 12,
-                       "activation_bytes": 2}}, runs)
+          "training": {"stack": "megatron", "zero_stage": 1, "weight_bytes": 2, "gradient_bytes": 4,
+                       "optimizer_bytes": 12, "activation_bytes": 2}}, runs)
 
 
 def main(argv=None) -> int:
