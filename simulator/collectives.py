@@ -14,7 +14,7 @@ import numpy as np
 
 from .config import HardwareSpec, TrainingSpec
 
-DDP_BUCKET_BYTES = 40e6 * 4  # Megatron-Core's default gradient bucket: 40M fp32 elements
+DDP_BUCKET_ELEMENTS = 40e6  # Megatron-Core's default gradient bucket (in elements, whatever their bytes)
 
 
 def link_bandwidth(hw: HardwareSpec, size: int, stride: int = 1) -> float:
@@ -171,7 +171,10 @@ def data_parallel_time(params, t: TrainingSpec, hw: HardwareSpec, n: int, span: 
         total = volume / bw + hops * hw.collective_latency_s
         return total, total * (1 - hw.comm_overlap)
     grad_bytes = params * t.gradient_bytes
-    buckets = np.maximum(1, np.ceil(grad_bytes / DDP_BUCKET_BYTES))
+    buckets = np.maximum(1, np.ceil(params / DDP_BUCKET_ELEMENTS))
+    # without a window (a caller pricing the traffic alone) nothing hides
+    backward_window = 0.0 if backward_window is None else backward_window
+    forward_window = 0.0 if forward_window is None else forward_window
     if stack == "megatron" and t.zero_stage in (1, 2):
         # Megatron-Core's distributed optimizer (--use-distributed-optimizer with --overlap-grad-reduce and
         # --overlap-param-gather): each bucket's gradients are reduce-scattered while the last micro-batch's

@@ -121,7 +121,45 @@ def test_bad_dropout_is_one_line(tmp_path, value):
     assert len(lines) == 1 and lines[0].startswith(f"trsim: error: {p}: training.hidden_dropout: expected"), r.stderr
 
 
-def test_zero_dropout_changes_nothing():
-    a, b = _step(_doc()), _step(_doc(hidden_dropout=0.0, attention_dropout=0.0))
-    assert a.time_s == b.time_s and a.peak_memory_bytes == b.peak_memory_bytes
-    assert np.isfinite(a.time_s)
+@pytest.mark.parametrize("stack", ["trsim", "huggingface", "megatron"])
+@pytest.mark.parametrize("kernel", ["math", "flash2", "cudnn"])
+def test_zero_dropout_prices_exactly_nothing(stack, kernel):
+    """Probabilities of 0 switch every dropout term off: zero bytes, not small ones, on any stack and kernel."""
+    sc = scenario_from_dict(_doc(kernel if kernel != "cudnn" else "flash2", stack=stack, hidden_dropout=0.0,
+                                 attention_dropout=0.0))
+    d = costs.Dropout.of(sc.training)
+    assert not d.hidden and not d.attention
+    got = costs.dropout_bytes(_counts(300), GPT, _hw("math"), 2, 2, Shard(tensor=2, sequence_parallel=True, context=2), d)
+    assert all(np.all(v == 0) for v in got.values())
+    a = memory.activation_terms(stack, _counts(300), GPT, 2, Shard(tensor=2), hidden_dropout=False).layer
+    b = memory.activation_terms(stack, _counts(300), GPT, 2, Shard(tensor=2)).layer
+    assert np.array_equal(a, b)
+
+
+def test_dropout_bytes_and_masks_split_over_context_ranks():
+    s, B, e = 256, 2, 2
+    c = _counts(s)
+    one = costs.dropout_bytes(c, GPT, _hw("math"), B, e, Shard(tensor=2), costs.Dropout(hidden=True, attention=True))
+    four = costs.dropout_bytes(c, GPT, _hw("math"), B, e, Shard(tensor=2, context=4),
+                               costs.Dropout(hidden=True, attention=True))
+    for k in one:
+        assert four[k][0, 0] == pytest.approx(one[k][0, 0] / 4), k
+    m1 = memory.activation_terms("megatron", c, GPT, 2, Shard(tensor=2), hidden_dropout=True).layer
+    m0 = memory.activation_terms("megatron", c, GPT, 2, Shard(tensor=2)).layer
+    m4 = memory.activation_terms("megatron", c, GPT, 2, Shard(tensor=2, context=4), hidden_dropout=True).layer
+    m40 = memory.activation_terms("megatron", c, GPT, 2, Shard(tensor=2, context=4)).layer
+    assert (m1 - m0)[0, 0] == 2 * s * GPT.hidden_size and (m4 - m40)[0, 0] == pytest.approx(2 * s * GPT.hidden_size / 4)
+
+
+@pytest.mark.parametrize("stack", ["trsim", "huggingface", "megatron"])
+@pytest.mark.parametrize("t", [1, 2, 8])
+def test_masks_split_over_tensor_ranks_only_with_sequence_parallelism(stack, t):
+    """Without sequence parallelism every tensor rank holds the whole hidden state and its masks: Korthikanti's
+    s b h (10 + 24 / t) keeps its 2 s b h of masks whole; with it they are split with the rest (34 / t)."""
+    s, h = 300, GPT.hidden_size
+    c = _counts(s, 1)
+    for sp in (False, True):
+        with_ = memory.activation_terms(stack, c, GPT, 2, Shard(tensor=t, sequence_parallel=sp), hidden_dropout=True)
+        without = memory.activation_terms(stack, c, GPT, 2, Shard(tensor=t, sequence_parallel=sp))
+        assert (with_.layer - without.layer)[0, 0] == pytest.approx(2 * s * h / (t if sp else 1))
+        assert with_.selective[0, 0] == without.selective[0, 0]  # selective recompute keeps the masks

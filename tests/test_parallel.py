@@ -179,6 +179,15 @@ def test_megatron_distributed_optimizer_traffic_by_hand(tiny):
     ddp = collectives.data_parallel_time(P, t.model_copy(update={"zero_stage": 0}), h, n, n, stack="megatron",
                                          backward_window=np.array([0.005]), forward_window=np.array([0.002]))
     assert ddp[0][0] == pytest.approx(2 * rs) and ddp[1][0] == pytest.approx(2 * rs - 0.005)
+    zero2 = collectives.data_parallel_time(P, t.model_copy(update={"zero_stage": 2}), h, n, n, stack="megatron",
+                                           backward_window=np.array([0.005]), forward_window=np.array([0.002]))
+    assert zero2[0][0] == pytest.approx(total[0]) and zero2[1][0] == pytest.approx(exposed[0])
+    hf = collectives.data_parallel_time(P, t, h, n, n, stack="huggingface", backward_window=np.array([0.005]),
+                                        forward_window=np.array([0.002]))
+    assert hf[0][0] == pytest.approx(2 * rs)  # PyTorch DDP with a sharded optimizer still all-reduces
+    # without windows nothing hides
+    bare = collectives.data_parallel_time(P, t, h, n, n, stack="megatron")
+    assert bare[1][0] == pytest.approx(rs + ag)
 
 
 def test_tensor_parallel_traffic_by_hand(tiny):

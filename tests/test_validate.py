@@ -44,10 +44,12 @@ def test_fit_recovers_known_parameters_and_names_what_one_depth_cannot_separate(
     hw0 = F.base_hardware("cpu")
     truth = F.with_params(hw0, {**TRUTH, "layer_overhead_s": hw0.layer_overhead_s})
     res = F.fit(synthetic_cases(tiny_doc, truth), hw0, prior=False)
-    # every profiled case has 4 layers: a per-layer and a per-micro-batch cost cannot be told apart; and
-    # on the CPU host and device are one processor, so the overlapped host-dispatch term moves nothing
-    assert set(res.fixed) == {"layer_overhead_s", "host_layer_s"}
+    # every profiled case has 4 layers: a per-layer and a per-micro-batch cost cannot be told apart; on
+    # the CPU host and device are one processor, so the overlapped host-dispatch term moves nothing; and one
+    # device runs no collective
+    assert set(res.fixed) == {"layer_overhead_s", "host_layer_s", "collective_efficiency"}
     assert "step_overhead_s" in res.fixed["layer_overhead_s"] and "no measurement" in res.fixed["host_layer_s"]
+    assert "no measurement" in res.fixed["collective_efficiency"]
     assert res.std["layer_overhead_s"] is None
     for k in F.PARAMS:
         assert res.values[k] == pytest.approx(getattr(truth, k), rel=1e-3), k
@@ -263,5 +265,42 @@ def test_calibrate_from_runs_recovers_the_host_dispatch_cost(tiny_doc, tmp_path)
     fitted = {k: v["value"] for k, v in out["parameters"].items()}
     new = tmp_path / "new.yaml"
     new.write_text(yaml.safe_dump(runs_doc(doc, {"host_layer_s": 3e-3}, configs=((6, 3, 30), (3, 6, 15)))))
+    for r in load_runs(new)[0]:
+        assert r.predicted_time(r.hardware_with(fitted)) == pytest.approx(r.measured_time, rel=0.02)
+
+
+def test_calibrate_from_runs_recovers_the_collective_efficiency(tmp_path):
+    """Runs whose data-parallel traffic varies (1 to 64 GPUs, in and across nodes) made with collectives at
+    0.4 of the link bandwidth give 0.4 back, and the fit predicts an unseen layout."""
+    import yaml
+    from trsim.cli import main
+    from trsim.validate.runs import load_runs
+
+    def doc(gpus_and_batches):
+        runs = []
+        for n, mb in gpus_and_batches:
+            scn = dict(name=f"g{n}-b{mb}", model=dict(preset="llama-2-7b", num_layers=4),
+                       hardware=dict(preset="h100-sxm", num_gpus=n),
+                       training=dict(micro_batch_size=mb, global_batch_size=mb * n, zero_stage=0, stack="megatron"),
+                       tasks=dict(t=dict(samples=1, segments=[dict(name="x", kind="text", tokens=2048, target=True)])))
+            runs.append({"name": scn["name"], "scenario": scn, "measured": {"step_time_s": 1.0}})
+        return {"source": "synthetic", "runs": runs}
+
+    def measured(d, path):
+        path.write_text(yaml.safe_dump(d))
+        for r, raw in zip(load_runs(path)[0], d["runs"]):
+            raw["measured"]["step_time_s"] = r.predicted_time(r.hardware_with({"collective_efficiency": 0.4,
+                                                                                 "matmul_efficiency": 0.7}))
+        path.write_text(yaml.safe_dump(d))
+    path = tmp_path / "runs.yaml"
+    measured(doc([(1, 1), (1, 4), (2, 1), (8, 1), (8, 2), (16, 1), (64, 1), (64, 4)]), path)
+    cal = tmp_path / "cal.json"
+    assert main(["calibrate", "--runs", str(path), "--out", str(cal), "--format", "json"]) == 0
+    out = json.loads(cal.read_text())
+    assert "collective_efficiency" in out["fit"]["fitted"]
+    assert out["parameters"]["collective_efficiency"]["value"] == pytest.approx(0.4, rel=0.02)
+    fitted = {k: v["value"] for k, v in out["parameters"].items()}
+    new = tmp_path / "new.yaml"
+    measured(doc([(32, 2), (4, 3)]), new)
     for r in load_runs(new)[0]:
         assert r.predicted_time(r.hardware_with(fitted)) == pytest.approx(r.measured_time, rel=0.02)

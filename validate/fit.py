@@ -50,14 +50,19 @@ PARAM_SPECS: dict[str, tuple[float, float, str, float]] = {
     "layer_overhead_s": (0.0, 0.1, "abs", 2e-4),
     "step_overhead_s": (0.0, 10.0, "abs", 5e-3),
     "host_layer_s": (0.0, 0.1, "abs", 2e-3),
+    # bus bandwidth over link bandwidth of the collectives: a cluster's network (adapters, switches, NCCL
+    # version) is what a user's logs pin down best and a preset least
+    "collective_efficiency": (0.01, 1.0, "log", 1.0),
 }
 PARAMS = tuple(PARAM_SPECS)
-EFFICIENCIES = {"matmul_efficiency", "attention_efficiency", "bandwidth_efficiency", "gather_efficiency"}
+EFFICIENCIES = {"matmul_efficiency", "attention_efficiency", "bandwidth_efficiency", "gather_efficiency",
+                "collective_efficiency"}
 DATA_SIGMA = 0.03        # assumed relative timing noise of one measurement
 COND_LIMIT = 1e4         # column-normalised Jacobian condition number above which a direction is unidentified
 # when a direction is unidentified, fix the first of its dominant parameters in this order
 FIX_ORDER = ("matmul_overhead_s", "host_layer_s", "layer_overhead_s", "gather_efficiency", "matmul_half_k", "attention_half_keys",
-             "step_overhead_s", "bandwidth_efficiency", "attention_efficiency", "matmul_efficiency")
+             "step_overhead_s", "bandwidth_efficiency", "collective_efficiency", "attention_efficiency",
+             "matmul_efficiency")
 CLASSES = ("matmul", "attention", "memory_bound", "gather")
 # On a CPU only the step time is fitted, not the profiler's per-operator classes: those are host self
 # times on the wall clock, inflated by the profiler's own per-event cost and by whatever a neighbour

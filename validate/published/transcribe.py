@@ -215,8 +215,8 @@ github.com/NVIDIA-NeMo/Automodel docs/performance-summary.mdx @36044ad (BF16, FS
 ../shared/data/published/nvidia_nemo_megatron_h100.csv. Step time = GBS x sequence / (tokens/s/GPU x GPUs) where the
 source gives none. Selection: full pretraining of Llama models (LoRA/SFT keep base weights frozen, MoE and
 squared-ReLU Nemotron are not modelled). Megatron rows: distributed optimizer (ZeRO-1), TE/cuDNN attention,
-sequence parallel with TP, stack megatron; AutoModel rows: FSDP2 (ZeRO-3) over Hugging Face model code with
-Transformer Engine kernels, stack huggingface. Recompute per recipe is not published per row: none assumed.""",
+sequence parallel with TP, stack megatron; FSDP rows: ZeRO-3 (Megatron-Bridge's Megatron-FSDP keeps stack
+megatron; AutoModel's FSDP2 over Hugging Face model code with Transformer Engine kernels, stack huggingface). Recompute per recipe is not published per row: none assumed.""",
          {"hardware": {"preset": "h100-sxm", "attention_kernel": "cudnn"},
           "training": {"weight_bytes": 2, "gradient_bytes": 4, "optimizer_bytes": 12, "activation_bytes": 2}}, runs)
 
