@@ -39,7 +39,7 @@ def load_docs() -> list[tuple[str, dict]]:
 
 
 # Options the shipped scenarios rarely set, so that mutations reach every pricing path (parallel layouts,
-# recompute, precision, stacks, task mixing, hardware presets).
+# recompute, precision, stacks, task mixing, dropout, attention kernels, hardware presets).
 OPTIONS = [
     (("training", "task_mixing"), ["homogeneous", "mixed", "ideal"]),
     (("training", "recompute"), ["none", "selective", "full"]),
@@ -47,9 +47,13 @@ OPTIONS = [
     (("training", "stack"), ["trsim", "huggingface", "megatron"]),
     (("training", "zero_stage"), [0, 1, 2, 3]),
     (("training", "micro_batch_size"), [1, 2, 3, 16]),
+    (("training", "hidden_dropout"), [0.0, 0.1, 1.0]),
+    (("training", "attention_dropout"), [0.0, 0.1, 1.0]),
+    (("hardware", "attention_kernel"), ["math", "flash2", "mem_efficient"]),
     (("parallelism",), [{"tensor": 2}, {"pipeline": 2}, {"pipeline": 4, "virtual_stages": 2},
                         {"context": 2, "sequence_parallel": True}, {"tensor": 3}, {"pipeline": 64},
-                        {"tensor": 2, "pipeline": 2, "context": 2}, {"layers_per_stage": [1, 2]}]),
+                        {"tensor": 2, "pipeline": 2, "context": 2}, {"layers_per_stage": [1, 2]},
+                        {"tensor": 2, "sequence_parallel": True, "tensor_comm_overlap": True}]),
     (("hardware", "preset"), ["a100-sxm-80g", "h100-sxm", "h200", "b200", "cpu"]),
     (("hardware", "num_gpus"), [1, 2, 7, 64, 4096]),
     (("conventions", "attention"), ["causal", "full"]),
