@@ -217,9 +217,12 @@ def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
     opt = costs.optimizer_time(rank_params, tr, hw, shards)  # [P, p]
     span = dp * par.tensor * par.context
     compute = np.broadcast_to(stage_mean, rank_params.shape)
+    # one micro-batch's forward is a third of its work without recompute; its backward is the rest, the
+    # recomputed forward included (it runs inside backward)
+    forward = (compute - components.get("recompute", 0.0)) / 3
     comm_total, comm_exposed = collectives.data_parallel_time(
-        rank_params, tr, hw, shards, span, stack=tr.stack, backward_window=compute * 2 / 3,
-        forward_window=compute / 3, micro_batches=M, layers=np.maximum(1, np.asarray(st.layers_per_stage())))
+        rank_params, tr, hw, shards, span, stack=tr.stack, backward_window=compute - forward,
+        forward_window=forward, micro_batches=M, layers=np.maximum(1, np.asarray(st.layers_per_stage())))
     tail = np.argmax(opt + comm_exposed, axis=-1)[..., None]  # the stage whose step ends last
     pick = lambda x: np.take_along_axis(np.broadcast_to(x, rank_params.shape), tail, -1)[..., 0]  # noqa: E731
     opt, comm_total, comm_exposed = pick(opt), pick(comm_total), pick(comm_exposed)

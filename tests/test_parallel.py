@@ -190,6 +190,31 @@ def test_megatron_distributed_optimizer_traffic_by_hand(tiny):
     assert bare[1][0] == pytest.approx(rs + ag)
 
 
+@pytest.mark.parametrize("recompute", ["none", "selective", "full"])
+def test_data_parallel_windows_are_the_forward_and_the_backward_with_its_recompute(recompute):
+    """The distributed optimizer's gathers hide under one micro-batch's forward (a third of the work that is
+    not recompute) and its reduce-scatters under the backward (the rest, the recomputed forward included)."""
+    from trsim.simulator.simulate import evaluate, schedule_plans
+    doc = yaml.safe_load(open("scenarios/vila_u_7b_64gpu_tp2_pp2.yaml"))
+    doc["parallelism"] = {"tensor": 8, "sequence_parallel": True}       # one adapter per data-parallel group
+    doc["training"].update(recompute=recompute, task_mixing="ideal", stack="megatron", zero_stage=1)
+    doc["tasks"] = {"u": doc["tasks"]["understanding"]}
+    doc["schedules"] = {"baseline": {}}
+    scn = scenario_from_dict(doc)
+    plans = schedule_plans(scn, "baseline")
+    ev = evaluate(scn, plans)
+    stage = ev["stage_time"]                                           # [1, 1]: one stage, one task
+    rec = ev["breakdown"].get("recompute", 0.0) / scn.grad_accumulation
+    fwd = (stage - rec) / 3
+    from trsim.simulator import memory
+    params = memory.stage_parameters(scn.model, list(plans.values()), parallel.single_stage(scn.model.num_layers), 8)
+    n = scn.data_parallel
+    _, exposed = collectives.data_parallel_time(params, scn.training, scn.hardware, n, n * 8,
+                                                stack="megatron", backward_window=stage - fwd, forward_window=fwd)
+    assert ev["breakdown"]["communication_exposed"][0] == pytest.approx(float(exposed[0, 0]), rel=1e-9)
+    assert ev["breakdown"]["communication_exposed"][0] > 0
+
+
 def test_tensor_parallel_traffic_by_hand(tiny):
     from trsim.simulator.plan import Layout, compile_points
     m = tiny.model  # d = 32
