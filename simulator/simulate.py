@@ -377,14 +377,20 @@ def _parallel_report(scn: Scenario, ev: dict, plans: dict[str, Plan]) -> dict:
         balanced = parallel.min_max_partition(layer_costs(scn, plans), par.pipeline)
         split, step = _better_split(scn, plans, [st.layers_per_stage(), balanced])
         out.update(min_max_layers_per_stage=balanced, suggested_layers_per_stage=split, suggested_step_time_s=step)
+    else:
+        # interleaved: a stage's layers are v chunks spread over the model, so no contiguous min-max
+        # partition describes it; the search starts from the current split and moves v layers at a time
+        split, step = _better_split(scn, plans, [st.layers_per_stage()], unit=v)
+        out.update(suggested_layers_per_stage=split, suggested_step_time_s=step)
     return out
 
 
-def _better_split(scn: Scenario, plans: dict[str, Plan], starts: list[list[int]], rounds: int = 64):
+def _better_split(scn: Scenario, plans: dict[str, Plan], starts: list[list[int]], rounds: int = 64, unit: int = 1):
     """The split with the shortest predicted step near ``starts`` (the current split and the min-max
-    partition of the compute): from the better start, move one stage boundary by one layer while that
-    shortens the step. The step, not the compute alone, decides: a boundary also moves weights, hence
-    optimizer and data-parallel traffic, between stages."""
+    partition of the compute): from the better start, move one stage boundary by ``unit`` layers (the
+    virtual stages with interleaving, so every stage keeps whole chunks) while that shortens the step.
+    The step, not the compute alone, decides: a boundary also moves weights, hence optimizer and
+    data-parallel traffic, between stages."""
     par = scn.parallelism
 
     def step(split):
@@ -397,9 +403,9 @@ def _better_split(scn: Scenario, plans: dict[str, Plan], starts: list[list[int]]
         for i in range(len(best) - 1):
             for d in (-1, 1):
                 cand = list(best)
-                cand[i] += d
-                cand[i + 1] -= d
-                if min(cand) >= 1:
+                cand[i] += d * unit
+                cand[i + 1] -= d * unit
+                if min(cand) >= unit:
                     moves.append((step(cand), cand))
         t, cand = min(moves, default=(best_t, best))
         if t >= best_t:

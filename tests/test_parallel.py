@@ -438,6 +438,25 @@ def test_min_max_split_prices_host_bound_layers_at_their_dispatch_cost():
     assert report["min_max_layers_per_stage"] == [16, 16]
 
 
+def test_interleaved_pipeline_gets_a_split_of_whole_chunks_that_is_never_slower():
+    """With virtual stages each stage keeps whole chunks, so the search moves v layers at a time. A 1M-token
+    vocabulary makes the last stage (LM head and loss) the straggler: layers move to the first stage."""
+    doc = dict(name="il", model=dict(preset="llama-2-7b", num_layers=16, vocab_size=1_000_000),
+               hardware=dict(preset="h100-sxm", num_gpus=4), parallelism=dict(pipeline=2, virtual_stages=2),
+               training=dict(micro_batch_size=2, global_batch_size=16, zero_stage=1, stack="megatron"),
+               tasks=dict(t=dict(samples=1, segments=[dict(name="x", kind="text", tokens=4096, target=True)])))
+    step = simulate(scenario_from_dict(doc)).schedules[0].step
+    par = step.parallel
+    split = par["suggested_layers_per_stage"]
+    assert "min_max_layers_per_stage" not in par  # no contiguous partition describes interleaved stages
+    assert sum(split) == 16 and all(n % 2 == 0 and n >= 2 for n in split)
+    assert split[0] > split[1] and par["suggested_step_time_s"] < step.time_s
+    doc["parallelism"]["layers_per_stage"] = split  # the suggestion, run as given, takes the time it promised
+    again = simulate(scenario_from_dict(doc)).schedules[0].step
+    assert again.time_s == pytest.approx(par["suggested_step_time_s"], rel=1e-12)
+    assert again.parallel["suggested_step_time_s"] <= again.time_s
+
+
 def test_profiled_case_prediction_waits_for_the_host(tiny):
     """predict_case (what validate and calibrate compare with profiler cases) takes max(host, device)
     like the step model, so GPU profiles of small models can determine host_layer_s."""

@@ -75,9 +75,12 @@ def print_layout(res, console: Console) -> None:
             stages = ", ".join(f"{t * 1e3:,.1f}" for t in par["stage_time_s"])
             line = (f"{s.name}: pipeline stages {par['layers_per_stage']} layers, micro-batch {stages} ms per stage, "
                     f"imbalance {par['imbalance']:.1%}, bubble {par['bubble_fraction']:.1%}")
+            if "min_max_layers_per_stage" in par:
+                line += f"; compute-balanced split {par['min_max_layers_per_stage']}"
             if "suggested_layers_per_stage" in par:
-                line += (f"; compute-balanced split {par['min_max_layers_per_stage']}; best split "
-                         f"{par['suggested_layers_per_stage']}: step {par['suggested_step_time_s'] * 1e3:,.1f} ms")
+                line += (f"; best split {par['suggested_layers_per_stage']}"
+                         + (f" ({par['virtual_stages']} chunks each)" if par["virtual_stages"] > 1 else "")
+                         + f": step {par['suggested_step_time_s'] * 1e3:,.1f} ms")
             console.print(line, markup=False, highlight=False)
         if mix and abs(mix["homogeneous_step_s"] - mix["ideal_step_s"]) > 0:
             console.print(f"{s.name}: task-homogeneous micro-batches over {par.get('data_parallel', 1)} data-parallel "
