@@ -172,6 +172,7 @@ def data_parallel_time(params, t: TrainingSpec, hw: HardwareSpec, n: int, span: 
         return total, total * (1 - hw.comm_overlap)
     grad_bytes = params * t.gradient_bytes
     buckets = np.maximum(1, np.ceil(params / DDP_BUCKET_ELEMENTS))
+    per_bucket_hops = (buckets - 1) * (n - 1) * hw.collective_latency_s  # latency of the extra buckets' rings
     # without a window (a caller pricing the traffic alone) nothing hides
     backward_window = 0.0 if backward_window is None else backward_window
     forward_window = 0.0 if forward_window is None else forward_window
@@ -181,12 +182,12 @@ def data_parallel_time(params, t: TrainingSpec, hw: HardwareSpec, n: int, span: 
         # backward goes on, each rank updates its shard, and the updated weights are all-gathered bucket by
         # bucket as the next step's first forward reaches them. The last gradient bucket and the first
         # weight bucket always wait.
-        grads = reduce_scatter(grad_bytes, n, bw, hw) + (buckets - 1) * (n - 1) * hw.collective_latency_s
-        gather = all_gather(params * t.weight_bytes, n, bw, hw) + (buckets - 1) * (n - 1) * hw.collective_latency_s
+        grads = reduce_scatter(grad_bytes, n, bw, hw) + per_bucket_hops
+        gather = all_gather(params * t.weight_bytes, n, bw, hw) + per_bucket_hops
         exposed = (np.maximum(grads / buckets, grads - backward_window)
                    + np.maximum(gather / buckets, gather - forward_window))
         return grads + gather, exposed
-    grads = all_reduce(grad_bytes, n, bw, hw) + (buckets - 1) * 2 * (n - 1) * hw.collective_latency_s
+    grads = all_reduce(grad_bytes, n, bw, hw) + 2 * per_bucket_hops
     last_bucket = grads / buckets
     exposed = np.maximum(last_bucket, grads - backward_window)
     total = grads

@@ -143,6 +143,7 @@ def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
     p, v = par.pipeline, par.virtual_stages
     last = np.arange(p) == p - 1
     shard = parallel.Shard.of(par, tr.precision)
+    hidden_dropout = costs.Dropout.of(tr).hidden  # its masks are kept for backward
     gathers = "per_layer" if tr.stack == "trsim" else "on_change"
     inflight = parallel.in_flight(p, v, M)
     params = costs.base_parameters(m) + costs.extra_parameters(list(plans.values()), m)
@@ -164,7 +165,7 @@ def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
         bwd = 2 * (fwd - (ops["rank"] * w).sum(-1))  # token ranking is not differentiated
         t = _stage_times(c, m, hw, tr, shard, st, last, gathers, dp)
         stage_t = sum(t.values())  # [P, p]
-        acts = memory.activation_terms(tr.stack, c, m, e, shard, B, tr.hidden_dropout > 0)
+        acts = memory.activation_terms(tr.stack, c, m, e, shard, B, hidden_dropout)
         act = memory.stage_activation_bytes(acts, w, B, tr.recompute, st, last, inflight)
         transient = np.where(last, B * acts.transient, 0)
         pc = (costs.paper_layer_cost(c, m) * w).sum(-1)
@@ -188,7 +189,7 @@ def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
         c = mixing.packed_counts([x[4] for x in per_task_stage], fr)
         t = _stage_times(c, m, hw, tr, shard, st, last, gathers, dp)
         stage_mean = sum(t.values())
-        acts = memory.activation_terms(tr.stack, c, m, e, shard, B, tr.hidden_dropout > 0)
+        acts = memory.activation_terms(tr.stack, c, m, e, shard, B, hidden_dropout)
         act_peak = (memory.stage_activation_bytes(acts, c.weights, B, tr.recompute, st, last, inflight)
                     + np.where(last, B * acts.transient, 0))
         components = t
