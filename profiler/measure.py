@@ -20,6 +20,12 @@ _WRAPPERS = ("aten::linear", "aten::matmul", "aten::scaled_dot_product_attention
 
 
 def classify(name: str) -> str | None:
+    # Compiled code (FlexAttention on CUDA) launches Triton kernels, not aten ops; inductor names each
+    # launch's profiler range after the kernel: "triton_tem_*" for templates (FlexAttention's forward and
+    # backward are the only templates the executor compiles), "triton_poi_*"/"triton_red_*"/... for the
+    # pointwise and reduction kernels around them.
+    if name.startswith("triton_"):
+        return "attention" if name.startswith("triton_tem") or "flex" in name else "memory_bound"
     if name.startswith("aten::") is False:
         return None
     if "attention" in name or "flash" in name or "fmha" in name:

@@ -44,12 +44,19 @@ class Stats(_M):
         return self
 
 
+class ClassStats(Stats):
+    """A class's time over the profiled steps; zero where no operator of the class ran."""
+    median_s: _Spread
+    min_s: _Spread
+    max_s: _Spread
+
+
 class Timing(_M):
     forward_backward: Stats
     optimizer: Stats
     classes_s: dict[str, _Spread]         # median over the profiled steps
     layer_forward_s: list[_Spread]        # median over the profiled steps
-    classes_stats: Optional[dict[str, Stats]] = None   # per class: median, min, max, iqr over those steps
+    classes_stats: Optional[dict[str, ClassStats]] = None   # per class: median, min, max, iqr over those steps
 
 
 class Memory(_M):
