@@ -56,7 +56,8 @@ SCHEDULES = {  # for a SLICE_LAYERS-layer model (the full-depth check uses the f
 FULL_DEPTH_SCHEDULES = ("baseline", "himix", "hmgen-5")
 TINY_MODEL = dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, intermediate_size=48,
                   vocab_size=64)
-RESERVE_S = 45.0           # kept back from the budget for calibrate, validate and packing
+RESERVE_S = 45.0           # kept back from the budget for packing and the summary
+ANALYSIS_S, ANALYSIS_S_PER_CASE = 30.0, 3.0   # calibrate + validate (cross-validated): 131 s for 52 cases here
 FIRST_CASE_S = 90.0        # estimate for a kind of case never timed (model build, compilation, warm-up)
 MAX_ATTEMPTS = 2           # a case started this often without finishing is not started again
 PACK_LIMIT_BYTES = 16 * 2**20
@@ -356,10 +357,21 @@ def run(args) -> int:
     pack_so_far("profiling done; calibrate/validate next")
     grid_files = [results / f"{p.name}.json" for p in points if not p.full_depth and (results / f"{p.name}.json").exists()]
     full = [results / f"{p.name}.json" for p in points if p.full_depth and (results / f"{p.name}.json").exists()]
-    if n_ok >= args.calibrate_min_cases and len(grid_files) >= 2:
-        steps = analyse(results, grid_files, full[0] if full else None, log)
-    else:
+    # calibrate and validate need no GPU: on the device they run only once the grid is complete and the
+    # budget still holds them (about ANALYSIS_S_PER_CASE a case; the first H200 call, 2026-11-27, was killed
+    # at its time limit in validate); otherwise the log says how to run them on any machine afterwards
+    need = ANALYSIS_S + ANALYSIS_S_PER_CASE * n_ok
+    later = (f"trsim calibrate {results}/<point>.json ... --out calibration.json; trsim validate "
+             f"{results}/<point>.json ... (no GPU needed)")
+    if n_ok < args.calibrate_min_cases or len(grid_files) < 2:
         log(f"calibrate/validate wait for {args.calibrate_min_cases} finished cases over 2 grid points (have {n_ok})")
+    elif remaining:
+        log(f"calibrate/validate not run on the device while {remaining} cases remain; meanwhile: {later}")
+    elif clock() - t_start + need > args.budget_s:
+        log(f"calibrate/validate skipped: about {need:.0f} s needed, {args.budget_s - (clock() - t_start):.0f} s "
+            f"of the budget left; run them here: {later}")
+    else:
+        steps = analyse(results, grid_files, full[0] if full else None, log)
     failures += [f"step {k}: exit code {v}" for k, v in steps.items() if v != 0]
     validation = None
     if (results / "validation.json").exists() and steps.get("validate") is not None:

@@ -58,17 +58,67 @@ def saved_tensor_accounting():
         yield seen
 
 
-def constant_storages(model) -> set[int]:
-    """Storages that are not activations: parameters and the plan's precomputed index/mask/rotary tensors."""
-    out = {p.untyped_storage().data_ptr() for p in model.parameters()}
+def constant_tensors(model) -> list:
+    """Tensors that are not activations: parameters and the plan's precomputed index/mask/rotary tensors."""
+    out = list(model.parameters())
     if getattr(model, "_idx_lm", None) is not None:
-        out.add(model._idx_lm.untyped_storage().data_ptr())
+        out.append(model._idx_lm)
     for io in (model._io or []) + getattr(model, "_built", []):
         block = io.block_mask.as_tuple()[:-1] if io.block_mask is not None else ()
-        for t in (io.idx_q, io.idx_kvo, io.mask, io.cos_q, io.sin_q, io.cos_k, io.sin_k, *block):
-            if isinstance(t, torch.Tensor):
-                out.add(t.untyped_storage().data_ptr())
+        out += [t for t in (io.idx_q, io.idx_kvo, io.mask, io.cos_q, io.sin_q, io.cos_k, io.sin_k, *block)
+                if isinstance(t, torch.Tensor)]
     return out
+
+
+def constant_storages(model) -> set[int]:
+    return {t.untyped_storage().data_ptr() for t in constant_tensors(model)}
+
+
+def storage_bytes(tensors) -> int:
+    """Bytes of the distinct storages behind ``tensors``."""
+    seen = {}
+    for t in tensors:
+        st = t.untyped_storage()
+        seen[st.data_ptr()] = st.nbytes()
+    return sum(seen.values())
+
+
+def cpu_step_peak(model, ids, labels, optimizer) -> tuple[int, int]:
+    """(bytes allocated before the step, peak bytes during it) for one training step on the CPU, which
+    has no ``max_memory_allocated``: the profiler's allocation events (``profile_memory``) give every
+    allocation and free in order, and the peak is the largest running sum over what lived before. What
+    lived before is counted from the tensors themselves: weights, the plan's constant tensors, optimizer
+    states (materialised by an untimed step first), the batch. Gradients are freed before the step, as
+    on CUDA."""
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+    model(ids, labels).backward()
+    optimizer.step()
+    model.zero_grad(set_to_none=True)
+    if getattr(model, "_dynamic", False):  # freed by the next forward, which the profiler would not see
+        model._built = []
+    states = [v for st in optimizer.state.values() for v in st.values() if isinstance(v, torch.Tensor)]
+    static = storage_bytes(constant_tensors(model) + states + [ids, labels])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            model(ids, labels).backward()
+            optimizer.step()
+    model.zero_grad(set_to_none=True)
+    sizes = []
+
+    def walk(node):
+        if node.tag == _EventType.Allocation:
+            sizes.append((node.start_time_ns, node.extra_fields.alloc_size))
+        for child in node.children:
+            walk(child)
+    for root in prof.profiler.kineto_results.experimental_event_tree():
+        walk(root)
+    running = top = 0
+    for _, size in sorted(sizes):
+        running += size
+        top = max(top, running)
+    return static, static + top
 
 
 def saved_activation_bytes(model, ids, labels) -> int:

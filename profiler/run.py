@@ -16,7 +16,7 @@ from trsim.simulator.config import Scenario
 from trsim.simulator.plan import compile_schedule, select_layers
 
 from .flops import count_flop_counter, count_fvcore, flex_masks_match
-from .measure import class_times, saved_activation_bytes, step_clock, time_steps
+from .measure import class_times, cpu_step_peak, saved_activation_bytes, step_clock, time_steps
 from .model import Decoder, init_weights
 from .schema import SCHEMA, ProfileResults
 
@@ -79,7 +79,9 @@ def build_case(scn: Scenario, schedule: str, task: str, *, device, dtype, layers
         if count and case["attention_backend"] == "flex":  # the counters ran SDPA; the flex masks must agree
             case["flex_mask_match"] = flex_masks_match(model)
             case["flops_match"] = case["flops_match"] and case["flex_mask_match"]
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+        # multi-tensor AdamW on every device (torch picks it on CUDA by default, a per-parameter loop on the
+        # CPU): the optimizer step then allocates the same temporaries wherever the executor runs
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-5, foreach=True)
         case["memory"] = dict(activation_saved_bytes=int(act), peak_allocated_bytes=None, static_bytes=None,
                               parameters=int(params))
         return case, (model, ids, labels, opt)
@@ -117,6 +119,9 @@ def profile_case(scn: Scenario, schedule: str, task: str, *, device, dtype, laye
             torch.cuda.synchronize(device)
             case["memory"].update(peak_allocated_bytes=torch.cuda.max_memory_allocated(device), static_bytes=static)
             model.zero_grad(set_to_none=True)
+        elif device.type == "cpu":
+            static, peak = cpu_step_peak(model, ids, labels, opt)
+            case["memory"].update(peak_allocated_bytes=peak, static_bytes=static)
         timing = time_steps(model, ids, labels, opt, repeats=repeats, warmup=warmup)
         timing.update(class_times(model, ids, labels, repeats=class_repeats))
         case["time"] = timing

@@ -63,7 +63,10 @@ def activation_terms(stack: str, c, m: ModelSpec, e: int, shard: Shard = NO_SHAR
         layer = _shard_sum(hidden, heads, t, sp, cp)
         lm = per_rank(per_rank(c.n_lm * (2 * d * e + 4), sp) + per_rank(c.n_lm * 4 * V, t), cp)
         kept = (c.nq + c.total * c.regathered) * d * e  # working rows; the whole sequence once per change
-        per_batch, transient = 4, per_rank(c.n_lm * V * (e + (4 if e < 4 else 0)), t)
+        # at the loss's backward the fp32 log-probabilities (saved, in ``lm``) live beside their gradient and
+        # the gradient of the fp32 logits (8 bytes a logit); the forward's logits and their fp32 copy (e + 4)
+        # are gone by then and never more
+        per_batch, transient = 4, per_rank(c.n_lm * V * 8, t)
         lse = c.nq * 4 * H
     elif stack == "huggingface":
         # LlamaRMSNorm: its fp32 input copy, fp32 rsqrt, the normed tensor in the model dtype and the
@@ -122,8 +125,8 @@ def activation_bytes(c, m: ModelSpec, micro_batch: int, act_bytes: int, checkpoi
 
 
 def transient_logits_bytes(c, m: ModelSpec, micro_batch: int, act_bytes: int):
-    """Logits live at the loss besides the saved log-probabilities (reference executor): the logits
-    themselves and, in low precision, their fp32 copy."""
+    """Bytes live at the loss besides the saved tensors (reference executor): in the loss's backward, the
+    gradients of the fp32 log-probabilities and of the fp32 logits."""
     return micro_batch * activation_terms("trsim", c, m, act_bytes).transient
 
 
@@ -154,9 +157,30 @@ def static_bytes(params, t: TrainingSpec, data_parallel: int) -> dict[str, np.nd
 
 def optimizer_temporaries(params, t: TrainingSpec, data_parallel: int):
     """Bytes the optimizer step allocates on top of the states it updates: PyTorch's multi-tensor AdamW
-    writes sqrt(v) to a new fp32 buffer and, where gradients are kept below fp32, an fp32 copy of them."""
+    writes sqrt(v) to a new buffer in the moments' dtype. Moments in the weights' own dtype with no master
+    copy (``optimizer_bytes`` twice ``weight_bytes``, as torch.optim.AdamW keeps them for bf16 weights):
+    one buffer of the weights' size (measured on an H200: tests/test_gpu_campaign_data.py). Otherwise fp32
+    moments, and where gradients are kept below fp32, an fp32 copy of them too."""
     local = params / (max(data_parallel, 1) if t.zero_stage >= 1 else 1)
+    if t.optimizer_bytes == 2 * t.weight_bytes:
+        return local * t.weight_bytes
     return local * (4 + (4 if t.gradient_bytes < 4 else 0))
+
+
+def gradients_live_at_loss(t: TrainingSpec, micro_batches: int) -> bool:
+    """Whether the gradients exist while the first micro-batch's activations are all alive. PyTorch
+    training loops free them each step (``zero_grad(set_to_none=True)``, the default), so a step of one
+    micro-batch allocates them during its backward, as the activations are freed; with accumulation the
+    later micro-batches run on top of them. Megatron keeps them in persistent contiguous buffers."""
+    return t.stack == "megatron" or micro_batches > 1
+
+
+def peak_bytes(static: dict, act_peak, temporaries, gradients_live: bool):
+    """Peak bytes on one GPU: at the loss (every activation alive, the gradients only where they outlive
+    the step) or in the optimizer step (every gradient and the step's own temporaries)."""
+    total = sum(static.values())
+    at_loss = total - (0 if gradients_live else static["gradients"]) + act_peak
+    return np.maximum(at_loss, total + temporaries)
 
 
 def stage_parameters(m: ModelSpec, plans, stages, tensor: int) -> np.ndarray:

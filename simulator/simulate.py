@@ -230,9 +230,8 @@ def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
     step_time = pipe + opt + comm_exposed
     out["ideal_step"], out["homogeneous_step"] = ideal + opt + comm_exposed, homogeneous + opt + comm_exposed
     static = memory.static_bytes(rank_params, tr, shards)
-    static_sum = sum(static.values())
     temporaries = memory.optimizer_temporaries(rank_params, tr, shards)
-    stage_peak = np.maximum(static_sum + act_peak, static_sum + temporaries)  # [P, p]
+    stage_peak = memory.peak_bytes(static, act_peak, temporaries, memory.gradients_live_at_loss(tr, M))  # [P, p]
     top = np.argmax(stage_peak, axis=-1)[..., None]
     at = lambda x: np.take_along_axis(np.broadcast_to(x, stage_peak.shape), top, -1)[..., 0]  # noqa: E731
     peak = at(stage_peak)
@@ -337,6 +336,7 @@ def simulate(scn: Scenario) -> SimulationResult:
                             f"GiB of one {scn.hardware.name}")
         mem = {k: _f(v) for k, v in ev["static"].items()}
         mem["activations_and_logits"] = _f(ev["act_peak"])
+        mem["optimizer_temporaries"] = _f(ev["temporaries"])
         results.append(ScheduleResult(
             name=name, tasks=tasks,
             step=StepResult(flops=_f(ev["step_flops"]), hardware_flops=_f(ev["hardware_flops"]), time_s=step_time,
@@ -526,12 +526,14 @@ def predict_case(model: "ModelSpec", hardware: "HardwareSpec", plan: Plan, micro
     tr = TrainingSpec(micro_batch_size=micro_batch, global_batch_size=micro_batch, zero_stage=0,
                       weight_bytes=weight_bytes, gradient_bytes=gradient_bytes, optimizer_bytes=optimizer_bytes,
                       activation_bytes=activation_bytes)
-    static = sum(costs.static_bytes(params, tr, 1).values())
+    static = costs.static_bytes(params, tr, 1)
     act = float(costs.activation_bytes(c, model, micro_batch, activation_bytes, False)[0])
     transient = costs.transient_logits_bytes(c, model, micro_batch, activation_bytes)
+    peak = float(memory.peak_bytes(static, act + transient, memory.optimizer_temporaries(params, tr, 1),
+                                   memory.gradients_live_at_loss(tr, 1)))
     ops = costs.op_flops(c, model, attention)
     return {"time_s": {k: float(np.asarray(v).reshape(-1)[0]) for k, v in t.items()},
             "fwd_bwd_s": float(sum(np.asarray(v).reshape(-1)[0] for v in t.values())),
             "optimizer_s": float(costs.optimizer_time(params, tr, hardware, 1)),
-            "activation_bytes": act, "peak_bytes": static + act + transient, "parameters": params,
+            "activation_bytes": act, "peak_bytes": peak, "parameters": params,
             "flops_forward": float(micro_batch * (sum(ops.values())[0].sum() + costs.lm_head_flops(c, model)))}

@@ -111,6 +111,19 @@ def test_whole_grid_then_calibrate_and_validate_run_and_files_fit_the_limits(tmp
     assert json.loads((tmp_path / "out2" / "campaign-summary.json").read_text())["ran_this_call"] == 0
 
 
+def test_calibrate_and_validate_wait_for_the_whole_grid_and_for_budget(tmp_path, monkeypatch):
+    """They need no GPU: on the device they run only once every case is in and the budget holds them."""
+    assert call(tmp_path, "--calibrate-min-cases", "2", "--max-cases", "14") == 0
+    summary = json.loads((tmp_path / "out1" / "campaign-summary.json").read_text())
+    assert summary["remaining"] > 0 and summary["steps"] == {}
+    assert "not run on the device" in (tmp_path / "out1" / "campaign.log").read_text()
+    monkeypatch.setattr(campaign, "ANALYSIS_S", 1e6)   # the rest of the grid, then too little budget left
+    assert call(tmp_path, "--calibrate-min-cases", "2", out="out2") == 0
+    summary = json.loads((tmp_path / "out2" / "campaign-summary.json").read_text())
+    assert summary["complete"] and summary["steps"] == {}
+    assert "calibrate/validate skipped" in (tmp_path / "out2" / "campaign.log").read_text()
+
+
 def test_budget_stops_before_a_case_would_overrun(tmp_path):
     assert call(tmp_path, "--budget-s", str(campaign.RESERVE_S + campaign.FIRST_CASE_S - 1)) == 0
     summary = json.loads((tmp_path / "out1" / "campaign-summary.json").read_text())
