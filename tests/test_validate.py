@@ -193,6 +193,12 @@ def test_cpu_end_to_end_profile_calibrate_validate(tmp_path):
     assert all("leave-one-schedule-out_error_pct" in r and "flops-only-size-out_error_pct" in r
                for r in rep["cases"])
     assert png.read_bytes()[:4] == b"\x89PNG"
+    # per case: whether the step is device-bound, and each class's preset price over its measured time
+    assert all(isinstance(r["device_bound"], bool) and r["class_time_ratio"]
+               and all(0 < v < 1e3 for v in r["class_time_ratio"].values()) for r in rep["cases"])
+    assert rep["class_time_ratio"]["matmul"]["cases"] == len(rep["cases"])
+    # the CPU profile measures a step's peak too; the model leaves out the batch and the plan's tensors
+    assert rep["summary"]["peak_memory"]["max_abs_pct"] < 5, rep["summary"]["peak_memory"]
     # a calibration file is what a scenario's hardware block loads
     assert main(["validate", str(a), "--calibration", str(cal), "--format", "json"]) == 0
 

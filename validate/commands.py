@@ -143,6 +143,9 @@ def flops_predictor_held_out(items, folds_):
     return out
 
 
+DEVICE_BOUND = 0.85   # a step whose operators fill at least this share of it is device-bound
+
+
 def validate_command(args, console) -> int:
     if getattr(args, "published", False):
         from .suite import published_command
@@ -182,10 +185,27 @@ def validate_command(args, console) -> int:
             if i in p:
                 row[f"{name}_fwd_bwd_s"] = p[i]["fwd_bwd_s"]
                 row[f"{name}_error_pct"] = _pct(p[i]["fwd_bwd_s"], m["fwd_bwd_s"])
+        # kernels (or CPU operators) per class against the presets' price of each, and whether the step is
+        # device-bound: its operators fill at least DEVICE_BOUND of it (the rest is host time)
+        classes = m.get("classes_s") or {}
+        if classes:
+            preset_time = c.predict(hw0)["time_s"]
+            row["device_bound"] = sum(classes.values()) >= DEVICE_BOUND * m["fwd_bwd_s"]
+            row["class_time_ratio"] = {k: preset_time[k] / v for k, v in classes.items()
+                                       if k in preset_time and v >= 0.01 * m["fwd_bwd_s"]}
         report["cases"].append(row)
     summary = {}
+    bound = [r for r in report["cases"] if r.get("device_bound")]
     for name in preds:
         summary[f"step_time_{name}"] = _summary([r.get(f"{name}_error_pct") for r in report["cases"]])
+        if 0 < len(bound) < len(report["cases"]):
+            summary[f"step_time_{name}_device_bound"] = _summary([r.get(f"{name}_error_pct") for r in bound])
+    ratios: dict[str, list] = {}
+    for r in report["cases"]:
+        for k, v in r.get("class_time_ratio", {}).items():
+            ratios.setdefault(k, []).append(v)
+    report["class_time_ratio"] = {k: {"median": float(np.median(v)), "min": min(v), "max": max(v), "cases": len(v)}
+                                  for k, v in ratios.items()}
     summary["activation_memory"] = _summary([r["activation_error_pct"] for r in report["cases"]])
     summary["peak_memory"] = _summary([r["peak_error_pct"] for r in report["cases"]])
     report["summary"] = {k: {"median_abs_pct": v[0], "max_abs_pct": v[1]} for k, v in summary.items()}
@@ -294,6 +314,14 @@ def _print_report(report, preds, console):
                   "-" if v["max_abs_pct"] is None else f"{v['max_abs_pct']:.2f}%")
     s.add_row("FLOPs", "exact" if not report["flops_mismatches"] else "[red]MISMATCH[/red]", "")
     console.print(s)
+    if report.get("class_time_ratio"):
+        r = Table(title="time per operator class, presets: predicted / measured (classes over 1% of a step)",
+                  title_justify="left")
+        for col in ("class", "cases", "median", "min", "max"):
+            r.add_column(col, justify="left" if col == "class" else "right")
+        for k, v in report["class_time_ratio"].items():
+            r.add_row(k, str(v["cases"]), f"{v['median']:.3f}", f"{v['min']:.3f}", f"{v['max']:.3f}")
+        console.print(r)
 
 
 def _plot(report, preds, path):

@@ -1,0 +1,46 @@
+"""The executor's memory traffic as counted at the dispatcher (profiler/traffic.py), against the closed
+form README states for a baseline layer's forward: what the GPU campaign's memory-bound kernel times
+are compared with."""
+import copy
+
+import pytest
+import torch
+
+from trsim.profiler.model import Decoder
+from trsim.profiler.traffic import count_step
+from trsim.simulator import scenario_from_dict
+from trsim.simulator.plan import compile_schedule
+
+
+def forward_layer_bytes(B, n, d, Q, K, I, hd, e):
+    """One baseline (swiglu) layer's forward, B samples of n rows: two RMSNorms computed in fp32 (casts up
+    twice and down once below fp32: c bytes an element each), rotary on q and k (two multiplies, a
+    negation, a concatenation and an add over each), two residual adds, SiLU and the gate product; once
+    per call, whatever the batch: the norms' weights and the rotary tables (read by two multiplies each
+    for q and for k)."""
+    c = e + 4 if e < 4 else 0
+    norm = d * (3 * c + 20 + 2 * e) + 24
+    return B * n * (2 * norm + 6 * d * e + 10 * e * (Q + K) + 5 * e * I) + n * 4 * e * hd + 2 * d * e
+
+
+@pytest.mark.parametrize("dtype,e", [(torch.bfloat16, 2), (torch.float32, 4)])
+@pytest.mark.parametrize("shape", [dict(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                        intermediate_size=96),
+                                   dict(hidden_size=96, num_attention_heads=6, num_key_value_heads=6, head_dim=8,
+                                        intermediate_size=200)])
+def test_forward_traffic_of_a_baseline_layer_is_the_closed_form(tiny_doc, dtype, e, shape):
+    doc = copy.deepcopy(tiny_doc)
+    doc["model"].update(shape)
+    scn = scenario_from_dict(doc)
+    plan = compile_schedule(scn, "baseline", "u")
+    torch.manual_seed(0)
+    m = Decoder(scn.model, plan, attention="sdpa").to(dtype)
+    m.build_io(torch.device("cpu"), dtype)
+    for B in (1, 3):
+        ids, labels = m.make_batch(B, torch.device("cpu"), generator=torch.Generator().manual_seed(1))
+        got = count_step(m, ids, labels)
+        d, hd = shape["hidden_size"], shape["head_dim"]
+        Q, K = shape["num_attention_heads"] * hd, shape["num_key_value_heads"] * hd
+        want = forward_layer_bytes(B, plan.layout.total, d, Q, K, shape["intermediate_size"], hd, e)
+        assert got["forward"]["layer_bytes"] == [want] * plan.num_layers
+        assert got["backward"]["bytes"]["memory_bound"] > got["forward"]["bytes"]["memory_bound"]
