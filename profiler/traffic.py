@@ -30,7 +30,7 @@ _MARK_ENTER, _MARK_EXIT = "aten::_record_function_enter_new", "aten::_record_fun
 
 
 class TrafficCounter(TorchDispatchMode):
-    """Bytes and operator counts per class; forward bytes per executor layer (key -1: outside layers)."""
+    """Bytes and operator counts per class; memory-bound bytes per executor layer (key -1: outside layers)."""
 
     def __init__(self):
         super().__init__()
@@ -59,8 +59,9 @@ class TrafficCounter(TorchDispatchMode):
             outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor) and not any(t is i for i in ins)]
             moved = sum(t.numel() * t.element_size() for t in ins + outs)
             self.bytes[cls] += moved
-            layer = next((l for l in reversed(self._stack) if l >= 0), -1)
-            self.layer_bytes[layer] += moved
+            if cls == "memory_bound":
+                layer = next((l for l in reversed(self._stack) if l >= 0), -1)
+                self.layer_bytes[layer] += moved
         return out
 
 

@@ -304,6 +304,11 @@ class TrainingSpec(_Strict):
     # transformers LLaMA-family code with sdpa (huggingface), or Megatron-Core with Transformer Engine
     # (megatron). See README "Training stack".
     stack: Literal["trsim", "huggingface", "megatron"] = "trsim"
+    # The elementwise and normalisation kernels (memory-bound traffic): unfused (the reference executor's
+    # operators one by one: RMSNorm in fp32, rotary by halves, counted exactly in profiler/traffic.py) or
+    # fused (one pass forward and about two backward, as Transformer Engine, apex or FlashAttention's
+    # training kernels run them). Default: unfused for the trsim stack, fused for the others.
+    kernels: Optional[Literal["unfused", "fused"]] = None
     # How tasks share micro-batches: ideal (the sample-weighted mean of per-task micro-batch times: no
     # rank ever waits), homogeneous (one task per micro-batch, drawn in proportion to samples; the step
     # waits for the slowest data-parallel rank), mixed (every micro-batch packs samples of every task).
@@ -317,6 +322,10 @@ class TrainingSpec(_Strict):
     gradient_bytes: _count(64) = 2        # bf16 gradients
     optimizer_bytes: _count(256) = 12     # AdamW: fp32 master weights + first and second moments
     activation_bytes: _count(64) = 2      # bf16 activations
+
+    @property
+    def elementwise_kernels(self) -> str:
+        return self.kernels or ("unfused" if self.stack == "trsim" else "fused")
 
     @model_validator(mode="after")
     def _recompute_spellings(self):

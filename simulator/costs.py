@@ -39,6 +39,10 @@ class Counts:
     total: int                # tokens in the sequence
     n_lm: int                 # positions whose logits are computed
     weights: np.ndarray       # [L] full-model layers each row stands for
+    # query (kv_only) rows of layers with image-specific weights whose rows come in several segments: the
+    # reference executor splits them by segment and concatenates the projections (0 elsewhere)
+    split_q: np.ndarray = 0.0
+    split_kvo: np.ndarray = 0.0
 
 
 def counts(plan: Plan, lm_head: str = "all") -> Counts:
@@ -64,7 +68,17 @@ def counts(plan: Plan, lm_head: str = "all") -> Counts:
                   nq_regathered=np.where(regathered, nq, 0.0), nq_written_back=np.where(written_back, nq, 0.0),
                   live=present.sum(-1),
                   change_rows=_change_rows(nq, nkvo, change, gathered, total),
-                  total=total, n_lm=n_lm, weights=plan.weights())
+                  total=total, n_lm=n_lm, weights=plan.weights(),
+                  split_q=_split_rows(plan, FULL, plan.sep_q | plan.sep_kv, nq),
+                  split_kvo=_split_rows(plan, KV_ONLY, plan.sep_kv, nkvo))
+
+
+def _split_rows(plan: Plan, kind: int, separate: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``rows`` where a layer with image-specific weights (``separate``) works on segments of ``kind``
+    that include an image segment and are more than one (profiler/model.py DecoderLayer._split), else 0."""
+    on = (plan.mode == kind) & (plan.present > 0)
+    several = (on.sum(-1) > 1) & (on & plan.layout.is_image).any(-1)
+    return np.where(separate & several, rows, 0.0)
 
 
 def _change_rows(nq, nkvo, change, gathered, total) -> np.ndarray:
@@ -219,8 +233,57 @@ def dropout_bytes(c: Counts, m: ModelSpec, hw: HardwareSpec, B: int, e: int, sha
     return {"forward": fwd, "backward": bwd, "attention_forward": att}
 
 
+def executor_layer_bytes(c: Counts, m: ModelSpec, B: int, e: int, shard: Shard = NO_SHARD):
+    """Memory-bound bytes of the reference executor's layers (``profiler/model.py``), forward and backward,
+    [P, L] each: every elementwise and reduction operator it dispatches, each input read once and each
+    output written once, as ``profiler/traffic.py`` counts them (exact: tests/test_traffic.py).
+
+    Per query row: two RMSNorms computed in fp32 (below fp32 each casts its input up twice and its output
+    down once, ``up`` bytes an element each; then square, mean, scale, weight: 20 bytes and 2e an element
+    forward; its backward 76 bytes an element in fp32 and four casts; fp32 statistics per row), two
+    residual adds (3e), rotary on q and, per key row, on k (multiply, negate half, concatenate, multiply,
+    add: 10e an element; backward the same and, with more than one head, a copy back to the row layout,
+    2e), the activation function (SiLU or GELU and, gated, the product: 5e forward, 9e backward; ungated
+    2e and 3e). Backward also adds the gradients of tensors read twice: the attention norm's output (read
+    by Q, K, V: two adds), the MLP norm's (gated: one) and the two residual branches, 3e each. Rows kept
+    as keys only (kv_only) are normed, concatenated behind the query rows' keys and values, and their
+    norm gradient accumulated once. Layers with image-specific weights over several segments split the
+    rows by segment and concatenate the projections (``Counts.split_q``, ``split_kvo``). Once per call,
+    whatever the batch: the rotary tables (two reads each for q and k rows, forward and backward) and the
+    norms' weights."""
+    d, H, Hkv, hd, I = m.hidden_size, m.num_attention_heads, m.num_key_value_heads, m.head_dim, m.intermediate_size
+    t, cp, sp = shard.tensor, shard.context, shard.hidden
+    Q, K = H * hd / t, Hkv * hd / t
+    up = e + 4 if e < 4 else 0
+    gated = m.mlp_matrices == 3
+    norm_f, norm_b = (3 * up + 20 + 2 * e), (76 + 4 * up)          # bytes per element of d
+    act_f, act_b = (5 * e, 9 * e) if gated else (2 * e, 3 * e)     # bytes per element of I
+    adds = 5 if gated else 4                                        # gradient accumulations of 3e per element of d
+    hidden_f = c.nq * (d * (2 * norm_f + 6 * e) + 48) + c.nkvo * (d * norm_f + 24)
+    hidden_b = c.nq * (d * (2 * norm_b + 3 * e * adds) + 32) + c.nkvo * (d * (norm_b + 3 * e) + 16)
+    # kv_only rows present: the keys and values of the query rows and of the kv_only rows are concatenated
+    heads_f = c.nq * (10 * e * Q + act_f * I / t) + c.nkv * 10 * e * K + (c.nkv * 4 * e * K) * (c.nkvo > 0)
+    # backward: rotary's gradient is copied back into the row layout unless one head makes it a view
+    heads_b = (c.nq * ((10 + 2 * (H > t)) * e * Q + act_b * I / t)
+               + c.nkv * (10 + 2 * (Hkv > t)) * e * K)
+    # layers with image-specific weights over several segments: with more than one sample the segment
+    # pieces are copied out (forward) and the projections' gradient slices copied for the GEMMs (backward);
+    # the projections are concatenated (forward) and the pieces' gradients joined (backward)
+    many = (np.asarray(B) > 1) * 1.0
+    hidden_f = hidden_f + (c.split_q + c.split_kvo) * 2 * d * e * many
+    hidden_b = hidden_b + (c.split_q + c.split_kvo) * 2 * d * e
+    heads_f = heads_f + c.split_q * 2 * e * (Q + 2 * K) + c.split_kvo * 4 * e * K
+    heads_b = heads_b + (c.split_q * 2 * e * (Q + 2 * K) + c.split_kvo * 4 * e * K) * many
+    tables = 2 * e * hd * (c.nq + c.nkv)                             # rotary tables, per call
+    weights_f = d * e * (2 + (c.nkvo > 0))
+    weights_b = d * (2 * up + 8) * (2 + (c.nkvo > 0))
+    fwd = per_rank(B * (per_rank(hidden_f, sp) + heads_f), cp) + per_rank(tables, cp) + weights_f
+    bwd = per_rank(B * (per_rank(hidden_b, sp) + heads_b), cp) + per_rank(tables, cp) + weights_b
+    return fwd, bwd
+
+
 def microbatch_terms(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int, act_bytes: int,
-                     shard: Shard = NO_SHARD, dropout: Dropout = NO_DROPOUT) -> dict:
+                     shard: Shard = NO_SHARD, dropout: Dropout = NO_DROPOUT, kernels: str = "unfused") -> dict:
     """The per-layer prices of one task-homogeneous micro-batch on one rank, before they are summed:
     ``matmul`` and ``attention`` [P, L] seconds, ``layer_bytes`` [P, L] memory-bound bytes,
     ``gather_bytes`` [P, L] (the reference executor's per-layer gather/scatter), ``change_bytes`` [P, L]
@@ -259,6 +322,10 @@ def microbatch_terms(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int
     # (the explicit-mask path takes grouped-query K/V as is: no expansion to every head)
     heads = c.nq * (2 * H * hd + act) + c.nkv * 2 * Hkv * hd
     layer_bytes = per_rank(B * e * (per_rank(hidden, shard.hidden) + per_rank(heads, t)), cp)
+    if kernels == "unfused":  # the reference executor's kernels, operator by operator
+        layer_bytes, layer_bytes_backward = executor_layer_bytes(c, m, B, e, shard)
+    else:  # fused kernels: one pass forward, about two backward
+        layer_bytes_backward = 2 * layer_bytes
     loss_bytes = per_rank(per_rank(B * c.n_lm * V * (e + 4 + 4 + 4), t), cp)
     # token rows moved: a gather where the query set changes, a scatter before the next change, kv_only rows
     gather_bytes = per_rank(per_rank(B * e * d * 2 * (c.nq_regathered + c.nq_written_back + c.nkvo),
@@ -266,7 +333,8 @@ def microbatch_terms(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int
     change_bytes = per_rank(B * INDEX_BYTES * c.change_rows, cp)
     cast_bytes = fp8_cast_bytes(c, m, B, e, t, cp, shard.hidden) if pr == "fp8" else 0.0 * layer_bytes
     drop = dropout_bytes(c, m, hw, B, e, shard, dropout)
-    return dict(matmul=mm, attention=att + rank, layer_bytes=layer_bytes, gather_bytes=gather_bytes,
+    return dict(matmul=mm, attention=att + rank, layer_bytes=layer_bytes, layer_bytes_backward=layer_bytes_backward,
+                gather_bytes=gather_bytes,
                 change_bytes=change_bytes, cast_bytes=cast_bytes, lm_matmul=lm_matmul, loss_bytes=loss_bytes,
                 dropout_forward_bytes=drop["forward"], dropout_backward_bytes=drop["backward"],
                 dropout_attention_forward_bytes=drop["attention_forward"])
@@ -310,9 +378,11 @@ def stage_times(terms: dict, c: Counts, hw: HardwareSpec, stages, last: np.ndarr
     attention = stage_sums(terms["attention"] * w, stages)
     dropout = {k: stage_sums(terms[f"dropout_{k}_bytes"] * w, stages) / bw
                for k in ("forward", "backward", "attention_forward")}
-    membound = (3 * (stage_sums(terms["layer_bytes"] * w, stages) + np.where(last, terms["loss_bytes"], 0))
-                + stage_sums(terms["cast_bytes"] * w, stages)) / bw
-    rerun = membound / 3 + dropout["forward"]  # the memory-bound part of a forward run again
+    forward = (stage_sums(terms["layer_bytes"] * w, stages) + np.where(last, terms["loss_bytes"], 0)
+               + stage_sums(terms["cast_bytes"] * w, stages) / 3) / bw
+    membound = (stage_sums((terms["layer_bytes"] + terms["layer_bytes_backward"]) * w, stages)
+                + 3 * np.where(last, terms["loss_bytes"], 0) + stage_sums(terms["cast_bytes"] * w, stages)) / bw
+    rerun = forward + dropout["forward"]  # the memory-bound part of a forward run again
     membound = membound + dropout["forward"] + dropout["backward"]
     if gathers == "per_layer":
         gather = 3 * stage_sums(terms["gather_bytes"] * w, stages) / (hw.memory_bandwidth * hw.gather_efficiency)
@@ -350,7 +420,7 @@ def microbatch_time(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int,
     """Forward+backward time of one task-homogeneous micro-batch on one GPU (no model parallelism), per
     component, each [P] seconds; see ``microbatch_terms`` for the prices."""
     from .parallel import single_stage
-    terms = microbatch_terms(c, m, hw, micro_batch, act_bytes)
+    terms = microbatch_terms(c, m, hw, micro_batch, act_bytes)  # the reference executor: stack trsim
     stages, recompute = single_stage(c.weights.shape[-1]), "full" if checkpointing else "none"
     st = stage_times(terms, c, hw, stages, np.array([True]), recompute)
     st["host_bound"] = host_wait(st, c, hw, stages, recompute)

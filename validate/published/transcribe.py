@@ -112,7 +112,8 @@ def vtrain(d):
     dump("vtrain_a100.yaml", """vTrain single-node A100: measured Megatron-DeepSpeed iteration times (ground truth of vTrain, MICRO 2024).
 Source: github.com/VIA-Research/vTrain @f8dda84 data/ground_truth_single.csv (MIT), transcribed in
 ../shared/data/published/vtrain_megatron_deepspeed_a100_single_node.csv. 8x A100 SXM4 80GB node, NVLink;
-fp16, full activation recompute, standard (non-flash) attention with fused softmax, 1F1B, no gradient
+fp16, full activation recompute, standard (non-flash) attention with fused softmax, Megatron's fused LayerNorm
+and bias-GeLU kernels (kernels: fused), 1F1B, no gradient
 bucketing (so gradient all-reduce is not overlapped: comm_overlap 0). GPT-3 style: GELU 4h MLP, 16 heads,
 vocab 50257, tied embeddings, sequence 1024. Dropout 0.1 on the attention probabilities and in both
 bias-dropout-adds (Megatron-DeepSpeed's defaults; vTrain's model of the profiled layer, src/model/gpt_modeling.py,
@@ -121,7 +122,7 @@ Selection: for every (GPUs, hidden, layers) data-parallel layout, the largest gl
 largest micro-batch; for TP/PP layouts, depths 12 and 24, largest global batch, smallest micro-batch.""", {"hardware": {"preset": "a100-sxm-80g", "attention_kernel": "math", "comm_overlap": 0.0},
                           "training": {"activation_checkpointing": True, "zero_stage": 0, "weight_bytes": 2,
                                        "gradient_bytes": 2, "optimizer_bytes": 12, "activation_bytes": 2,
-                                       **DROPOUT_01}}, runs)
+                                       "kernels": "fused", **DROPOUT_01}}, runs)
 
 
 def korthikanti(d):
@@ -245,7 +246,7 @@ fused into dropout-add-LayerNorm and into the attention kernel. The GPT-2 TFLOP/
 and are not runs.""",
          {"hardware": {"preset": "a100-sxm-80g", "attention_kernel": "flash1"},
           "training": {"weight_bytes": 4, "gradient_bytes": 4, "optimizer_bytes": 8, "activation_bytes": 2,
-                       **DROPOUT_01}}, runs)
+                       "kernels": "fused", **DROPOUT_01}}, runs)
 
 
 SIMUMAX_MODELS = {"llama3-70b": (8192, 64, 8, 28672), "llama3-405b": (16384, 128, 8, 53248)}
