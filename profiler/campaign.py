@@ -332,14 +332,17 @@ def run(args) -> int:
                          save=lambda d, path=res_path: atomic_write_json(path, d), stop=stop, on_case=on_case)
 
     # everything on disk now, from this call and earlier ones
-    table, n_ok, remaining = [], 0, 0
+    table, n_ok, remaining, abandoned = [], 0, 0, 0
     for p in points:
         path = results / f"{p.name}.json"
         cases = {(c["schedule"], c["task"]): c for c in json.loads(path.read_text())["cases"]} if path.exists() else {}
         for k in p.cases:
             c = cases.get(k)
-            if c is None:
-                remaining += 1
+            if c is None:  # not run yet, or given up on (it killed the process MAX_ATTEMPTS times: a failure)
+                if state.cases.get(f"{p.name}/{k[0]}/{k[1]}", {}).get("attempts", 0) >= MAX_ATTEMPTS:
+                    abandoned += 1
+                else:
+                    remaining += 1
                 continue
             tm = c.get("time")
             table.append({"point": p.name, "schedule": k[0], "task": k[1], "status": c["status"],
@@ -382,7 +385,8 @@ def run(args) -> int:
     state.save()
     summary = {"call": call_no, "environment": env, "results": str(results), "budget_s": args.budget_s,
                "elapsed_s": round(clock() - t_start, 1), "ran_this_call": ran, "finished": len(table),
-               "remaining": remaining, "complete": remaining == 0, "stopped": stopped, "failures": failures,
+               "remaining": remaining, "abandoned": abandoned, "complete": remaining == 0, "stopped": stopped,
+               "failures": failures,
                "steps": steps, "validation_summary": validation, "cases": table}
     _print_table(summary, log)
     if args.pack_to:

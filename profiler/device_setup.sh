@@ -9,14 +9,15 @@
 #  3. every import the campaign needs is tried, and the versions of the pinned wheels are compared with the pins.
 # Exits (returns) non-zero at the first failure, before any profiling.
 TRSIM_SITE=${TRSIM_SITE:-/tmp/site}
+TRSIM_WHEELS=${TRSIM_WHEELS:-.whl}   # where the carried wheels are (tests point it elsewhere)
 _trsim_setup() {
   local py=${PYTHON:-python3}
   mkdir -p "$TRSIM_SITE" || return 1
-  if ls .whl/*.whl >/dev/null 2>&1; then
-    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$TRSIM_SITE" .whl/*.whl \
-      || { echo "trsim setup: installing .whl/*.whl failed" >&2; return 1; }
+  if ls "$TRSIM_WHEELS"/*.whl >/dev/null 2>&1; then
+    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$TRSIM_SITE" "$TRSIM_WHEELS"/*.whl \
+      || { echo "trsim setup: installing $TRSIM_WHEELS/*.whl failed" >&2; return 1; }
   else
-    echo "trsim setup: no wheels in .whl/ (run python -m trsim.profiler.device_wheels here first)" >&2
+    echo "trsim setup: no wheels in $TRSIM_WHEELS/ (run python -m trsim.profiler.device_wheels here first)" >&2
   fi
   rm -rf "$TRSIM_SITE/trsim" "$TRSIM_SITE"/trsim-*.dist-info
   if [ "${TRSIM_SETUP_LINK:-0}" = 1 ] || ! "$py" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir \
@@ -28,7 +29,7 @@ _trsim_setup() {
   export PYTHONPATH="$TRSIM_SITE${PYTHONPATH:+:$PYTHONPATH}"
   # the repository root holds a folder named trsim/ too: never let the working directory shadow the install
   export PYTHONSAFEPATH=1
-  local carried=0; ls .whl/*.whl >/dev/null 2>&1 && carried=1
+  local carried=0; ls "$TRSIM_WHEELS"/*.whl >/dev/null 2>&1 && carried=1
   "$py" - "$PWD/profiler/device-requirements.txt" "$carried" <<'PY'
 import sys
 from importlib.metadata import version

@@ -167,12 +167,16 @@ def optimizer_temporaries(params, t: TrainingSpec, data_parallel: int):
     return local * (4 + (4 if t.gradient_bytes < 4 else 0))
 
 
-def gradients_live_at_loss(t: TrainingSpec, micro_batches: int) -> bool:
-    """Whether the gradients exist while the first micro-batch's activations are all alive. PyTorch
-    training loops free them each step (``zero_grad(set_to_none=True)``, the default), so a step of one
+def gradients_live_at_loss(t: TrainingSpec, micro_batches: int, replicas: int = 1) -> bool:
+    """Whether the gradients exist while the first micro-batch's activations are all alive. A single
+    PyTorch process frees them each step (``zero_grad(set_to_none=True)``, the default), so a step of one
     micro-batch allocates them during its backward, as the activations are freed; with accumulation the
-    later micro-batches run on top of them. Megatron keeps them in persistent contiguous buffers."""
-    return t.stack == "megatron" or micro_batches > 1
+    later micro-batches run on top of them. Megatron keeps them in persistent contiguous buffers, and so
+    do data-parallel wrappers short of sharding them with the weights (DDP's gradient buckets, ZeRO-1 and
+    -2's gradient partitions) over ``replicas`` > 1 (data x context ranks); FSDP / ZeRO-3 allocates its
+    shards in backward."""
+    return (t.stack == "megatron" or micro_batches > 1
+            or (replicas > 1 and t.zero_stage < 3))
 
 
 def peak_bytes(static: dict, act_peak, temporaries, gradients_live: bool):

@@ -231,7 +231,7 @@ def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
     out["ideal_step"], out["homogeneous_step"] = ideal + opt + comm_exposed, homogeneous + opt + comm_exposed
     static = memory.static_bytes(rank_params, tr, shards)
     temporaries = memory.optimizer_temporaries(rank_params, tr, shards)
-    stage_peak = memory.peak_bytes(static, act_peak, temporaries, memory.gradients_live_at_loss(tr, M))  # [P, p]
+    stage_peak = memory.peak_bytes(static, act_peak, temporaries, memory.gradients_live_at_loss(tr, M, shards))
     top = np.argmax(stage_peak, axis=-1)[..., None]
     at = lambda x: np.take_along_axis(np.broadcast_to(x, stage_peak.shape), top, -1)[..., 0]  # noqa: E731
     peak = at(stage_peak)

@@ -60,7 +60,9 @@ def test_check_catches_drift_missing_and_unpinned():
 
 def test_setup_script_links_the_tree_and_imports_from_outside_it(tmp_path):
     site = tmp_path / "site"
-    env = dict(os.environ, TRSIM_SITE=str(site), TRSIM_SETUP_LINK="1", PYTHON=sys.executable)
+    # no wheels: the ones a developer fetched into .whl/ are for the device's Python, not this one
+    env = dict(os.environ, TRSIM_SITE=str(site), TRSIM_SETUP_LINK="1", PYTHON=sys.executable,
+               TRSIM_WHEELS=str(tmp_path / "no-wheels"))
     env.pop("PYTHONPATH", None)
     script = ('. profiler/device_setup.sh || exit 9; '
               '"$PYTHON" -c "import trsim.profiler.campaign as c, trsim; print(c.__file__); print(trsim.__file__)"')

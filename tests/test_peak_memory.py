@@ -62,6 +62,9 @@ def test_gradients_live_at_the_loss_only_where_they_outlive_the_step():
     t = TrainingSpec(micro_batch_size=1, global_batch_size=1)
     assert not memory.gradients_live_at_loss(t, 1) and memory.gradients_live_at_loss(t, 2)
     assert memory.gradients_live_at_loss(t.model_copy(update={"stack": "megatron"}), 1)
+    # data-parallel wrappers keep gradient buckets or partitions, FSDP / ZeRO-3 does not
+    assert memory.gradients_live_at_loss(t.model_copy(update={"zero_stage": 2}), 1, replicas=8)
+    assert not memory.gradients_live_at_loss(t.model_copy(update={"zero_stage": 3}), 1, replicas=8)
     static = {"weights": 10.0, "gradients": 10.0, "optimizer": 20.0}
     assert memory.peak_bytes(static, 100.0, 10.0, False) == 130.0
     assert memory.peak_bytes(static, 100.0, 10.0, True) == 140.0

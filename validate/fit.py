@@ -47,7 +47,7 @@ PARAM_SPECS: dict[str, tuple[float, float, str, float]] = {
     "attention_half_keys": (0.0, 1e5, "abs", 1000.0),
     # masked attention (HiMix's kv_only layers: FlexAttention on CUDA, a masked SDPA kernel on the CPU) over
     # the unmasked curve: kernels differ most here (the first H200 campaign measured FlexAttention at
-    # 2-4.5 times the A100-derived preset's time)
+    # 1.5-4.5 times the A100-derived preset's time)
     "attention_masked_factor": (0.01, 1.0, "log", 1.0),
     "bandwidth_efficiency": (0.01, 1.0, "log", 1.0),
     "gather_efficiency": (0.005, 1.0, "log", 1.0),

@@ -205,6 +205,8 @@ def nemo(d):
                        sp=True)
         tr = {**({"precision": "fp8"} if fp8 else {}), "zero_stage": 3 if fsdp else 1,
               "stack": "huggingface" if r["source"].startswith("AutoModel") else "megatron"}
+        if r["source"].startswith("AutoModel"):  # Hugging Face model code on Transformer Engine's kernels
+            tr["kernels"] = "fused"
         runs.append({"name": f"{r['source'].split()[0].lower()}-{r['container']}-{r['model']}-{n}g-{r['precision'].split()[0]}",
                      "scenario": scenario(NEMO_MODELS[key], n, r["mbs"] or 1, gb, s, par, tr),
                      "measured": {"step_time_s": round(step, 6)},
@@ -217,7 +219,7 @@ github.com/NVIDIA-NeMo/Automodel docs/performance-summary.mdx @36044ad (BF16, FS
 source gives none. Selection: full pretraining of Llama models (LoRA/SFT keep base weights frozen, MoE and
 squared-ReLU Nemotron are not modelled). Megatron rows: distributed optimizer (ZeRO-1), TE/cuDNN attention,
 sequence parallel with TP, stack megatron; FSDP rows: ZeRO-3 (Megatron-Bridge's Megatron-FSDP keeps stack
-megatron; AutoModel's FSDP2 over Hugging Face model code with Transformer Engine kernels, stack huggingface). Recompute per recipe is not published per row: none assumed.""",
+megatron; AutoModel's FSDP2 over Hugging Face model code with Transformer Engine kernels, stack huggingface, kernels fused). Recompute per recipe is not published per row: none assumed.""",
          {"hardware": {"preset": "h100-sxm", "attention_kernel": "cudnn"},
           "training": {"weight_bytes": 2, "gradient_bytes": 4, "optimizer_bytes": 12, "activation_bytes": 2}}, runs)
 
