@@ -11,6 +11,7 @@ import torch
 
 # operator classes the time model has a term for
 CLASSES = ("matmul", "attention", "gather", "memory_bound")
+OPS_KEPT = 40  # operators recorded per case (ops_s, ops_calls)
 _MATMUL = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_mm")
 _GATHER = ("aten::index_select", "aten::index_copy", "aten::index_add", "aten::index", "aten::gather",
            "aten::scatter", "aten::index_put", "aten::_index_put_impl_")
@@ -211,10 +212,12 @@ def time_steps(model, ids, labels, optimizer, repeats: int, warmup: int) -> dict
     return {"forward_backward": stats(fb), "optimizer": stats(opt)}
 
 
-def _step_classes(events, use_dev: bool, n_layers: int) -> tuple[dict, list[float]]:
-    """Self time per operator class and forward time per layer of one profiled step (seconds)."""
+def _step_classes(events, use_dev: bool, n_layers: int) -> tuple[dict, list[float], dict]:
+    """Self time per operator class, forward time per layer and, per classified operator, its self time
+    and number of calls in one profiled step (seconds)."""
     out = {c: 0.0 for c in CLASSES}
     layers: dict[int, float] = {}
+    ops: dict[str, tuple[float, int]] = {}
     for ev in events:
         t = (ev.self_device_time_total if use_dev else ev.self_cpu_time_total) / 1e6
         if ev.key.startswith("trsim.layer."):
@@ -223,7 +226,8 @@ def _step_classes(events, use_dev: bool, n_layers: int) -> tuple[dict, list[floa
         cls = classify(ev.key)
         if cls is not None:
             out[cls] += t
-    return out, [layers.get(l, 0.0) for l in range(n_layers)]
+            ops[ev.key] = (t, int(ev.count))
+    return out, [layers.get(l, 0.0) for l in range(n_layers)], ops
 
 
 def class_times(model, ids, labels, repeats: int = 5) -> dict:
@@ -252,5 +256,12 @@ def class_times(model, ids, labels, repeats: int = 5) -> dict:
     model.zero_grad(set_to_none=True)
     per_class = {c: stats([s[0][c] for s in steps]) for c in CLASSES}
     layer_fwd = [statistics.median(s[1][l] for s in steps) for l in range(n_layers)]
+    # the operators behind the classes, largest first, down to 0.5% of the classified time: what a
+    # per-kernel floor or an unpriced kernel looks like (median self time; calls in one step)
+    total = sum(v["median_s"] for v in per_class.values())
+    names = {k for s in steps for k in s[2]}
+    med = {k: statistics.median(s[2].get(k, (0.0, 0))[0] for s in steps) for k in names}
+    top = sorted((k for k in names if med[k] >= 0.005 * total), key=lambda k: -med[k])[:OPS_KEPT]
     return {"classes_s": {c: v["median_s"] for c, v in per_class.items()}, "classes_stats": per_class,
-            "layer_forward_s": layer_fwd}
+            "layer_forward_s": layer_fwd, "ops_s": {k: med[k] for k in top},
+            "ops_calls": {k: max(s[2].get(k, (0.0, 0))[1] for s in steps) for k in top}}

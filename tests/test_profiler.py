@@ -225,3 +225,19 @@ def test_host_dispatch_preset_matches_the_executors_operator_count(tiny):
     per_layer = fwd + bwd
     assert HARDWARE_PRESETS["h100-sxm"]["host_layer_s"] == pytest.approx(per_layer * 10e-6, rel=0.15)
     assert fwd / per_layer == pytest.approx(0.4, abs=0.05)
+
+
+def test_class_times_record_the_operators_behind_the_classes(tiny):
+    """ops_s / ops_calls: each recorded operator belongs to a class, takes no more than its class's
+    slowest step, and the GEMM count is the executor's: three per linear layer (forward, and the input
+    and weight gradients), seven linears a layer and the LM head."""
+    from trsim.profiler.measure import classify, class_times
+    torch.set_num_threads(1)
+    plan = compile_schedule(tiny, "baseline", "u")
+    m = Decoder(tiny.model, plan)
+    ids, labels = m.make_batch(2, torch.device("cpu"), generator=torch.Generator().manual_seed(1))
+    got = class_times(m, ids, labels, repeats=2)
+    assert got["ops_s"] and set(got["ops_s"]) == set(got["ops_calls"])
+    for name, t in got["ops_s"].items():
+        assert classify(name) is not None and t <= got["classes_stats"][classify(name)]["max_s"] + 1e-12
+    assert got["ops_calls"]["aten::mm"] == 3 * (7 * plan.num_layers + 1)
