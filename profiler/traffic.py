@@ -26,6 +26,8 @@ from .measure import classify
 # operators that move no data: views the dispatcher does not mark as such, and bookkeeping
 _NO_TRAFFIC = ("aten::detach", "aten::lift_fresh", "aten::alias", "aten::_unsafe_view", "aten::split",
                "aten::split_with_sizes", "aten::chunk", "aten::unbind")
+_FACTORIES = ("aten::new_zeros", "aten::new_ones", "aten::new_full", "aten::zeros_like", "aten::ones_like",
+              "aten::full_like", "aten::zeros", "aten::ones", "aten::full")
 _MARK_ENTER, _MARK_EXIT = "aten::_record_function_enter_new", "aten::_record_function_exit"
 
 
@@ -55,7 +57,8 @@ class TrafficCounter(TorchDispatchMode):
             return out
         self.ops[cls] += 1
         if cls in ("memory_bound", "gather"):
-            ins = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+            # factories (new_zeros, zeros_like, ...) take a tensor only as a template: they write, not read
+            ins = [] if name in _FACTORIES else [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
             outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor) and not any(t is i for i in ins)]
             moved = sum(t.numel() * t.element_size() for t in ins + outs)
             self.bytes[cls] += moved

@@ -236,7 +236,8 @@ def dropout_bytes(c: Counts, m: ModelSpec, hw: HardwareSpec, B: int, e: int, sha
 def executor_layer_bytes(c: Counts, m: ModelSpec, B: int, e: int, shard: Shard = NO_SHARD):
     """Memory-bound bytes of the reference executor's layers (``profiler/model.py``), forward and backward,
     [P, L] each: every elementwise and reduction operator it dispatches, each input read once and each
-    output written once, as ``profiler/traffic.py`` counts them (exact: tests/test_traffic.py).
+    output written once, as ``profiler/traffic.py`` counts them (exact: tests/test_traffic.py; not
+    priced: the weight-gradient sums of a projection applied to several segments, weight-sized).
 
     Per query row: two RMSNorms computed in fp32 (below fp32 each casts its input up twice and its output
     down once, ``up`` bytes an element each; then square, mean, scale, weight: 20 bytes and 2e an element
@@ -248,7 +249,8 @@ def executor_layer_bytes(c: Counts, m: ModelSpec, B: int, e: int, shard: Shard =
     by Q, K, V: two adds), the MLP norm's (gated: one) and the two residual branches, 3e each. Rows kept
     as keys only (kv_only) are normed, concatenated behind the query rows' keys and values, and their
     norm gradient accumulated once. Layers with image-specific weights over several segments split the
-    rows by segment and concatenate the projections (``Counts.split_q``, ``split_kvo``). Once per call,
+    rows by segment and concatenate the projections (``Counts.split_q``, ``split_kvo``). Each gather of
+    rows from the whole sequence zero-fills and accumulates the sequence's gradient in backward. Once per call,
     whatever the batch: the rotary tables (two reads each for q and k rows, forward and backward) and the
     norms' weights."""
     d, H, Hkv, hd, I = m.hidden_size, m.num_attention_heads, m.num_key_value_heads, m.head_dim, m.intermediate_size
@@ -274,6 +276,11 @@ def executor_layer_bytes(c: Counts, m: ModelSpec, B: int, e: int, shard: Shard =
     hidden_b = hidden_b + (c.split_q + c.split_kvo) * 2 * d * e
     heads_f = heads_f + c.split_q * 2 * e * (Q + 2 * K) + c.split_kvo * 4 * e * K
     heads_b = heads_b + (c.split_q * 2 * e * (Q + 2 * K) + c.split_kvo * 4 * e * K) * many
+    # every gather of rows from the whole sequence (the query rows where the set changes, a layer's kv_only
+    # rows) scatters its gradient into a zeroed whole-sequence tensor in backward, which is then added to
+    # the sequence's other gradient: N d e written, 3 N d e added
+    selects = c.regathered * 1.0 + (c.nkvo > 0)
+    hidden_b = hidden_b + selects * c.total * 4 * d * e
     tables = 2 * e * hd * (c.nq + c.nkv)                             # rotary tables, per call
     weights_f = d * e * (2 + (c.nkvo > 0))
     weights_b = d * (2 * up + 8) * (2 + (c.nkvo > 0))

@@ -124,3 +124,26 @@ def test_transformers_llama_moves_about_the_executors_bytes():
     fwd, bwd = costs.executor_layer_bytes(c, m, 2, 2)
     assert (f2 - f1) / fwd[0, 0] == pytest.approx(1, abs=0.06)
     assert (b2 - b1) / bwd[0, 0] == pytest.approx(1, abs=0.06)
+
+
+@pytest.mark.parametrize("schedule", ["drop", "pyramid"])
+@pytest.mark.parametrize("dtype,e", [(torch.bfloat16, 2), (torch.float32, 4)])
+def test_backward_traffic_of_gathering_layers_is_priced_exactly(tiny, schedule, dtype, e):
+    """Layers that gather rows (drop, pyramid's stages): the whole step's backward traffic less the part
+    outside the layers (the same as the baseline's: same sequence, loss over every position) equals the
+    priced layers', at one and three samples. (HiMix's and HMGen's split layers add weight-gradient
+    sums and, with several samples, gradient-slice copies that are not priced.)"""
+    from trsim.simulator import costs
+
+    def counted(name, B):
+        plan = compile_schedule(tiny, name, "u")
+        torch.manual_seed(0)
+        m = Decoder(tiny.model, plan, attention="sdpa").to(dtype)
+        m.build_io(torch.device("cpu"), dtype)
+        ids, labels = m.make_batch(B, torch.device("cpu"), generator=torch.Generator().manual_seed(1))
+        _, bwd = costs.executor_layer_bytes(costs.counts(plan, "all"), tiny.model, B, e)
+        return count_step(m, ids, labels)["backward"]["bytes"]["memory_bound"], bwd[0].sum()
+    for B in (1, 3):
+        base_counted, base_priced = counted("baseline", B)
+        got, priced = counted(schedule, B)
+        assert got - (base_counted - base_priced) == priced
