@@ -233,7 +233,8 @@ def dropout_bytes(c: Counts, m: ModelSpec, hw: HardwareSpec, B: int, e: int, sha
     return {"forward": fwd, "backward": bwd, "attention_forward": att}
 
 
-def executor_layer_bytes(c: Counts, m: ModelSpec, B: int, e: int, shard: Shard = NO_SHARD):
+def executor_layer_bytes(c: Counts, m: ModelSpec, B: int, e: int, shard: Shard = NO_SHARD,
+                         per_layer_gathers: bool = True):
     """Memory-bound bytes of the reference executor's layers (``profiler/model.py``), forward and backward,
     [P, L] each: every elementwise and reduction operator it dispatches, each input read once and each
     output written once, as ``profiler/traffic.py`` counts them (exact: tests/test_traffic.py; not
@@ -279,8 +280,10 @@ def executor_layer_bytes(c: Counts, m: ModelSpec, B: int, e: int, shard: Shard =
     # every gather of rows from the whole sequence (the query rows where the set changes, a layer's kv_only
     # rows) scatters its gradient into a zeroed whole-sequence tensor in backward, which is then added to
     # the sequence's other gradient: N d e written, 3 N d e added
-    selects = c.regathered * 1.0 + (c.nkvo > 0)
-    hidden_b = hidden_b + selects * c.total * 4 * d * e
+    # (the reference executor's gathers; a compacting executor, per_layer_gathers False, moves rows once)
+    if per_layer_gathers:
+        selects = c.regathered * 1.0 + (c.nkvo > 0)
+        hidden_b = hidden_b + selects * c.total * 4 * d * e
     tables = 2 * e * hd * (c.nq + c.nkv)                             # rotary tables, per call
     weights_f = d * e * (2 + (c.nkvo > 0))
     weights_b = d * (2 * up + 8) * (2 + (c.nkvo > 0))
@@ -290,7 +293,8 @@ def executor_layer_bytes(c: Counts, m: ModelSpec, B: int, e: int, shard: Shard =
 
 
 def microbatch_terms(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int, act_bytes: int,
-                     shard: Shard = NO_SHARD, dropout: Dropout = NO_DROPOUT, kernels: str = "unfused") -> dict:
+                     shard: Shard = NO_SHARD, dropout: Dropout = NO_DROPOUT, kernels: str = "unfused",
+                     gathers: str = "per_layer") -> dict:
     """The per-layer prices of one task-homogeneous micro-batch on one rank, before they are summed:
     ``matmul`` and ``attention`` [P, L] seconds, ``layer_bytes`` [P, L] memory-bound bytes,
     ``gather_bytes`` [P, L] (the reference executor's per-layer gather/scatter), ``change_bytes`` [P, L]
@@ -330,7 +334,7 @@ def microbatch_terms(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int
     heads = c.nq * (2 * H * hd + act) + c.nkv * 2 * Hkv * hd
     layer_bytes = per_rank(B * e * (per_rank(hidden, shard.hidden) + per_rank(heads, t)), cp)
     if kernels == "unfused":  # the reference executor's kernels, operator by operator
-        layer_bytes, layer_bytes_backward = executor_layer_bytes(c, m, B, e, shard)
+        layer_bytes, layer_bytes_backward = executor_layer_bytes(c, m, B, e, shard, gathers == "per_layer")
     else:  # fused kernels: one pass forward, about two backward
         layer_bytes_backward = 2 * layer_bytes
     loss_bytes = per_rank(per_rank(B * c.n_lm * V * (e + 4 + 4 + 4), t), cp)

@@ -250,7 +250,7 @@ def _stage_times(c, m, hw, tr, shard, st, last, gathers, dp) -> dict:
     """One micro-batch's time per stage and component, [P, p]: the plan's prices and the traffic of
     tensor, context and pipeline parallelism (components present only when that parallelism is used)."""
     B, e = tr.micro_batch_size, tr.activation_bytes
-    terms = costs.microbatch_terms(c, m, hw, B, e, shard, costs.Dropout.of(tr), tr.elementwise_kernels)
+    terms = costs.microbatch_terms(c, m, hw, B, e, shard, costs.Dropout.of(tr), tr.elementwise_kernels, gathers)
     t = costs.stage_times(terms, c, hw, st, last, tr.recompute, gathers)
     w = c.weights
     if shard.tensor > 1:
