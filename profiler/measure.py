@@ -84,18 +84,31 @@ def storage_bytes(tensors) -> int:
     return sum(seen.values())
 
 
-def cpu_step_peak(model, ids, labels, optimizer) -> tuple[int, int]:
-    """(bytes allocated before the step, peak bytes during it) for one training step on the CPU, which
-    has no ``max_memory_allocated``: the profiler's allocation events (``profile_memory``) give every
-    allocation and free in order, and the peak is the largest running sum over what lived before. What
-    lived before is counted from the tensors themselves: weights, the plan's constant tensors, optimizer
-    states (materialised by an untimed step first), the batch. Gradients are freed before the step, as
-    on CUDA."""
-    from torch._C._profiler import _EventType
-    from torch.profiler import ProfilerActivity, profile
+def step_peak(model, ids, labels, optimizer) -> tuple[int, int] | None:
+    """(bytes allocated before a training step, peak bytes during it), gradients freed before it as a
+    training loop frees them, after an untimed step that materialises the optimizer states. CUDA:
+    ``memory_allocated`` and ``max_memory_allocated``. The CPU has no such counters: the profiler's
+    allocation events (``profile_memory``) give every allocation and free in order, the peak is the
+    largest running sum over what lived before, and what lived before is counted from the tensors
+    themselves (weights, the plan's constant tensors, optimizer states, the batch). None elsewhere."""
+    device = ids.device
+    if device.type not in ("cuda", "cpu"):
+        return None
     model(ids, labels).backward()
     optimizer.step()
     model.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        static = torch.cuda.memory_allocated(device)
+        model(ids, labels).backward()
+        optimizer.step()
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device)
+        model.zero_grad(set_to_none=True)
+        return static, peak
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
     if getattr(model, "_dynamic", False):  # freed by the next forward, which the profiler would not see
         model._built = []
     states = [v for st in optimizer.state.values() for v in st.values() if isinstance(v, torch.Tensor)]

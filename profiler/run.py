@@ -16,7 +16,7 @@ from trsim.simulator.config import Scenario
 from trsim.simulator.plan import compile_schedule, select_layers
 
 from .flops import count_flop_counter, count_fvcore, flex_masks_match
-from .measure import class_times, cpu_step_peak, saved_activation_bytes, step_clock, time_steps
+from .measure import class_times, saved_activation_bytes, step_clock, step_peak, time_steps
 from .model import Decoder, init_weights
 from .schema import SCHEMA, ProfileResults
 
@@ -107,21 +107,9 @@ def profile_case(scn: Scenario, schedule: str, task: str, *, device, dtype, laye
         return case
     model, ids, labels, opt = bench
     try:
-        if device.type == "cuda":
-            model(ids, labels).backward()
-            opt.step()  # materialise optimizer states
-            model.zero_grad(set_to_none=True)
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            static = torch.cuda.memory_allocated(device)
-            model(ids, labels).backward()
-            opt.step()
-            torch.cuda.synchronize(device)
-            case["memory"].update(peak_allocated_bytes=torch.cuda.max_memory_allocated(device), static_bytes=static)
-            model.zero_grad(set_to_none=True)
-        elif device.type == "cpu":
-            static, peak = cpu_step_peak(model, ids, labels, opt)
-            case["memory"].update(peak_allocated_bytes=peak, static_bytes=static)
+        measured = step_peak(model, ids, labels, opt)
+        if measured is not None:
+            case["memory"].update(static_bytes=measured[0], peak_allocated_bytes=measured[1])
         timing = time_steps(model, ids, labels, opt, repeats=repeats, warmup=warmup)
         timing.update(class_times(model, ids, labels, repeats=class_repeats))
         case["time"] = timing

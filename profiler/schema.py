@@ -66,7 +66,7 @@ class Timing(_M):
 class Memory(_M):
     activation_saved_bytes: _Count
     # over one whole training step (gradients freed before it): max_memory_allocated on CUDA, the
-    # profiler's allocation events on the CPU (measure.cpu_step_peak); absent in files from before that
+    # profiler's allocation events on the CPU (measure.step_peak); absent in files from before that
     peak_allocated_bytes: Optional[_Count]
     static_bytes: Optional[_Count]           # allocated before the step (weights, plan tensors, optimizer states)
     parameters: Annotated[int, Field(ge=1)]

@@ -328,14 +328,14 @@ def microbatch_terms(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int
     rank = (1 + hw.attention_backward_ratio) * per_rank(B * f["rank"], t * cp) / (
         hw.peak_flops * hw.attention_efficiency * hw.sustained_compute_fraction)
 
-    act = 3 * I if m.mlp_matrices == 3 else 2 * I
-    hidden = c.nq * (4 * d + 6 * d) + c.nkvo * 2 * d
-    # (the explicit-mask path takes grouped-query K/V as is: no expansion to every head)
-    heads = c.nq * (2 * H * hd + act) + c.nkv * 2 * Hkv * hd
-    layer_bytes = per_rank(B * e * (per_rank(hidden, shard.hidden) + per_rank(heads, t)), cp)
     if kernels == "unfused":  # the reference executor's kernels, operator by operator
         layer_bytes, layer_bytes_backward = executor_layer_bytes(c, m, B, e, shard, gathers == "per_layer")
     else:  # fused kernels: one pass forward, about two backward
+        act = 3 * I if m.mlp_matrices == 3 else 2 * I
+        hidden = c.nq * (4 * d + 6 * d) + c.nkvo * 2 * d
+        # (the explicit-mask path takes grouped-query K/V as is: no expansion to every head)
+        heads = c.nq * (2 * H * hd + act) + c.nkv * 2 * Hkv * hd
+        layer_bytes = per_rank(B * e * (per_rank(hidden, shard.hidden) + per_rank(heads, t)), cp)
         layer_bytes_backward = 2 * layer_bytes
     loss_bytes = per_rank(per_rank(B * c.n_lm * V * (e + 4 + 4 + 4), t), cp)
     # token rows moved: a gather where the query set changes, a scatter before the next change, kv_only rows

@@ -17,8 +17,8 @@ from .fit import PARAMS, Case, base_hardware, calibration_document, cases_from_r
 
 class _FlopsItem:
     """A case seen by the one-constant FLOPs predictor: its model FLOPs (forward x 3) and measured time."""
-    def __init__(self, case: Case, hw):
-        self.flops = 3.0 * case.predict(hw)["flops_forward"]
+    def __init__(self, case: Case, prediction: dict):
+        self.flops = 3.0 * prediction["flops_forward"]
         self.measured_time = case.measured["fwd_bwd_s"]
 
 
@@ -159,6 +159,7 @@ def validate_command(args, console) -> int:
     mismatches = _flops_mismatches(cases)
     report = {"results_files": list(args.results), "hardware_preset": preset, "gpu": env.get("gpu"),
               "device": env.get("device"), "flops_mismatches": mismatches, "cases": []}
+    uncalibrated = [c.predict(hw0) for c in cases]  # the uncalibrated prices: memory, FLOPs, class times
     if args.calibration:
         cal = load_calibration(args.calibration, expected_hardware=preset, force=args.force)
         report["calibration"] = cal.summary(args.calibration, forced=args.force and cal.hardware_preset != preset)
@@ -170,13 +171,13 @@ def validate_command(args, console) -> int:
         for name, scheme in (("flops-only-schedule-out", "schedule"), ("flops-only-size-out", "size")):
             fs = folds(cases, parse_scheme(scheme))
             if len(fs) > 1:
-                items = [_FlopsItem(c, hw0) for c in cases]
+                items = [_FlopsItem(c, p) for c, p in zip(cases, uncalibrated)]
                 preds[name] = {i: {"fwd_bwd_s": v} for i, v in flops_predictor_held_out(items, fs).items()}
     for i, c in enumerate(cases):
         m = c.measured
         row = {"case": c.name, "source": c.source, "measured_fwd_bwd_s": m["fwd_bwd_s"],
                "measured_activation_bytes": m["activation_bytes"], "measured_peak_bytes": m["peak_bytes"]}
-        any_pred = preds["calibration"][i] if "calibration" in preds else c.predict(hw0)  # memory: no fitting
+        any_pred = preds["calibration"][i] if "calibration" in preds else uncalibrated[i]  # memory: no fitting
         row["predicted_activation_bytes"] = any_pred["activation_bytes"]
         row["activation_error_pct"] = _pct(any_pred["activation_bytes"], m["activation_bytes"])
         row["predicted_peak_bytes"] = any_pred["peak_bytes"]
@@ -189,7 +190,7 @@ def validate_command(args, console) -> int:
         # device-bound: its operators fill at least DEVICE_BOUND of it (the rest is host time)
         classes = m.get("classes_s") or {}
         if classes:
-            preset_time = c.predict(hw0)["time_s"]
+            preset_time = uncalibrated[i]["time_s"]
             row["device_bound"] = sum(classes.values()) >= DEVICE_BOUND * m["fwd_bwd_s"]
             row["class_time_ratio"] = {k: preset_time[k] / v for k, v in classes.items()
                                        if k in preset_time and v >= 0.01 * m["fwd_bwd_s"]}
