@@ -151,6 +151,8 @@ def data_parallel_time(params, t: TrainingSpec, hw: HardwareSpec, n: int, span: 
     backward of every micro-batch.
 
     ``trsim`` stack (the project's step model): ``comm_overlap`` of the total hides behind backward.
+    ``training.overlap_grad_reduce`` / ``overlap_param_gather`` false take away the window of the
+    gradient reduction / of the weight gathers: that traffic is exposed whole.
     Real stacks (Megatron-Core DDP with overlapped gradient reduce, FSDP with prefetch): the gradient
     buckets are reduced while the last micro-batch's backward runs (``backward_window``); the last bucket
     always waits; Megatron's distributed optimizer (ZeRO 1-2 with ``stack: megatron``) reduce-scatters the
@@ -162,6 +164,7 @@ def data_parallel_time(params, t: TrainingSpec, hw: HardwareSpec, n: int, span: 
         z = np.zeros_like(np.asarray(params, dtype=float))
         return z, z
     bw = collective_bandwidth(hw, n, span // n)
+    hidden = hw.comm_overlap if t.overlap_grad_reduce else 0.0
     if stack == "trsim":
         volume = params * t.gradient_bytes * 2 * (n - 1) / n
         hops = 2 * (n - 1)
@@ -169,13 +172,18 @@ def data_parallel_time(params, t: TrainingSpec, hw: HardwareSpec, n: int, span: 
             volume = volume + params * t.weight_bytes * 2 * (n - 1) / n
             hops *= 2
         total = volume / bw + hops * hw.collective_latency_s
-        return total, total * (1 - hw.comm_overlap)
+        return total, total * (1 - hidden)
     grad_bytes = params * t.gradient_bytes
     buckets = np.maximum(1, np.ceil(params / DDP_BUCKET_ELEMENTS))
     per_bucket_hops = (buckets - 1) * (n - 1) * hw.collective_latency_s  # latency of the extra buckets' rings
     # without a window (a caller pricing the traffic alone) nothing hides
     backward_window = 0.0 if backward_window is None else backward_window
     forward_window = 0.0 if forward_window is None else forward_window
+    # what hides each transfer: gradient buckets under backward, weight gathers under forward (and, for
+    # ZeRO-3, under backward too); a stack that does not overlap one of them leaves it no window
+    grad_window = backward_window if t.overlap_grad_reduce else 0.0
+    gather_forward = forward_window if t.overlap_param_gather else 0.0
+    gather_backward = backward_window if t.overlap_param_gather else 0.0
     if stack == "megatron" and t.zero_stage in (1, 2):
         # Megatron-Core's distributed optimizer (--use-distributed-optimizer with --overlap-grad-reduce and
         # --overlap-param-gather): each bucket's gradients are reduce-scattered while the last micro-batch's
@@ -184,18 +192,18 @@ def data_parallel_time(params, t: TrainingSpec, hw: HardwareSpec, n: int, span: 
         # weight bucket always wait.
         grads = reduce_scatter(grad_bytes, n, bw, hw) + per_bucket_hops
         gather = all_gather(params * t.weight_bytes, n, bw, hw) + per_bucket_hops
-        exposed = (np.maximum(grads / buckets, grads - backward_window)
-                   + np.maximum(gather / buckets, gather - forward_window))
+        exposed = (np.maximum(grads / buckets, grads - grad_window)
+                   + np.maximum(gather / buckets, gather - gather_forward))
         return grads + gather, exposed
     grads = all_reduce(grad_bytes, n, bw, hw) + 2 * per_bucket_hops
     last_bucket = grads / buckets
-    exposed = np.maximum(last_bucket, grads - backward_window)
+    exposed = np.maximum(last_bucket, grads - grad_window)
     total = grads
     if t.zero_stage == 3:
         gather = all_gather(params * t.weight_bytes, n, bw, hw) + (layers - 1) * (n - 1) * hw.collective_latency_s
         per_layer = gather / layers
-        exp_f = np.maximum(per_layer, gather - forward_window)
-        exp_b = np.maximum(per_layer, gather - backward_window)
+        exp_f = np.maximum(per_layer, gather - gather_forward)
+        exp_b = np.maximum(per_layer, gather - gather_backward)
         total = total + micro_batches * 2 * gather
         exposed = exposed + micro_batches * (exp_f + exp_b)
     return total, exposed

@@ -319,6 +319,14 @@ class TrainingSpec(_Strict):
     # drawn, stored and applied whatever p is (README "Dropout").
     hidden_dropout: _real(lo=0, hi=1) = 0.0
     attention_dropout: _real(lo=0, hi=1) = 0.0
+    # Data-parallel communication overlap. overlap_grad_reduce: gradients are reduced bucket by bucket while
+    # the last micro-batch's backward runs (PyTorch DDP and FSDP always do; Megatron with
+    # --overlap-grad-reduce; the trsim stack hides hardware.comm_overlap of it); false: the whole reduction
+    # runs after backward. overlap_param_gather: the updated weights (Megatron's distributed optimizer) and
+    # ZeRO-3's weight gathers are all-gathered under the forward (--overlap-param-gather); false: they wait.
+    # Megatron-LM's own command line leaves both off; NeMo's recipes and NVIDIA's scaling runs turn them on.
+    overlap_grad_reduce: bool = True
+    overlap_param_gather: bool = True
     weight_bytes: _count(64) = 2          # bf16 weights
     gradient_bytes: _count(64) = 2        # bf16 gradients
     optimizer_bytes: _count(256) = 12     # AdamW: fp32 master weights + first and second moments

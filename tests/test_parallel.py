@@ -190,6 +190,31 @@ def test_megatron_distributed_optimizer_traffic_by_hand(tiny):
     assert bare[1][0] == pytest.approx(rs + ag)
 
 
+@pytest.mark.parametrize("stack", ["megatron", "huggingface", "trsim"])
+def test_stacks_that_do_not_overlap_data_parallel_traffic_expose_all_of_it(tiny, stack):
+    """Megatron-LM's command line leaves --overlap-grad-reduce and --overlap-param-gather off: the gradient
+    reduction then runs after backward and the weight gather after the optimizer, whatever the windows.
+    Each flag takes away only its own window."""
+    h = tiny.hardware.model_copy(update={"gpus_per_node": 8, "intranode_bandwidth": 1e11, "collective_latency_s": 0.0,
+                                         "collective_efficiency": 1.0, "comm_overlap": 0.7})
+    t = tiny.training.model_copy(update={"zero_stage": 1, "gradient_bytes": 4, "weight_bytes": 2})
+    P, n = np.array([4e8]), 8
+    win = dict(backward_window=np.array([1.0]), forward_window=np.array([1.0]))
+    total, overlapped = collectives.data_parallel_time(P, t, h, n, n, stack=stack, **win)
+    off = t.model_copy(update={"overlap_grad_reduce": False, "overlap_param_gather": False})
+    total_off, exposed = collectives.data_parallel_time(P, off, h, n, n, stack=stack, **win)
+    assert total_off[0] == pytest.approx(total[0])
+    assert exposed[0] == pytest.approx(total[0]) and overlapped[0] < 0.35 * total[0]
+    if stack == "megatron":  # reduce-scatter of fp32 gradients, all-gather of bf16 weights
+        rs, ag = 7 / 8 * 1.6e9 / 1e11, 7 / 8 * 0.8e9 / 1e11
+        grads_only = collectives.data_parallel_time(P, t.model_copy(update={"overlap_grad_reduce": False}), h, n, n,
+                                                    stack=stack, **win)[1]
+        gather_only = collectives.data_parallel_time(P, t.model_copy(update={"overlap_param_gather": False}), h, n,
+                                                     n, stack=stack, **win)[1]
+        assert grads_only[0] == pytest.approx(rs + ag / 10)
+        assert gather_only[0] == pytest.approx(rs / 10 + ag)
+
+
 @pytest.mark.parametrize("recompute", ["none", "selective", "full"])
 def test_data_parallel_windows_are_the_forward_and_the_backward_with_its_recompute(recompute):
     """The distributed optimizer's gathers hide under one micro-batch's forward (a third of the work that is

@@ -114,13 +114,14 @@ Source: github.com/VIA-Research/vTrain @f8dda84 data/ground_truth_single.csv (MI
 ../shared/data/published/vtrain_megatron_deepspeed_a100_single_node.csv. 8x A100 SXM4 80GB node, NVLink;
 fp16, full activation recompute, standard (non-flash) attention with fused softmax, Megatron's fused LayerNorm
 and bias-GeLU kernels (kernels: fused), 1F1B, no gradient
-bucketing (so gradient all-reduce is not overlapped: comm_overlap 0). GPT-3 style: GELU 4h MLP, 16 heads,
+bucketing (so gradient all-reduce is not overlapped: overlap_grad_reduce false). GPT-3 style: GELU 4h MLP, 16 heads,
 vocab 50257, tied embeddings, sequence 1024. Dropout 0.1 on the attention probabilities and in both
 bias-dropout-adds (Megatron-DeepSpeed's defaults; vTrain's model of the profiled layer, src/model/gpt_modeling.py,
 applies both).
 Selection: for every (GPUs, hidden, layers) data-parallel layout, the largest global batch at its smallest and
-largest micro-batch; for TP/PP layouts, depths 12 and 24, largest global batch, smallest micro-batch.""", {"hardware": {"preset": "a100-sxm-80g", "attention_kernel": "math", "comm_overlap": 0.0},
-                          "training": {"activation_checkpointing": True, "zero_stage": 0, "weight_bytes": 2,
+largest micro-batch; for TP/PP layouts, depths 12 and 24, largest global batch, smallest micro-batch.""", {"hardware": {"preset": "a100-sxm-80g", "attention_kernel": "math"},
+                          "training": {"activation_checkpointing": True, "zero_stage": 0,
+                                       "overlap_grad_reduce": False, "weight_bytes": 2,
                                        "gradient_bytes": 2, "optimizer_bytes": 12, "activation_bytes": 2,
                                        "kernels": "fused", **DROPOUT_01}}, runs)
 
@@ -272,9 +273,13 @@ def simumax(d):
 Source: github.com/MooreThreads/SimuMax @4dcaae5 docs/b200/b200_release_v1.2_summary.{md,json} (Apache-2.0), in
 ../shared/data/published/simumax_b200_megatron_measured.csv. Megatron-LM 23e00ed0, TE 2.11, bf16, distributed
 optimizer (ZeRO-1), TE flash attention, sequence parallel, no recompute, fused cross-entropy, untied embeddings;
-micro-batch 1. Peak memory = peak torch allocated, GiB x 2^30 (max over ranks). DeepSeek (MoE) rows not modelled.""",
+micro-batch 1. The launcher (simu_tools/megatron_scripts/scripts/run_pretrain_llama3.sh) passes neither
+--overlap-grad-reduce nor --overlap-param-gather, and turns every TP communication overlap off: the gradient
+reduce-scatter and the weight all-gather run exposed. Peak memory = peak torch allocated, GiB x 2^30 (max over
+ranks). DeepSeek (MoE) rows not modelled.""",
          {"hardware": {"preset": "b200", "attention_kernel": "cudnn"},
-          "training": {"stack": "megatron", "zero_stage": 1, "weight_bytes": 2, "gradient_bytes": 4,
+          "training": {"stack": "megatron", "zero_stage": 1, "overlap_grad_reduce": False,
+                       "overlap_param_gather": False, "weight_bytes": 2, "gradient_bytes": 4,
                        "optimizer_bytes": 12, "activation_bytes": 2}}, runs)
 
 
