@@ -36,12 +36,18 @@ def calibratable_parameters() -> dict[str, Any]:
 
     Derived from HardwareSpec, so a parameter added to the time model is known here at once, with the
     same range the scenario schema enforces."""
-    from .config import HardwareSpec
+    from .config import HardwareSpec, _Eff as _EFF
     out = {}
     for name, f in HardwareSpec.model_fields.items():
-        if name in _NOT_CALIBRATABLE or f.annotation is not float:
+        if name in _NOT_CALIBRATABLE:
             continue
-        out[name] = TypeAdapter(Annotated[float, Field(allow_inf_nan=False), *f.metadata])
+        if f.annotation is float:
+            meta = f.metadata
+        elif f.annotation == Optional[_EFF]:  # an efficiency a GPU may lack (matmul_efficiency_fp8)
+            meta = _EFF.__metadata__
+        else:
+            continue
+        out[name] = TypeAdapter(Annotated[float, Field(allow_inf_nan=False), *meta])
     return out
 
 

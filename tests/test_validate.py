@@ -51,7 +51,8 @@ def test_fit_recovers_known_parameters_and_names_what_one_depth_cannot_separate(
     assert "step_overhead_s" in res.fixed["layer_overhead_s"] and "no measurement" in res.fixed["host_layer_s"]
     assert "no measurement" in res.fixed["collective_efficiency"]
     assert res.std["layer_overhead_s"] is None
-    for k in F.PARAMS:
+    assert "matmul_efficiency_fp8" not in F.params_for(hw0)  # the CPU has no fp8 ceiling to fit
+    for k in F.params_for(hw0):
         assert res.values[k] == pytest.approx(getattr(truth, k), rel=1e-3), k
     assert res.residual_rms < 1e-6
 
@@ -71,10 +72,10 @@ def test_one_case_cannot_determine_nine_parameters(tiny_doc):
     hw0 = F.base_hardware("cpu")
     cases = synthetic_cases(tiny_doc, F.with_params(hw0, TRUTH), sizes=((2, 10),), schedules=("baseline",))
     res = F.fit(cases, hw0)
-    assert res.measurements <= 5 and len(F.PARAMS) - len(res.fixed) <= res.measurements
+    assert res.measurements <= 5 and len(F.params_for(hw0)) - len(res.fixed) <= res.measurements
     assert all(res.fixed[k] for k in res.fixed)                 # each fixed parameter says why
     assert all(res.std[k] is None for k in res.fixed)           # no made-up 1e-16 standard errors
-    free = [k for k in F.PARAMS if k not in res.fixed]
+    free = [k for k in F.params_for(hw0) if k not in res.fixed]
     assert all(res.std[k] is None or res.std[k] > 0 for k in free)
 
 
@@ -143,7 +144,7 @@ def test_calibrate_from_runs_recovers_step_times_and_names_fixed_parameters(tiny
     assert prov["inputs"][0]["sha256"] and prov["trsim_version"] and doc["created"]
     fixed = set(doc["fit"]["fixed"]) - {"attention_backward_ratio"}
     assert fixed                                             # 8 step times cannot pin 9 parameters
-    assert fixed.isdisjoint(doc["fit"]["fitted"]) and fixed | set(doc["fit"]["fitted"]) == set(F.PARAMS)
+    assert fixed.isdisjoint(doc["fit"]["fitted"]) and fixed | set(doc["fit"]["fitted"]) == set(F.params_for(F.base_hardware("cpu")))
     for k in fixed:
         assert doc["parameters"][k]["std"] is None
         assert any(n.startswith(f"{k} fixed at the preset: ") for n in doc["fit"]["notes"])
@@ -184,7 +185,7 @@ def test_cpu_end_to_end_profile_calibrate_validate(tmp_path):
     cal = tmp_path / "cal.json"
     assert main(["calibrate", str(a), str(b), "--out", str(cal), "--format", "json"]) == 0
     doc = json.loads(cal.read_text())
-    assert doc["schema"] == "trsim.calibration/1" and set(doc["parameters"]) == set(F.PARAMS)
+    assert doc["schema"] == "trsim.calibration/1" and set(doc["parameters"]) == set(F.params_for(F.base_hardware("cpu")))
     assert "layer_overhead_s" in doc["fit"]["fixed"]  # one depth: not separable from step_overhead_s
     report, png = tmp_path / "v.json", tmp_path / "v.png"
     assert main(["validate", str(a), str(b), "--out", str(report), "--plot", str(png), "--format", "json"]) == 0
@@ -310,3 +311,44 @@ def test_calibrate_from_runs_recovers_the_collective_efficiency(tmp_path):
     measured(doc([(32, 2), (4, 3)]), new)
     for r in load_runs(new)[0]:
         assert r.predicted_time(r.hardware_with(fitted)) == pytest.approx(r.measured_time, rel=0.02)
+
+
+def _gpu_runs(tiny_doc, truth: dict, precisions):
+    """Step times of a small LLaMA-shaped model on an H100, written by a hardware profile with ``truth``."""
+    from trsim.validate.runs import load_runs
+    import pathlib, tempfile, yaml
+    runs = []
+    for i, (prec, L, B) in enumerate((p, L, B) for p in precisions for L, B in ((2, 2), (4, 4), (8, 1), (4, 8))):
+        scn = copy.deepcopy({k: v for k, v in tiny_doc.items() if k != "schedules"})
+        scn["name"] = f"{prec}-L{L}-B{B}"
+        scn["model"].update(num_layers=L, hidden_size=4096, num_attention_heads=32, num_key_value_heads=8,
+                            intermediate_size=14336, vocab_size=32000)  # device-bound, not host-bound
+        scn["hardware"] = {"preset": "h100-sxm", "num_gpus": 1}
+        scn["training"] = {**scn["training"], "micro_batch_size": B, "global_batch_size": B, "precision": prec,
+                           "activation_bytes": 2}
+        scn["tasks"]["u"]["segments"][1]["tokens"] = 1024 * (i % 3 + 1)
+        runs.append({"name": scn["name"], "scenario": scn, "measured": {"step_time_s": 1.0}})
+    with tempfile.TemporaryDirectory() as d:
+        path = pathlib.Path(d) / "r.yaml"
+        path.write_text(yaml.safe_dump({"source": "synthetic", "runs": runs}))
+        loaded, _, _ = load_runs(path)
+    for r in loaded:
+        r.measured = {"step_time_s": r.predicted_time(r.hardware_with(truth, None))}
+    return loaded
+
+
+def test_fp8_runs_calibrate_the_fp8_gemm_ceiling_and_bf16_runs_leave_it_fixed(tiny_doc):
+    """The fp8 GEMM ceiling is a parameter of its own: fp8 step times determine it (beside the bf16 one,
+    which the LM head and the bf16 runs set); where no run is fp8 it is fixed and says why."""
+    hw0 = F.base_hardware("h100-sxm")
+    assert "matmul_efficiency_fp8" in F.params_for(hw0)
+    truth = {"matmul_efficiency": 0.6, "matmul_efficiency_fp8": 0.45}
+    others = {k: "held for this test" for k in F.params_for(hw0) if k not in truth}
+    res = F.fit(_gpu_runs(tiny_doc, truth, ("bf16", "fp8")), hw0, prior=False, fixed=others)
+    assert not set(truth) & set(res.fixed)
+    for k, v in truth.items():
+        assert res.values[k] == pytest.approx(v, rel=1e-3), k
+    bf16 = F.fit(_gpu_runs(tiny_doc, truth, ("bf16",)), hw0, prior=False, fixed=others)
+    assert "no measurement depends on it" in bf16.fixed["matmul_efficiency_fp8"]
+    assert bf16.values["matmul_efficiency_fp8"] == hw0.matmul_efficiency_fp8
+    assert bf16.values["matmul_efficiency"] == pytest.approx(0.6, rel=1e-3)

@@ -12,7 +12,7 @@ from trsim.simulator.errors import ScenarioError
 from trsim.simulator.fileio import atomic_write_json
 
 from .crossval import folds, held_out, parse_scheme
-from .fit import PARAMS, Case, base_hardware, calibration_document, cases_from_results, fit, hardware_for
+from .fit import Case, base_hardware, calibration_document, cases_from_results, fit, hardware_for
 
 
 class _FlopsItem:
@@ -35,7 +35,7 @@ def _print_fit(res, preset: str, what: str, console) -> None:
     t = Table(title=f"calibration of {preset} from {what}", title_justify="left")
     for col in ("parameter", "value", "std error", "note"):
         t.add_column(col, justify="left" if col in ("parameter", "note") else "right")
-    for k in PARAMS:
+    for k in res.values:
         std = res.std[k]
         note = f"fixed at preset: {res.fixed[k]}" if k in res.fixed else ("at bound" if k in res.at_bound else "")
         t.add_row(k, f"{res.values[k]:.4g}", "not estimable" if std is None else f"{std:.2g}", note)

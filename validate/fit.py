@@ -41,6 +41,9 @@ from trsim.simulator.simulate import predict_case
 # "abs": (theta - preset) / scale, for fixed costs whose preset may be zero.
 PARAM_SPECS: dict[str, tuple[float, float, str, float]] = {
     "matmul_efficiency": (0.01, 1.0, "log", 1.0),
+    # the same ceiling for fp8 GEMMs (Transformer Engine's): fitted from fp8 runs, fixed where none is
+    # measured; a GPU without fp8 tensor cores (no preset value) does not have the parameter
+    "matmul_efficiency_fp8": (0.01, 1.0, "log", 1.0),
     "matmul_half_k": (0.0, 4096.0, "abs", 256.0),
     "matmul_overhead_s": (0.0, 1e-3, "abs", 2e-5),
     "attention_efficiency": (0.005, 1.0, "log", 1.0),
@@ -59,7 +62,7 @@ PARAM_SPECS: dict[str, tuple[float, float, str, float]] = {
     "collective_efficiency": (0.01, 1.0, "log", 1.0),
 }
 PARAMS = tuple(PARAM_SPECS)
-EFFICIENCIES = {"matmul_efficiency", "attention_efficiency", "bandwidth_efficiency", "gather_efficiency",
+EFFICIENCIES = {"matmul_efficiency", "matmul_efficiency_fp8", "attention_efficiency", "bandwidth_efficiency", "gather_efficiency",
                 "collective_efficiency"}  # (attention_masked_factor: a ratio of two kernels, at most 1 everywhere)
 DATA_SIGMA = 0.03        # assumed relative timing noise of one measurement
 COND_LIMIT = 1e4         # column-normalised Jacobian condition number above which a direction is unidentified
@@ -67,7 +70,7 @@ COND_LIMIT = 1e4         # column-normalised Jacobian condition number above whi
 FIX_ORDER = ("matmul_overhead_s", "host_layer_s", "layer_overhead_s", "attention_masked_factor", "gather_efficiency",
              "matmul_half_k", "attention_half_keys",
              "step_overhead_s", "bandwidth_efficiency", "collective_efficiency", "attention_efficiency",
-             "matmul_efficiency")
+             "matmul_efficiency", "matmul_efficiency_fp8")
 CLASSES = ("matmul", "attention", "memory_bound", "gather")
 # On a CPU only the step time is fitted, not the profiler's per-operator classes: those are host self
 # times on the wall clock, inflated by the profiler's own per-event cost and by whatever a neighbour
@@ -77,9 +80,16 @@ CLASSES = ("matmul", "attention", "memory_bound", "gather")
 CPU_CLASSES: tuple[str, ...] = ()
 
 
-def bounds(hw0: HardwareSpec) -> tuple[np.ndarray, np.ndarray]:
-    lo = np.array([PARAM_SPECS[k][0] for k in PARAMS])
-    hi = np.array([NOMINAL_CAP if (hw0.nominal_peak and k in EFFICIENCIES) else PARAM_SPECS[k][1] for k in PARAMS])
+def params_for(hw0: HardwareSpec) -> tuple[str, ...]:
+    """The parameters of PARAMS this hardware profile has (``matmul_efficiency_fp8`` only where the GPU
+    has an fp8 ceiling)."""
+    return tuple(k for k in PARAMS if getattr(hw0, k) is not None)
+
+
+def bounds(hw0: HardwareSpec, names=None) -> tuple[np.ndarray, np.ndarray]:
+    names = params_for(hw0) if names is None else names
+    lo = np.array([PARAM_SPECS[k][0] for k in names])
+    hi = np.array([NOMINAL_CAP if (hw0.nominal_peak and k in EFFICIENCIES) else PARAM_SPECS[k][1] for k in names])
     return lo, hi
 
 
@@ -198,7 +208,7 @@ def base_hardware(preset: str) -> HardwareSpec:
 def with_params(hw: HardwareSpec, theta) -> HardwareSpec:
     if isinstance(theta, dict):
         return hw.model_copy(update={k: float(v) for k, v in theta.items()})
-    return hw.model_copy(update={k: float(v) for k, v in zip(PARAMS, theta)})
+    return hw.model_copy(update={k: float(v) for k, v in zip(params_for(hw), theta)})
 
 
 @dataclass
@@ -229,11 +239,9 @@ class _Problem:
     """The residual function of one fit over the free parameters ``names`` (scaled to order one)."""
 
     def __init__(self, obs, hw0: HardwareSpec, names: list[str], fixed_values: dict[str, float], prior: bool):
-        lo_all, hi_all = bounds(hw0)
-        idx = [PARAMS.index(k) for k in names]
         self.obs, self.hw0, self.names, self.fixed_values, self.prior = obs, hw0, names, fixed_values, prior
-        self.lo, self.hi = lo_all[idx], hi_all[idx]
-        self.x0 = {k: float(getattr(hw0, k)) for k in PARAMS}
+        self.lo, self.hi = bounds(hw0, names)
+        self.x0 = {k: float(getattr(hw0, k)) for k in params_for(hw0)}
         self.start = np.clip(np.array([self.x0[k] for k in names]), self.lo + 1e-12 * (self.hi - self.lo),
                              self.hi - 1e-9 * (self.hi - self.lo))
         self.scale = np.array([max(abs(v), PARAM_SPECS[k][3] if PARAM_SPECS[k][2] == "abs" else 1e-6)
@@ -303,10 +311,11 @@ def fit(obs, hw0: HardwareSpec, *, prior: bool = True, fixed: dict[str, str] | N
     if not obs:
         raise ScenarioError(None, "cases", "at least one successfully measured case or run to fit")
     fixed = dict(fixed or {})
-    x0 = {k: float(getattr(hw0, k)) for k in PARAMS}
+    have = params_for(hw0)
+    x0 = {k: float(getattr(hw0, k)) for k in have}
 
     def problem() -> _Problem:
-        names = [k for k in PARAMS if k not in fixed]
+        names = [k for k in have if k not in fixed]
         if not names:
             raise ScenarioError(None, "runs", "measurements that determine at least one time-model parameter; "
                                 "fixed: " + "; ".join(f"{k} ({v})" for k, v in fixed.items()))
@@ -339,8 +348,8 @@ def fit(obs, hw0: HardwareSpec, *, prior: bool = True, fixed: dict[str, str] | N
     std.update({k: None for k in fixed})
     at_bound = [k for k, v, a, b in zip(names, theta, lo, hi) if np.isclose(v, a, rtol=1e-6, atol=1e-15)
                 or np.isclose(v, b, rtol=1e-6)]
-    return FitResult(hardware=with_params(hw0, values), values={k: values[k] for k in PARAMS},
-                     std={k: std[k] for k in PARAMS}, residual_rms=float(np.sqrt(np.mean(data ** 2))),
+    return FitResult(hardware=with_params(hw0, values), values={k: values[k] for k in have},
+                     std={k: std[k] for k in have}, residual_rms=float(np.sqrt(np.mean(data ** 2))),
                      cases=len(obs), measurements=int(n_data), at_bound=at_bound, fixed=fixed, condition_number=cond)
 
 
@@ -368,7 +377,7 @@ def calibration_document(fitres: FitResult, sources: list[str], environment: dic
     """The calibration file's contents, validated by trsim.simulator.calibration (which also reads it back):
     the fit record names every parameter held fixed and why, and the inputs' SHA-256 and trsim's version."""
     from trsim.simulator.calibration import calibration_document as _document
-    fitted = [k for k in PARAMS if k not in fitres.fixed]
+    fitted = [k for k in fitres.values if k not in fitres.fixed]
     fixed = {**{k: fitres.values[k] for k in fitres.fixed},
              "attention_backward_ratio": fitres.hardware.attention_backward_ratio}
     notes = [f"{k} fixed at the preset: {why}" for k, why in fitres.fixed.items()]
@@ -380,6 +389,6 @@ def calibration_document(fitres: FitResult, sources: list[str], environment: dic
                   "regularisation": f"log-normal prior toward the preset (data sigma {DATA_SIGMA}; "
                                     "efficiencies: factor e; fixed costs: scales in validate/fit.py PARAM_SPECS)",
                   "residual_rms_log": fitres.residual_rms, "at_bounds": list(fitres.at_bound), "notes": notes}
-    return _document({k: fitres.values[k] for k in PARAMS}, hardware_preset=preset, environment=environment,
+    return _document(dict(fitres.values), hardware_preset=preset, environment=environment,
                      results_files=sources, cases=fitres.cases, fit=fit_record,
                      std={k: v for k, v in fitres.std.items() if v is not None}, provenance=provenance(sources))
