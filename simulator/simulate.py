@@ -2,6 +2,7 @@
 schedules (P = 1) and sweeps (P = number of sweep points)."""
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
@@ -84,6 +85,9 @@ class SimulationResult:
     schedules: list[ScheduleResult]
     sweep: dict | None = None
     calibration: dict | None = None   # the calibration file applied (None: the preset's uncalibrated values)
+    # uncalibrated: how far this hardware preset's step times are from the published training runs priced
+    # on it (validate/published/evidence.json); None once a calibration is applied
+    evidence: dict | None = None
 
     def to_dict(self, include_sweep: bool = True) -> dict:
         doc = asdict(replace(self, sweep=None))
@@ -116,6 +120,25 @@ class SimulationResult:
     def sweep_is_finite(self) -> bool:
         return self.sweep is None or all(np.isfinite(np.asarray(v, dtype=float)).all()
                                          for v in self.sweep.values() if isinstance(v, list))
+
+
+@functools.lru_cache(maxsize=1)
+def _evidence_doc() -> dict:
+    """The published-runs evidence shipped with trsim (written by validate/suite.py); empty if absent."""
+    from importlib import resources
+    try:
+        return json.loads(resources.files("trsim.validate").joinpath("published/evidence.json").read_text())
+    except (OSError, ValueError, ModuleNotFoundError):
+        return {}
+
+
+def published_evidence(preset: str) -> dict:
+    """What the published runs say about this hardware preset's uncalibrated step times: runs, sources,
+    median / max absolute and signed median percentage error (``runs`` 0: no published run uses it)."""
+    doc = _evidence_doc()
+    found = doc.get("presets", {}).get(preset)
+    return {"preset": preset, **(found or {"runs": 0, "sources": []}),
+            "created": doc.get("created"), "written_by": doc.get("written_by")}
 
 
 def _fractions(scn: Scenario) -> dict[str, float]:
@@ -352,7 +375,8 @@ def simulate(scn: Scenario) -> SimulationResult:
     out = SimulationResult(scenario=scn.name, description=scn.description, model=scn.model.name,
                            hardware=scn.hardware.name, num_gpus=scn.num_gpus,
                            cost_model=scn.conventions.cost_model, schedules=results,
-                           calibration=scn.calibration)
+                           calibration=scn.calibration,
+                           evidence=None if scn.calibration else published_evidence(scn.hardware.name))
     if scn.sweep is not None:
         out.sweep = run_sweep(scn)
     return out

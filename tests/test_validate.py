@@ -223,6 +223,7 @@ def test_published_suite_runs_and_reports_finite_errors():
     assert {"vtrain_a100", "korthikanti_a100", "mcore_h100", "nemo_h100", "flashattention_a100",
             "simumax_b200"} <= names
     results = run_suite(folds=None)                     # every row with the presets
+    _evidence_is_current(results)
     results = [r for r in results if r["source"] != "korthikanti_a100"] + run_suite(folds=3, sources=["korthikanti_a100"])
     for r in results:
         assert r["rows"] == r["priced"] + r["needs_parallelism_support"] and r["rows"] > 0
@@ -236,6 +237,49 @@ def test_published_suite_runs_and_reports_finite_errors():
     held = [r for r in results if r["source"] == "korthikanti_a100"][0]
     if held["priced"] >= 2:                               # k-fold calibration within one source, held out
         assert held["summary"]["step_time_held_out"]["median_abs_pct"] is not None
+
+
+def _evidence_is_current(results):
+    """The evidence every uncalibrated simulation quotes (validate/published/evidence.json) is what the suite
+    gives with the model as it is now: a change to the model or the runs files that moves it fails here
+    until the file is written again (its command is in the file)."""
+    from trsim.validate.suite import EVIDENCE, evidence
+    shipped, now = json.loads(EVIDENCE.read_text()), evidence(results)
+    assert shipped["written_by"] == now["written_by"]
+    assert shipped["presets"] == now["presets"], f"stale: run {now['written_by']}"
+    pooled = [e for r in results for e in (x["error_pct"] for x in r.get("runs", [])) if r["hardware"] == "h100-sxm"]
+    assert now["presets"]["h100-sxm"]["runs"] == len(pooled)
+    assert now["presets"]["h100-sxm"]["max_abs_pct"] == round(max(map(abs, pooled)), 2)
+
+
+def test_simulate_quotes_the_published_evidence_for_its_preset_and_none_when_calibrated(tmp_path):
+    """An uncalibrated prediction says how far its preset is from published runs (or that none exists); a
+    calibrated one does not borrow the preset's evidence."""
+    import yaml
+    from trsim.cli import main
+    from trsim.simulator.simulate import published_evidence
+    out = tmp_path / "r.json"
+    assert main(["simulate", "scenarios/paper_vila_u_3b.yaml", "--format", "json", "--out", str(out)]) == 0
+    ev = json.loads(out.read_text())["evidence"]
+    assert ev["preset"] == "h100-sxm" and ev["runs"] > 0 and set(ev["sources"]) == {"mcore_h100", "nemo_h100"}
+    assert ev == json.loads(json.dumps(published_evidence("h100-sxm")))
+    assert published_evidence("cpu")["runs"] == 0
+    from trsim.cli import evidence_line
+    assert "no published training run" in evidence_line(published_evidence("cpu"))
+    assert "mcore_h100" in evidence_line(ev) and f"{ev['max_abs_pct']:.1f}%" in evidence_line(ev)
+    doc = yaml.safe_load(open("scenarios/tiny_cpu.yaml"))
+    cal = tmp_path / "cal.json"
+    runs = tmp_path / "runs.yaml"
+    runs.write_text(yaml.safe_dump({"source": "t", "runs": [
+        {"name": f"b{b}", "scenario": {**doc, "training": {**doc["training"], "micro_batch_size": b,
+                                                            "global_batch_size": b}},
+         "measured": {"step_time_s": 0.01 * b}} for b in (1, 2, 4)]}))
+    assert main(["calibrate", "--runs", str(runs), "--out", str(cal), "--format", "json"]) == 0
+    doc["hardware"] = {**doc["hardware"], "calibration": str(cal)}
+    scn = tmp_path / "s.yaml"
+    scn.write_text(yaml.safe_dump(doc))
+    assert main(["simulate", str(scn), "--format", "json", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["evidence"] is None
 
 
 def test_published_runs_files_are_what_the_transcription_writes(tmp_path, monkeypatch):

@@ -65,6 +65,19 @@ def print_simulation(res, console: Console, detail: bool = False) -> None:
     if res.sweep:
         print_sweep(res.sweep, console)
     console.print(calibration_line(res.calibration), markup=False, highlight=False)
+    if res.evidence is not None:
+        console.print(evidence_line(res.evidence), markup=False, highlight=False)
+
+
+def evidence_line(ev: dict) -> str:
+    """How far the uncalibrated preset's step times are from published training runs (validate/published)."""
+    if not ev.get("runs"):
+        return (f"evidence: no published training run is priced on the {ev['preset']} preset; its step times are "
+                f"unvalidated (calibrate from your own logged steps: trsim calibrate --runs)")
+    per = ", ".join(f"{k} {v['median_abs_pct']:.1f}% ({v['runs']} runs)" for k, v in ev["sources"].items())
+    return (f"evidence: the {ev['preset']} preset's step times against published training runs, median absolute "
+            f"error by source: {per}; max {ev['max_abs_pct']:.1f}%; {ev['too_fast_fraction']:.0%} of the runs "
+            f"predicted too fast (README \"Published-runs validation\")")
 
 
 def print_layout(res, console: Console) -> None:

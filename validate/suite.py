@@ -23,6 +23,11 @@ from .runs import common_hardware, load_runs
 
 PUBLISHED = Path(__file__).resolve().parent / "published"
 FOLDS = 5
+# What every uncalibrated prediction quotes as the evidence behind its hardware preset (trsim simulate's
+# "evidence" line and JSON key): the presets' step-time errors on the published runs, per preset.
+# Written by the command below; tests/test_published.py fails when it no longer matches the model.
+EVIDENCE = PUBLISHED / "evidence.json"
+EVIDENCE_COMMAND = "python -m trsim.validate.suite --folds 0 --evidence validate/published/evidence.json"
 
 
 def suite_files(directory: Path | None = None) -> list[Path]:
@@ -47,6 +52,35 @@ def run_source(path: Path, folds: int = FOLDS) -> dict:
 def run_suite(directory: Path | None = None, folds: int | None = FOLDS, sources=None) -> list[dict]:
     """Every source (or those named in ``sources``); ``folds=None`` prices with the presets only."""
     return [run_source(p, folds) for p in suite_files(directory) if not sources or p.stem in sources]
+
+
+def evidence(results: list[dict]) -> dict:
+    """Per hardware preset: how far the presets' step times are from the published runs priced on it
+    (absolute and signed percentage errors; negative = predicted too fast). Only the preset-priced errors
+    are used, never the calibrated ones: this is what an uncalibrated prediction can claim."""
+    import datetime
+
+    import numpy as np
+
+    from trsim import __version__
+    def summary(errors) -> dict:
+        err = np.asarray(errors, dtype=float)
+        return {"runs": int(err.size), "median_abs_pct": round(float(np.median(np.abs(err))), 2),
+                "max_abs_pct": round(float(np.abs(err).max()), 2),
+                "signed_median_pct": round(float(np.median(err)), 2),
+                "too_fast_fraction": round(float(np.mean(err < 0)), 3)}
+
+    # per source, and pooled: a source with many rows (vTrain) must not stand for the others
+    presets: dict[str, dict] = {}
+    for r in sorted(results, key=lambda r: r["source"]):
+        if r.get("runs"):
+            errors = [x["error_pct"] for x in r["runs"]]
+            e = presets.setdefault(r["hardware"], {"errors": [], "sources": {}})
+            e["errors"] += errors
+            e["sources"][r["source"]] = summary(errors)
+    presets = {k: {**summary(v.pop("errors")), **v} for k, v in sorted(presets.items())}
+    return {"schema": "trsim.evidence/1", "written_by": EVIDENCE_COMMAND, "trsim_version": __version__,
+            "created": datetime.date.today().isoformat(), "presets": presets}
 
 
 def _cell(s, key):
@@ -74,9 +108,11 @@ def print_suite(results: list[dict], console: Console) -> None:
 
 def published_command(args, console) -> int:
     results = run_suite(folds=getattr(args, "folds", FOLDS) or None, sources=getattr(args, "sources", None))
+    from trsim.simulator.fileio import atomic_write_json
     if getattr(args, "out", None):
-        from trsim.simulator.fileio import atomic_write_json
         atomic_write_json(args.out, {"sources": results})
+    if getattr(args, "evidence", None):
+        atomic_write_json(args.evidence, evidence(results))
     if args.format == "json":
         print(json.dumps({"sources": results}, indent=1))
     else:
@@ -90,6 +126,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="also write the results as JSON")
     p.add_argument("--folds", type=int, default=FOLDS, help="k of the k-fold calibration (0: presets only)")
     p.add_argument("--sources", nargs="*", help="only these sources (file stems), e.g. korthikanti_a100")
+    p.add_argument("--evidence", help="also write the per-preset error summary that trsim simulate quotes "
+                                      f"(the shipped one: {EVIDENCE_COMMAND})")
     args = p.parse_args(argv)
     return published_command(args, Console())
 
