@@ -164,15 +164,15 @@ def data_parallel_time(params, t: TrainingSpec, hw: HardwareSpec, n: int, span: 
         z = np.zeros_like(np.asarray(params, dtype=float))
         return z, z
     bw = collective_bandwidth(hw, n, span // n)
-    hidden = hw.comm_overlap if t.overlap_grad_reduce else 0.0
+    gathers_overlap = t.param_gather_overlapped
     if stack == "trsim":
-        volume = params * t.gradient_bytes * 2 * (n - 1) / n
-        hops = 2 * (n - 1)
+        grads = params * t.gradient_bytes * 2 * (n - 1) / n / bw + 2 * (n - 1) * hw.collective_latency_s
+        gathers = 0.0
         if t.zero_stage == 3:
-            volume = volume + params * t.weight_bytes * 2 * (n - 1) / n
-            hops *= 2
-        total = volume / bw + hops * hw.collective_latency_s
-        return total, total * (1 - hidden)
+            gathers = params * t.weight_bytes * 2 * (n - 1) / n / bw + 2 * (n - 1) * hw.collective_latency_s
+        exposed = (grads * (1 - (hw.comm_overlap if t.overlap_grad_reduce else 0.0))
+                   + gathers * (1 - (hw.comm_overlap if gathers_overlap else 0.0)))
+        return grads + gathers, exposed
     grad_bytes = params * t.gradient_bytes
     buckets = np.maximum(1, np.ceil(params / DDP_BUCKET_ELEMENTS))
     per_bucket_hops = (buckets - 1) * (n - 1) * hw.collective_latency_s  # latency of the extra buckets' rings
@@ -182,8 +182,8 @@ def data_parallel_time(params, t: TrainingSpec, hw: HardwareSpec, n: int, span: 
     # what hides each transfer: gradient buckets under backward, weight gathers under forward (and, for
     # ZeRO-3, under backward too); a stack that does not overlap one of them leaves it no window
     grad_window = backward_window if t.overlap_grad_reduce else 0.0
-    gather_forward = forward_window if t.overlap_param_gather else 0.0
-    gather_backward = backward_window if t.overlap_param_gather else 0.0
+    gather_forward = forward_window if gathers_overlap else 0.0
+    gather_backward = backward_window if gathers_overlap else 0.0
     if stack == "megatron" and t.zero_stage in (1, 2):
         # Megatron-Core's distributed optimizer (--use-distributed-optimizer with --overlap-grad-reduce and
         # --overlap-param-gather): each bucket's gradients are reduce-scattered while the last micro-batch's
@@ -197,13 +197,16 @@ def data_parallel_time(params, t: TrainingSpec, hw: HardwareSpec, n: int, span: 
         return grads + gather, exposed
     grads = all_reduce(grad_bytes, n, bw, hw) + 2 * per_bucket_hops
     last_bucket = grads / buckets
-    exposed = np.maximum(last_bucket, grads - grad_window)
-    total = grads
-    if t.zero_stage == 3:
-        gather = all_gather(params * t.weight_bytes, n, bw, hw) + (layers - 1) * (n - 1) * hw.collective_latency_s
-        per_layer = gather / layers
-        exp_f = np.maximum(per_layer, gather - gather_forward)
-        exp_b = np.maximum(per_layer, gather - gather_backward)
-        total = total + micro_batches * 2 * gather
-        exposed = exposed + micro_batches * (exp_f + exp_b)
-    return total, exposed
+    if t.zero_stage != 3:
+        return grads, np.maximum(last_bucket, grads - grad_window)
+    gather = all_gather(params * t.weight_bytes, n, bw, hw) + (layers - 1) * (n - 1) * hw.collective_latency_s
+    per_layer = gather / layers
+    exp_f = np.maximum(per_layer, gather - gather_forward)   # every micro-batch's forward gathers
+    exp_b = np.maximum(per_layer, gather - gather_backward)  # every earlier micro-batch's backward gathers
+    # the last micro-batch's backward carries both its weight gathers and the gradient reduction: they share
+    # one window, and what each leaves exposed at least (the last bucket, the first layer's gather) waits
+    hideable = (np.where(t.overlap_grad_reduce, grads - last_bucket, 0.0)
+                + np.where(gathers_overlap, gather - per_layer, 0.0))
+    last = grads + gather - np.clip(backward_window, 0.0, hideable)
+    total = grads + micro_batches * 2 * gather
+    return total, last + micro_batches * exp_f + (micro_batches - 1) * exp_b

@@ -258,6 +258,16 @@ def attention_kernel_fields(preset: Optional[str], kernel: str) -> dict:
     return {"attention_kernel": kernel, **family[kernel]}
 
 
+# hardware fields that do not change a step time (or, attention_kernel, that name a kernel choice the
+# published runs make themselves): setting them keeps the preset's evidence
+_NOT_TIME_MODEL = {"preset", "calibration", "num_gpus", "price_per_gpu_hour", "name", "memory_bytes", "attention_kernel"}
+
+
+def hardware_overrides(inp: HardwareInput) -> tuple[str, ...]:
+    """The time-model fields a scenario sets over its preset."""
+    return tuple(sorted(k for k, v in inp.model_dump().items() if v is not None and k not in _NOT_TIME_MODEL))
+
+
 def resolve_hardware(inp: HardwareInput, base_dir: Path, force_calibration: bool = False
                      ) -> tuple[HardwareSpec, Optional[dict]]:
     """The hardware profile (preset, then calibration, then explicit fields) and a summary of the calibration
@@ -325,12 +335,25 @@ class TrainingSpec(_Strict):
     # runs after backward. overlap_param_gather: the updated weights (Megatron's distributed optimizer) and
     # ZeRO-3's weight gathers are all-gathered under the forward (--overlap-param-gather); false: they wait.
     # Megatron-LM's own command line leaves both off; NeMo's recipes and NVIDIA's scaling runs turn them on.
+    # (unset: as overlap_grad_reduce; Megatron refuses --overlap-param-gather without --overlap-grad-reduce)
     overlap_grad_reduce: bool = True
-    overlap_param_gather: bool = True
+    overlap_param_gather: Optional[bool] = None
     weight_bytes: _count(64) = 2          # bf16 weights
     gradient_bytes: _count(64) = 2        # bf16 gradients
     optimizer_bytes: _count(256) = 12     # AdamW: fp32 master weights + first and second moments
     activation_bytes: _count(64) = 2      # bf16 activations
+
+    @property
+    def param_gather_overlapped(self) -> bool:
+        return self.overlap_grad_reduce if self.overlap_param_gather is None else self.overlap_param_gather
+
+    @model_validator(mode="after")
+    def _megatron_gathers_overlap_only_with_the_gradients(self):
+        if self.stack == "megatron" and self.overlap_param_gather and not self.overlap_grad_reduce:
+            raise ValueError("overlap_param_gather: false (or unset) when overlap_grad_reduce is false with stack "
+                             "megatron (Megatron-LM refuses --overlap-param-gather without --overlap-grad-reduce), "
+                             "got true")
+        return self
 
     @property
     def elementwise_kernels(self) -> str:
@@ -553,6 +576,10 @@ class Scenario(BaseModel):
     schedules: dict[str, dict[str, MethodSpec]]
     sweep: Optional[SweepSpec]
     calibration: Optional[dict] = None   # summary of the calibration file applied (CalibrationFile.summary)
+    # the hardware preset the profile starts from (None: custom hardware) and the time-model fields the
+    # scenario sets over it: what the published-runs evidence of that preset can vouch for
+    hardware_preset: Optional[str] = None
+    hardware_overrides: tuple[str, ...] = ()
 
     @property
     def data_parallel(self) -> int:
@@ -616,7 +643,8 @@ def scenario_from_dict(doc: dict, source: str = "<scenario>", base_dir: Path | N
                         hardware=hardware, num_gpus=raw.hardware.num_gpus,
                         price_per_gpu_hour=raw.hardware.price_per_gpu_hour, training=tr,
                         parallelism=raw.parallelism, conventions=raw.conventions, tasks=raw.tasks,
-                        schedules=schedules, sweep=raw.sweep, calibration=calibration)
+                        schedules=schedules, sweep=raw.sweep, calibration=calibration,
+                        hardware_preset=raw.hardware.preset, hardware_overrides=hardware_overrides(raw.hardware))
     except ScenarioError as err:
         raise err.located(source)
 

@@ -123,22 +123,33 @@ class SimulationResult:
 
 
 @functools.lru_cache(maxsize=1)
-def _evidence_doc() -> dict:
-    """The published-runs evidence shipped with trsim (written by validate/suite.py); empty if absent."""
+def _evidence_doc() -> dict | None:
+    """The published-runs evidence shipped with trsim (written by validate/suite.py); None if unreadable."""
     from importlib import resources
     try:
         return json.loads(resources.files("trsim.validate").joinpath("published/evidence.json").read_text())
     except (OSError, ValueError, ModuleNotFoundError):
-        return {}
+        return None
 
 
-def published_evidence(preset: str) -> dict:
-    """What the published runs say about this hardware preset's uncalibrated step times: runs, sources,
-    median / max absolute and signed median percentage error (``runs`` 0: no published run uses it)."""
+def published_evidence(preset: str | None, overrides=()) -> dict:
+    """What the published runs say about an uncalibrated hardware preset's step times: runs, per-source and
+    pooled median / max absolute and signed median percentage errors (``runs`` 0: no published run uses it).
+    ``applies`` is false, with ``why``, for custom hardware, for time-model fields the scenario sets over
+    the preset (``overrides``), and where the evidence file is missing from the installation."""
     doc = _evidence_doc()
-    found = doc.get("presets", {}).get(preset)
-    return {"preset": preset, **(found or {"runs": 0, "sources": []}),
-            "created": doc.get("created"), "written_by": doc.get("written_by")}
+    base = {"preset": preset, "applies": True, "runs": 0, "sources": {}}
+    if preset is None:
+        return {**base, "applies": False, "why": "custom hardware: no preset, so no published run vouches for it"}
+    if doc is None:
+        return {**base, "applies": False, "why": "the evidence file (trsim/validate/published/evidence.json) is "
+                                                 "missing from this installation"}
+    out = {**base, **doc.get("presets", {}).get(preset, {}), "created": doc.get("created"),
+           "written_by": doc.get("written_by")}
+    if overrides:
+        out.update(applies=False, why=f"the scenario sets {', '.join(overrides)} over the preset, so the preset's "
+                                      f"published-run errors do not describe it")
+    return out
 
 
 def _fractions(scn: Scenario) -> dict[str, float]:
@@ -376,7 +387,8 @@ def simulate(scn: Scenario) -> SimulationResult:
                            hardware=scn.hardware.name, num_gpus=scn.num_gpus,
                            cost_model=scn.conventions.cost_model, schedules=results,
                            calibration=scn.calibration,
-                           evidence=None if scn.calibration else published_evidence(scn.hardware.name))
+                           evidence=None if scn.calibration else published_evidence(scn.hardware_preset,
+                                                                                    scn.hardware_overrides))
     if scn.sweep is not None:
         out.sweep = run_sweep(scn)
     return out

@@ -26,3 +26,15 @@ def test_version_from_the_command_line(tmp_path):
     p = subprocess.run([sys.executable, "-m", "trsim", "--version"], capture_output=True, text=True, cwd=tmp_path)
     assert p.returncode == 0 and p.stdout.strip() == f"trsim {trsim.__version__}"
     assert trsim.__version__ != "0+unknown"
+
+
+def test_the_published_runs_and_their_evidence_are_package_data():
+    """A wheel carries the published-runs suite and the evidence every uncalibrated simulation quotes."""
+    import fnmatch
+    import tomllib
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["trsim.validate"]
+    shipped = [p.relative_to(ROOT / "validate").as_posix() for p in (ROOT / "validate" / "published").iterdir()
+               if p.suffix in (".yaml", ".json")]
+    assert "published/evidence.json" in shipped
+    for f in shipped:
+        assert any(fnmatch.fnmatch(f, pat) for pat in data), f

@@ -190,29 +190,59 @@ def test_megatron_distributed_optimizer_traffic_by_hand(tiny):
     assert bare[1][0] == pytest.approx(rs + ag)
 
 
+@pytest.mark.parametrize("zero", [1, 3])
 @pytest.mark.parametrize("stack", ["megatron", "huggingface", "trsim"])
-def test_stacks_that_do_not_overlap_data_parallel_traffic_expose_all_of_it(tiny, stack):
+def test_stacks_that_do_not_overlap_data_parallel_traffic_expose_all_of_it(tiny, stack, zero):
     """Megatron-LM's command line leaves --overlap-grad-reduce and --overlap-param-gather off: the gradient
-    reduction then runs after backward and the weight gather after the optimizer, whatever the windows.
-    Each flag takes away only its own window."""
+    reduction then runs after backward and the weight gathers wait, whatever the windows. Each flag takes
+    away only its own window; unset, overlap_param_gather follows overlap_grad_reduce."""
     h = tiny.hardware.model_copy(update={"gpus_per_node": 8, "intranode_bandwidth": 1e11, "collective_latency_s": 0.0,
                                          "collective_efficiency": 1.0, "comm_overlap": 0.7})
-    t = tiny.training.model_copy(update={"zero_stage": 1, "gradient_bytes": 4, "weight_bytes": 2})
+    t = tiny.training.model_copy(update={"zero_stage": zero, "gradient_bytes": 4, "weight_bytes": 2})
     P, n = np.array([4e8]), 8
-    win = dict(backward_window=np.array([1.0]), forward_window=np.array([1.0]))
-    total, overlapped = collectives.data_parallel_time(P, t, h, n, n, stack=stack, **win)
-    off = t.model_copy(update={"overlap_grad_reduce": False, "overlap_param_gather": False})
-    total_off, exposed = collectives.data_parallel_time(P, off, h, n, n, stack=stack, **win)
+    win = dict(backward_window=np.array([1.0]), forward_window=np.array([1.0]), micro_batches=2, layers=4)
+    dp = lambda **kw: collectives.data_parallel_time(P, t.model_copy(update=kw), h, n, n, stack=stack, **win)  # noqa: E731
+    total, overlapped = dp()
+    total_off, exposed = dp(overlap_grad_reduce=False)
     assert total_off[0] == pytest.approx(total[0])
     assert exposed[0] == pytest.approx(total[0]) and overlapped[0] < 0.35 * total[0]
-    if stack == "megatron":  # reduce-scatter of fp32 gradients, all-gather of bf16 weights
+    grads_only = dp(overlap_grad_reduce=False, overlap_param_gather=True)[1][0]
+    gathers_only = dp(overlap_param_gather=False)[1][0]
+    assert overlapped[0] < grads_only < exposed[0] or (zero == 1 and stack != "megatron")
+    assert overlapped[0] < gathers_only < exposed[0] or (zero == 1 and stack != "megatron")
+    if stack == "megatron" and zero == 1:  # reduce-scatter of fp32 gradients, all-gather of bf16 weights
         rs, ag = 7 / 8 * 1.6e9 / 1e11, 7 / 8 * 0.8e9 / 1e11
-        grads_only = collectives.data_parallel_time(P, t.model_copy(update={"overlap_grad_reduce": False}), h, n, n,
-                                                    stack=stack, **win)[1]
-        gather_only = collectives.data_parallel_time(P, t.model_copy(update={"overlap_param_gather": False}), h, n,
-                                                     n, stack=stack, **win)[1]
-        assert grads_only[0] == pytest.approx(rs + ag / 10)
-        assert gather_only[0] == pytest.approx(rs / 10 + ag)
+        assert grads_only == pytest.approx(rs + ag / 10) and gathers_only == pytest.approx(rs / 10 + ag)
+    if stack == "trsim":  # comm_overlap of each overlapped part hides
+        grads = 2 * 7 / 8 * 1.6e9 / 1e11
+        gathers = 2 * 7 / 8 * 0.8e9 / 1e11 if zero == 3 else 0.0
+        assert overlapped[0] == pytest.approx(0.3 * (grads + gathers))
+        assert gathers_only == pytest.approx(0.3 * grads + gathers)
+
+
+def test_zero3_gradients_and_last_backward_gathers_share_one_window(tiny):
+    """FSDP-style ZeRO-3: the last micro-batch's backward carries the gradient reduction and that
+    micro-batch's weight gathers; one backward cannot hide both twice."""
+    h = tiny.hardware.model_copy(update={"gpus_per_node": 8, "intranode_bandwidth": 1e11, "collective_latency_s": 0.0,
+                                         "collective_efficiency": 1.0})
+    t = tiny.training.model_copy(update={"zero_stage": 3, "gradient_bytes": 4, "weight_bytes": 2})
+    P, n, L = np.array([4e8]), 8, 4
+    ar, ag = 2 * 7 / 8 * 1.6e9 / 1e11, 7 / 8 * 0.8e9 / 1e11      # 0.028 s, 0.007 s
+    w = 0.02                                                     # hides either alone, not both
+    total, exposed = collectives.data_parallel_time(P, t, h, n, n, stack="huggingface", backward_window=np.array([w]),
+                                                    forward_window=np.array([1.0]), micro_batches=1, layers=L)
+    assert total[0] == pytest.approx(ar + 2 * ag)
+    assert exposed[0] == pytest.approx((ar + ag - w) + ag / L)   # forward: the first layer's gather waits
+
+
+def test_megatron_refuses_param_gather_overlap_without_grad_reduce_overlap(tiny_doc):
+    doc = copy.deepcopy(tiny_doc)
+    doc["training"].update(stack="megatron", zero_stage=1, overlap_grad_reduce=False, overlap_param_gather=True)
+    with pytest.raises(ScenarioError) as e:
+        scenario_from_dict(doc)
+    assert "--overlap-param-gather without --overlap-grad-reduce" in str(e.value)
+    doc["training"].pop("overlap_param_gather")                  # unset: follows overlap_grad_reduce
+    assert scenario_from_dict(doc).training.param_gather_overlapped is False
 
 
 @pytest.mark.parametrize("recompute", ["none", "selective", "full"])

@@ -261,13 +261,27 @@ def test_simulate_quotes_the_published_evidence_for_its_preset_and_none_when_cal
     out = tmp_path / "r.json"
     assert main(["simulate", "scenarios/paper_vila_u_3b.yaml", "--format", "json", "--out", str(out)]) == 0
     ev = json.loads(out.read_text())["evidence"]
-    assert ev["preset"] == "h100-sxm" and ev["runs"] > 0 and set(ev["sources"]) == {"mcore_h100", "nemo_h100"}
-    assert ev == json.loads(json.dumps(published_evidence("h100-sxm")))
+    assert ev["preset"] == "h100-sxm" and ev["applies"] and ev["runs"] > 0
+    assert set(ev["sources"]) == {"mcore_h100", "nemo_h100"}
+    from trsim.validate.suite import EVIDENCE
+    shipped = json.loads(EVIDENCE.read_text())["presets"]["h100-sxm"]
+    assert ev["max_abs_pct"] == shipped["max_abs_pct"] and ev["sources"] == shipped["sources"]
     assert published_evidence("cpu")["runs"] == 0
     from trsim.cli import evidence_line
     assert "no published training run" in evidence_line(published_evidence("cpu"))
     assert "mcore_h100" in evidence_line(ev) and f"{ev['max_abs_pct']:.1f}%" in evidence_line(ev)
+    # the evidence follows the preset, not the name, and not a preset whose time model the scenario changes
     doc = yaml.safe_load(open("scenarios/tiny_cpu.yaml"))
+    for hardware, applies, preset in ((dict(preset="cpu", name="b200"), True, "cpu"),
+                                      (dict(preset="h100-sxm", attention_kernel="cudnn", price_per_gpu_hour=9), True,
+                                       "h100-sxm"),
+                                      (dict(preset="h100-sxm", matmul_efficiency=0.2), False, "h100-sxm")):
+        scn = scenario_from_dict({**doc, "hardware": {**hardware, "num_gpus": 1}})
+        got = published_evidence(scn.hardware_preset, scn.hardware_overrides)
+        assert (got["preset"], got["applies"]) == (preset, applies), hardware
+    assert "matmul_efficiency" in published_evidence("h100-sxm", ("matmul_efficiency",))["why"]
+    custom = published_evidence(None)
+    assert not custom["applies"] and "custom hardware" in evidence_line(custom)
     cal = tmp_path / "cal.json"
     runs = tmp_path / "runs.yaml"
     runs.write_text(yaml.safe_dump({"source": "t", "runs": [
@@ -280,6 +294,15 @@ def test_simulate_quotes_the_published_evidence_for_its_preset_and_none_when_cal
     scn.write_text(yaml.safe_dump(doc))
     assert main(["simulate", str(scn), "--format", "json", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["evidence"] is None
+
+
+def test_a_missing_evidence_file_says_so_rather_than_claiming_no_runs(monkeypatch):
+    import importlib
+    from trsim.cli import evidence_line
+    S = importlib.import_module("trsim.simulator.simulate")
+    monkeypatch.setattr(S, "_evidence_doc", lambda: None)
+    ev = S.published_evidence("h100-sxm")
+    assert not ev["applies"] and "missing" in evidence_line(ev) and "no published training run" not in evidence_line(ev)
 
 
 def test_published_runs_files_are_what_the_transcription_writes(tmp_path, monkeypatch):
@@ -396,3 +419,16 @@ def test_fp8_runs_calibrate_the_fp8_gemm_ceiling_and_bf16_runs_leave_it_fixed(ti
     assert "no measurement depends on it" in bf16.fixed["matmul_efficiency_fp8"]
     assert bf16.values["matmul_efficiency_fp8"] == hw0.matmul_efficiency_fp8
     assert bf16.values["matmul_efficiency"] == pytest.approx(0.6, rel=1e-3)
+    # a GPU with fp8 tensor cores but no fp8 ceiling of its own starts from the bf16 one, and still fits its own
+    bare = hw0.model_copy(update={"matmul_efficiency_fp8": None})
+    assert "matmul_efficiency_fp8" in F.params_for(bare)
+    res = F.fit(_gpu_runs(tiny_doc, truth, ("bf16", "fp8")), bare, prior=False, fixed=others)
+    assert res.values["matmul_efficiency_fp8"] == pytest.approx(0.45, rel=1e-3)
+    # a GPU without fp8 has no such parameter: naming it fixed is not an error
+    a100 = F.base_hardware("a100-sxm-80g")
+    assert "matmul_efficiency_fp8" not in F.params_for(a100)
+    assert "matmul_efficiency_fp8" not in F._Problem([], a100, ["matmul_efficiency"], {}, True).x0
+
+
+def test_every_fitted_parameter_has_a_place_in_the_order_of_fixing():
+    assert set(F.FIX_ORDER) == set(F.PARAMS) and len(F.FIX_ORDER) == len(F.PARAMS)

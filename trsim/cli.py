@@ -71,6 +71,8 @@ def print_simulation(res, console: Console, detail: bool = False) -> None:
 
 def evidence_line(ev: dict) -> str:
     """How far the uncalibrated preset's step times are from published training runs (validate/published)."""
+    if not ev.get("applies", True):
+        return f"evidence: none that applies ({ev['why']}); calibrate from your own logged steps: trsim calibrate --runs"
     if not ev.get("runs"):
         return (f"evidence: no published training run is priced on the {ev['preset']} preset; its step times are "
                 f"unvalidated (calibrate from your own logged steps: trsim calibrate --runs)")
@@ -374,9 +376,9 @@ def efficiency_table() -> Table:
             specs[name] = p
     t = table("efficiency values that drive the time model (uncalibrated preset values; a calibration file "
               "replaces them)", ("parameter", *HARDWARE_PRESETS), left=("parameter",))
-    # plus the derived constants a calibration does not set (fp8 ceilings and the shape-factor caps)
-    fixed = ("matmul_efficiency_fp8", "matmul_max_shape_factor", "matmul_max_shape_factor_fp8")
-    for param in (*calibratable_parameters(), *fixed):
+    # plus the derived constants a calibration does not set (the shape-factor caps)
+    fixed = ("matmul_max_shape_factor", "matmul_max_shape_factor_fp8")
+    for param in dict.fromkeys((*calibratable_parameters(), *fixed)):
         t.add_row(param, *(f"{specs[n].get(param):.4g}" if isinstance(specs[n].get(param), (int, float))
                            else "-" for n in HARDWARE_PRESETS))
     return t

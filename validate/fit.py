@@ -82,8 +82,17 @@ CPU_CLASSES: tuple[str, ...] = ()
 
 def params_for(hw0: HardwareSpec) -> tuple[str, ...]:
     """The parameters of PARAMS this hardware profile has (``matmul_efficiency_fp8`` only where the GPU
-    has an fp8 ceiling)."""
-    return tuple(k for k in PARAMS if getattr(hw0, k) is not None)
+    has fp8 tensor cores, ``peak_flops_fp8``)."""
+    return tuple(k for k in PARAMS if k != "matmul_efficiency_fp8" or hw0.peak_flops_fp8 is not None)
+
+
+def _start(hw0: HardwareSpec, k: str) -> float:
+    """The preset's value of parameter ``k``; an fp8 GPU without an fp8 ceiling of its own runs fp8 GEMMs at
+    the bf16 one (``efficiency.matmul_ceiling``), which is where its fit starts."""
+    if k == "matmul_efficiency_fp8":
+        from trsim.simulator.efficiency import matmul_ceiling
+        return float(matmul_ceiling(hw0, "fp8"))
+    return float(getattr(hw0, k))
 
 
 def bounds(hw0: HardwareSpec, names=None) -> tuple[np.ndarray, np.ndarray]:
@@ -241,7 +250,7 @@ class _Problem:
     def __init__(self, obs, hw0: HardwareSpec, names: list[str], fixed_values: dict[str, float], prior: bool):
         self.obs, self.hw0, self.names, self.fixed_values, self.prior = obs, hw0, names, fixed_values, prior
         self.lo, self.hi = bounds(hw0, names)
-        self.x0 = {k: float(getattr(hw0, k)) for k in params_for(hw0)}
+        self.x0 = {k: _start(hw0, k) for k in params_for(hw0)}
         self.start = np.clip(np.array([self.x0[k] for k in names]), self.lo + 1e-12 * (self.hi - self.lo),
                              self.hi - 1e-9 * (self.hi - self.lo))
         self.scale = np.array([max(abs(v), PARAM_SPECS[k][3] if PARAM_SPECS[k][2] == "abs" else 1e-6)
@@ -310,9 +319,9 @@ def fit(obs, hw0: HardwareSpec, *, prior: bool = True, fixed: dict[str, str] | N
     Parameters the data cannot determine are fixed at hw0's values and named in ``FitResult.fixed``."""
     if not obs:
         raise ScenarioError(None, "cases", "at least one successfully measured case or run to fit")
-    fixed = dict(fixed or {})
     have = params_for(hw0)
-    x0 = {k: float(getattr(hw0, k)) for k in have}
+    fixed = {k: why for k, why in (fixed or {}).items() if k in have}  # (a parameter this GPU lacks stays absent)
+    x0 = {k: _start(hw0, k) for k in have}
 
     def problem() -> _Problem:
         names = [k for k in have if k not in fixed]

@@ -25,7 +25,8 @@ PUBLISHED = Path(__file__).resolve().parent / "published"
 FOLDS = 5
 # What every uncalibrated prediction quotes as the evidence behind its hardware preset (trsim simulate's
 # "evidence" line and JSON key): the presets' step-time errors on the published runs, per preset.
-# Written by the command below; tests/test_published.py fails when it no longer matches the model.
+# Written by the command below; tests/test_validate.py (_evidence_is_current) fails when it no longer
+# matches the model.
 EVIDENCE = PUBLISHED / "evidence.json"
 EVIDENCE_COMMAND = "python -m trsim.validate.suite --folds 0 --evidence validate/published/evidence.json"
 
