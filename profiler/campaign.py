@@ -200,7 +200,9 @@ def analyse(results: Path, files: list[Path], full_depth: Path | None, log: Log)
     """calibrate and validate over the grid's results files, and the full-depth check with that calibration."""
     steps = {}
     names = [str(f) for f in files]
-    steps["calibrate"] = _trsim(["calibrate", *names, "--out", str(results / "calibration.json")], log)
+    # (the held-out check is validate's, run next over the same grid: calibrate need not refit it)
+    steps["calibrate"] = _trsim(["calibrate", *names, "--out", str(results / "calibration.json"),
+                                 "--held-out-folds", "0"], log)
     steps["validate"] = _trsim(["validate", *names, "--out", str(results / "validation.json"), "--plot",
                                 str(results / "validation.png")], log)
     if full_depth is not None and steps["calibrate"] == 0:

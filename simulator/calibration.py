@@ -63,6 +63,18 @@ class ParameterValue(_Strict):
     std: Optional[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = None
 
 
+class HeldOut(_Strict):
+    """How well the fit predicts measurements it did not see: each fold of ``scheme`` refitted without its
+    measurements and scored on them (absolute percentage error of the time). ``folds`` 0: not
+    cross-validated (``note`` says why)."""
+    scheme: str = Field(min_length=1)                      # e.g. "k5" (5-fold over distinct configurations)
+    folds: NonNegativeInt
+    items: NonNegativeInt                                  # measurements scored
+    median_abs_pct: Optional[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = None
+    max_abs_pct: Optional[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = None
+    note: Optional[str] = None
+
+
 class FitRecord(_Strict):
     """How the parameters were obtained."""
     method: str = Field(min_length=1)                      # e.g. "bounded least squares"
@@ -73,6 +85,7 @@ class FitRecord(_Strict):
     residual_rms_log: Optional[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = None
     at_bounds: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    held_out: Optional[HeldOut] = None                     # absent in files written before trsim recorded it
 
 
 class InputFile(_Strict):
@@ -126,6 +139,8 @@ class CalibrationFile(_Strict):
         """What every output records about the calibration applied."""
         return {"file": str(path), "hardware_preset": self.hardware_preset, "device": self.device, "gpu": self.gpu,
                 "torch": self.torch, "created": self.created, "cases": self.cases, "forced": forced,
+                "residual_rms_log": self.fit.residual_rms_log,
+                "held_out": None if self.fit.held_out is None else self.fit.held_out.model_dump(),
                 "parameters": self.values()}
 
 

@@ -46,6 +46,8 @@ OPTIONS = [
     (("training", "precision"), ["bf16", "fp16", "fp8"]),
     (("training", "stack"), ["trsim", "huggingface", "megatron"]),
     (("training", "zero_stage"), [0, 1, 2, 3]),
+    (("training", "overlap_grad_reduce"), [True, False]),
+    (("training", "overlap_param_gather"), [True, False, None]),
     (("training", "micro_batch_size"), [1, 2, 3, 16]),
     (("training", "hidden_dropout"), [0.0, 0.1, 1.0]),
     (("training", "attention_dropout"), [0.0, 0.1, 1.0]),

@@ -160,6 +160,48 @@ def test_calibrate_from_runs_recovers_step_times_and_names_fixed_parameters(tiny
     out = json.loads(rep.read_text())
     assert out["summary"]["step_time_held_out"]["max_abs_pct"] < 3.0
     assert main(["validate", "--runs", str(path), "--calibration", str(cal), "--format", "json"]) == 0
+    # the file records its own held-out check: 5 refits, each scored on the runs it did not see, exactly as
+    # crossval.held_out computes it, and every prediction with the file quotes it
+    held = doc["fit"]["held_out"]
+    assert held["scheme"] == "k5" and held["folds"] == 5 and held["items"] == 8
+    from trsim.validate.crossval import held_out as ho
+    runs = load_runs(path)[0]
+    hw0 = F.base_hardware("cpu")
+    errs = [abs(100 * (h["predicted_s"] / runs[i].measured_time - 1)) for i, h in ho(runs, hw0, ("k", 5)).items()]
+    assert held["median_abs_pct"] == pytest.approx(float(np.median(errs)), rel=1e-9)
+    assert held["max_abs_pct"] == pytest.approx(max(errs), rel=1e-9) and held["max_abs_pct"] < 3.0
+    from trsim.cli import calibration_line
+    from trsim.simulator.calibration import load_calibration
+    line = calibration_line(load_calibration(cal).summary(str(cal)))
+    assert f"held out (5 folds) median {held['median_abs_pct']:.1f}%" in line
+    skip = tmp_path / "skip.json"
+    assert main(["calibrate", "--runs", str(path), "--out", str(skip), "--held-out-folds", "0", "--format", "json"]) == 0
+    assert json.loads(skip.read_text())["fit"]["held_out"]["folds"] == 0
+    assert "not cross-validated" in calibration_line(load_calibration(skip).summary(str(skip)))
+    two = tmp_path / "two.yaml"
+    two.write_text(yaml.safe_dump(runs_doc(tiny_doc, truth, configs=((4, 2, 10), (2, 2, 40)))))
+    assert main(["calibrate", "--runs", str(two), "--out", str(skip), "--format", "json"]) == 0
+    assert "too few" in json.loads(skip.read_text())["fit"]["held_out"]["note"]
+
+
+def test_calibration_files_without_a_held_out_record_still_load_and_say_so(tmp_path):
+    from trsim.cli import calibration_line
+    from trsim.simulator.calibration import load_calibration
+    doc = json.loads(open("validate/data/h200/partial/calibration.json").read())
+    assert "held_out" not in doc["fit"]                         # written before trsim recorded it
+    p = tmp_path / "old.json"
+    p.write_text(json.dumps(doc))
+    assert "no held-out check recorded" in calibration_line(load_calibration(p).summary(str(p)))
+
+
+@pytest.mark.parametrize("bad", ["1", "-2", "x"])
+def test_held_out_folds_must_be_zero_or_at_least_two(bad, capsys):
+    from trsim.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(["calibrate", "--runs", "r.yaml", "--out", "c.json", "--held-out-folds", bad])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--held-out-folds" in err[0] and "expected 0 or an integer >= 2" in err[0]
 
 
 def test_runs_file_errors_name_the_field(tiny_doc, tmp_path, capsys):

@@ -184,8 +184,16 @@ def calibration_line(cal: dict | None) -> str:
     if not cal:
         return "calibration: none (the hardware preset's uncalibrated efficiency values)"
     forced = " - FORCED onto other hardware" if cal.get("forced") else ""
+    h = cal.get("held_out")
+    if h and h.get("median_abs_pct") is not None:
+        check = (f"; held out ({h['folds']} folds) median {h['median_abs_pct']:.1f}%, max {h['max_abs_pct']:.1f}% "
+                 f"over {h['items']} measurements")
+    elif h:
+        check = f"; {h.get('note') or 'not cross-validated'}"
+    else:
+        check = "; no held-out check recorded in the file"
     return (f"calibration: {cal['file']} (fitted for {cal['hardware_preset']} on {cal.get('gpu') or cal['device']}, "
-            f"torch {cal['torch']}, {cal['cases']} cases, {cal['created']}){forced}")
+            f"torch {cal['torch']}, {cal['cases']} cases, {cal['created']}{check}){forced}")
 
 
 def print_sweep(sw: dict, console: Console, limit: int = 40) -> None:

@@ -10,7 +10,21 @@ def add_calibrate_arguments(p) -> None:
     p.add_argument("--out", required=True, help="calibration JSON to write (e.g. calibrations/h100.json)")
     p.add_argument("--hardware", default=None, type=hardware_preset,
                    help="hardware preset to start from (default: from the results)")
+    p.add_argument("--held-out-folds", type=_folds, default=5, metavar="K",
+                   help="refit K times, each without one fold of the measurements, and record how well it predicts "
+                        "them in the calibration file (default 5; 0 skips)")
     p.add_argument("--format", choices=("table", "json"), default="table")
+
+
+def _folds(text: str) -> int:
+    import argparse
+    try:
+        k = int(text)
+    except ValueError:
+        k = -1
+    if k < 0 or k == 1:
+        raise argparse.ArgumentTypeError(f"expected 0 or an integer >= 2, got {text!r}")
+    return k
 
 
 def add_validate_arguments(p) -> None:

@@ -12,7 +12,8 @@ from trsim.simulator.errors import ScenarioError
 from trsim.simulator.fileio import atomic_write_json
 
 from .crossval import folds, held_out, parse_scheme
-from .fit import Case, base_hardware, calibration_document, cases_from_results, fit, hardware_for
+from .fit import (Case, base_hardware, calibration_document, cases_from_results, fit, hardware_for,
+                  held_out_record)
 
 
 class _FlopsItem:
@@ -42,10 +43,10 @@ def _print_fit(res, preset: str, what: str, console) -> None:
     console.print(t)
 
 
-def _write_calibration(res, sources, env, preset, args, console, what: str) -> int:
+def _write_calibration(res, sources, env, preset, args, console, what: str, held: dict | None = None) -> int:
     from pathlib import Path
     from trsim.simulator.calibration import write_calibration
-    doc = calibration_document(res, sources, env, preset)
+    doc = calibration_document(res, sources, env, preset, held)
     write_calibration(args.out, doc)
     if args.format == "json":
         print(json.dumps(doc, indent=1))
@@ -55,7 +56,19 @@ def _write_calibration(res, sources, env, preset, args, console, what: str) -> i
         console.print(f"[yellow]not identifiable from these data, fixed at the preset:[/yellow] {', '.join(res.fixed)}")
     console.print(f"rms log residual {res.residual_rms:.3f}; written to {args.out} "
                   f"(load it with hardware: {{preset: {preset}, calibration: {Path(args.out)}}})")
+    if held is not None:
+        console.print(held_out_text(held), markup=False, highlight=False)
     return 0
+
+
+def held_out_text(h: dict) -> str:
+    """One line on a calibration's own held-out check (the calibration file's fit.held_out)."""
+    if not h.get("folds"):
+        return f"held out: {h.get('note') or 'not cross-validated'}"
+    if h.get("median_abs_pct") is None:
+        return f"held out ({h['scheme']}): no fold could be fitted"
+    return (f"held out ({h['folds']} folds): median {h['median_abs_pct']:.1f}%, max {h['max_abs_pct']:.1f}% "
+            f"absolute error over {h['items']} measurements it did not see")
 
 
 def _inputs(args):
@@ -69,15 +82,19 @@ def calibrate_command(args, console) -> int:
         from .runs import common_hardware, load_runs
         runs, _, _ = load_runs(args.runs)
         preset = args.hardware or common_hardware(runs, args.runs)
-        res = fit(runs, _hw0(preset, args.runs))
+        hw0 = _hw0(preset, args.runs)
+        res = fit(runs, hw0)
         env = {"device": "measured training runs", "torch": "n/a (training runs)"}
-        return _write_calibration(res, [args.runs], env, preset, args, console, f"{len(runs)} runs")
+        return _write_calibration(res, [args.runs], env, preset, args, console, f"{len(runs)} runs",
+                                  held_out_record(runs, hw0, args.held_out_folds))
     loaded, cases, env = _load(args.results)
     _refuse_flops_mismatch(cases)
     preset = args.hardware or hardware_for(env.get("gpu"), env.get("device", "cpu"))
-    res = fit(cases, base_hardware(preset))
+    hw0 = base_hardware(preset)
+    res = fit(cases, hw0)
     return _write_calibration(res, args.results, env, preset, args, console,
-                              f"{len(cases)} cases ({env.get('gpu') or env.get('device')})")
+                              f"{len(cases)} cases ({env.get('gpu') or env.get('device')})",
+                              held_out_record(cases, hw0, args.held_out_folds))
 
 
 def _hw0(preset: str, where: str):

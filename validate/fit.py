@@ -382,7 +382,33 @@ def provenance(paths: list[str]) -> dict:
     return {"trsim_version": __version__, "inputs": files}
 
 
-def calibration_document(fitres: FitResult, sources: list[str], environment: dict, preset: str) -> dict:
+HELD_OUT_FOLDS = 5
+
+
+def held_out_record(items, hw0: HardwareSpec, k: int = HELD_OUT_FOLDS) -> dict:
+    """The calibration's own out-of-sample check, written into its file: k-fold over distinct
+    configurations (``crossval.folds``: identical ones stay together), each fold refitted without its
+    measurements. Fewer than three distinct configurations (or ``k`` 0): not cross-validated, and said so."""
+    from .crossval import folds, held_out
+    n = len({it.signature for it in items})
+    if k < 2 or n < 3:
+        why = "not requested" if k < 2 else f"{n} distinct configuration(s): too few to hold any out"
+        return {"scheme": f"k{k}", "folds": 0, "items": 0, "note": f"not cross-validated ({why})"}
+    scheme = ("k", k)
+    ho = held_out(items, hw0, scheme)
+    errs = [abs(100.0 * (h["predicted_s"] - items[i].measured_time) / items[i].measured_time)
+            for i, h in ho.items() if h.get("predicted_s") is not None]
+    failed = sum(1 for h in ho.values() if h.get("predicted_s") is None)
+    out = {"scheme": f"k{k}", "folds": len(folds(items, scheme)), "items": len(errs)}
+    if errs:
+        out.update(median_abs_pct=float(np.median(errs)), max_abs_pct=float(np.max(errs)))
+    if failed:
+        out["note"] = f"{failed} measurement(s) whose fold could not be fitted are not scored"
+    return out
+
+
+def calibration_document(fitres: FitResult, sources: list[str], environment: dict, preset: str,
+                         held_out: dict | None = None) -> dict:
     """The calibration file's contents, validated by trsim.simulator.calibration (which also reads it back):
     the fit record names every parameter held fixed and why, and the inputs' SHA-256 and trsim's version."""
     from trsim.simulator.calibration import calibration_document as _document
@@ -398,6 +424,8 @@ def calibration_document(fitres: FitResult, sources: list[str], environment: dic
                   "regularisation": f"log-normal prior toward the preset (data sigma {DATA_SIGMA}; "
                                     "efficiencies: factor e; fixed costs: scales in validate/fit.py PARAM_SPECS)",
                   "residual_rms_log": fitres.residual_rms, "at_bounds": list(fitres.at_bound), "notes": notes}
+    if held_out is not None:
+        fit_record["held_out"] = held_out
     return _document(dict(fitres.values), hardware_preset=preset, environment=environment,
                      results_files=sources, cases=fitres.cases, fit=fit_record,
                      std={k: v for k, v in fitres.std.items() if v is not None}, provenance=provenance(sources))
