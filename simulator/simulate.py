@@ -234,6 +234,8 @@ def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
                 components[k] = components.get(k, 0.0) + f * x
     ideal = parallel.pipeline_time(stage_mean, M, v)
     homogeneous = mixing.homogeneous_step([x[1] for x in per_task_stage], fr, M, dp, v) if len(plans) > 1 else ideal
+    # the slowest replica's draw never beats the mean: equal up to rounding where no draw waits (printed -0.00)
+    homogeneous = np.maximum(homogeneous, ideal)
     pipe = homogeneous if tr.task_mixing == "homogeneous" else ideal
     slow = np.argmax(stage_mean, axis=-1)[..., None]  # the stage that sets the pace
     for k, x in components.items():
