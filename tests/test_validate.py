@@ -474,3 +474,18 @@ def test_fp8_runs_calibrate_the_fp8_gemm_ceiling_and_bf16_runs_leave_it_fixed(ti
 
 def test_every_fitted_parameter_has_a_place_in_the_order_of_fixing():
     assert set(F.FIX_ORDER) == set(F.PARAMS) and len(F.FIX_ORDER) == len(F.PARAMS)
+
+
+def test_memory_bound_floor_recovers_a_per_layer_cost_that_a_scale_cannot():
+    """Measured memory-bound time = 1.4 x price + 200 us a layer (the shape the H200 campaign shows): the
+    two-term fit gives both back exactly; a scale alone misses the small micro-batches."""
+    from trsim.validate.commands import memory_bound_floor
+    price = np.array([2.6e-3, 5.2e-3, 10.5e-3, 15.5e-3, 3.0e-3, 12e-3])
+    layers = np.array([12, 12, 12, 12, 28, 28])
+    measured = 1.4 * price + 200e-6 * layers
+    f = memory_bound_floor(list(measured), list(price), list(layers))
+    assert f["scale"] == pytest.approx(1.4) and f["floor_per_layer_s"] == pytest.approx(200e-6)
+    assert f["median_abs_pct"] < 1e-6 and f["scale_only_max_abs_pct"] > 20 and f["note"] == ""
+    one_depth = memory_bound_floor(list(measured[:4]), list(price[:4]), list(layers[:4]))
+    assert "one depth" in one_depth["note"]
+    assert memory_bound_floor([None, 1.0], [1.0, 1.0], [1, 1]) is None

@@ -224,6 +224,10 @@ def validate_command(args, console) -> int:
             ratios.setdefault(k, []).append(v)
     report["class_time_ratio"] = {k: {"median": float(np.median(v)), "min": min(v), "max": max(v), "cases": len(v)}
                                   for k, v in ratios.items()}
+    floor = memory_bound_floor([c.measured.get("classes_s", {}).get("memory_bound") for c in cases],
+                               [u["time_s"]["memory_bound"] for u in uncalibrated], [c.model.num_layers for c in cases])
+    if floor is not None:
+        report["memory_bound_floor"] = floor
     summary["activation_memory"] = _summary([r["activation_error_pct"] for r in report["cases"]])
     summary["peak_memory"] = _summary([r["peak_error_pct"] for r in report["cases"]])
     report["summary"] = {k: {"median_abs_pct": v[0], "max_abs_pct": v[1]} for k, v in summary.items()}
@@ -340,6 +344,34 @@ def _print_report(report, preds, console):
         for k, v in report["class_time_ratio"].items():
             r.add_row(k, str(v["cases"]), f"{v['median']:.3f}", f"{v['min']:.3f}", f"{v['max']:.3f}")
         console.print(r)
+    f = report.get("memory_bound_floor")
+    if f:
+        console.print(f"memory-bound kernels over {f['cases']} cases: measured = {f['scale']:.3f} x price + "
+                      f"{f['floor_per_layer_s'] * 1e6:,.0f} us a layer (median {f['median_abs_pct']:.1f}%, max "
+                      f"{f['max_abs_pct']:.1f}%); a scale alone ({f['scale_only']:.3f}): median "
+                      f"{f['scale_only_median_abs_pct']:.1f}%, max {f['scale_only_max_abs_pct']:.1f}%"
+                      + (f" ({f['note']})" if f["note"] else ""), markup=False, highlight=False)
+
+
+def memory_bound_floor(measured, priced, layers) -> dict | None:
+    """How the memory-bound kernels' measured time departs from the presets' price (bytes over bandwidth):
+    least squares of measured = scale x price + floor x layers, beside the scale alone. A fixed cost a
+    layer (each kernel's launch and ramp, whatever its size) shows as a floor that a scale cannot mimic
+    across micro-batch sizes. None without at least three cases that measured the class."""
+    pts = [(m, p, L) for m, p, L in zip(measured, priced, layers) if m is not None and m > 0 and p > 0]
+    if len(pts) < 3:
+        return None
+    m, p, L = (np.array(x, dtype=float) for x in zip(*pts))
+    A = np.stack([p, L], axis=1)
+    (scale, per_layer), *_ = np.linalg.lstsq(A, m, rcond=None)
+    only = float(p @ m / (p @ p))
+    two, one = np.abs(A @ [scale, per_layer] / m - 1), np.abs(only * p / m - 1)
+    return {"cases": len(pts), "scale": float(scale), "floor_per_layer_s": float(per_layer),
+            "median_abs_pct": float(100 * np.median(two)), "max_abs_pct": float(100 * two.max()),
+            "scale_only": only, "scale_only_median_abs_pct": float(100 * np.median(one)),
+            "scale_only_max_abs_pct": float(100 * one.max()),
+            "note": ("a floor per layer and a per-step cost are the same thing when every case has one depth"
+                     if len(set(L.tolist())) == 1 else "")}
 
 
 def _plot(report, preds, path):
