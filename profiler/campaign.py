@@ -200,7 +200,8 @@ def analyse(results: Path, files: list[Path], full_depth: Path | None, log: Log)
     """calibrate and validate over the grid's results files, and the full-depth check with that calibration."""
     steps = {}
     names = [str(f) for f in files]
-    # (the held-out check is validate's, run next over the same grid: calibrate need not refit it)
+    # without its own k-fold check (several times the fit): validate, next, holds out by schedule and by
+    # size; README's step 5 re-runs calibrate with the check before the file is committed as a calibration
     steps["calibrate"] = _trsim(["calibrate", *names, "--out", str(results / "calibration.json"),
                                  "--held-out-folds", "0"], log)
     steps["validate"] = _trsim(["validate", *names, "--out", str(results / "validation.json"), "--plot",

@@ -24,7 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, TypeAdapter, 
 
 from .errors import ScenarioError, describe
 
-SCHEMA = "trsim.calibration/1"
+SCHEMA = "trsim.calibration/2"
+# /2 added fit.held_out; a /1 file (no held-out record) still loads. A trsim that knows only /1 refuses a /2
+# file by its schema, in one line, rather than by the field it does not know.
+READABLE_SCHEMAS = ("trsim.calibration/1", SCHEMA)
 
 # Datasheet and identity fields of a HardwareSpec: never fitted.
 _NOT_CALIBRATABLE = {"name", "peak_flops", "memory_bandwidth", "memory_bytes", "intranode_bandwidth",
@@ -100,7 +103,7 @@ class Provenance(_Strict):
 
 
 class CalibrationFile(_Strict):
-    schema_: Literal["trsim.calibration/1"] = Field(alias="schema")
+    schema_: Literal["trsim.calibration/1", "trsim.calibration/2"] = Field(alias="schema")
     created: str
     hardware_preset: str = Field(min_length=1)   # the hardware profile the parameters belong to
     device: str = Field(min_length=1)            # cpu, cuda, cuda:N
@@ -195,7 +198,7 @@ def validation_message(exc: ValidationError) -> str:
 
 def parse_calibration(doc: Any, where: str) -> CalibrationFile:
     from .strict import validate
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+    if not isinstance(doc, dict) or doc.get("schema") not in READABLE_SCHEMAS:
         got = doc.get("schema") if isinstance(doc, dict) else doc
         raise ScenarioError(where, "schema", f"a calibration file written by 'trsim calibrate' (schema {SCHEMA!r}), "
                             f"got {describe(got)}")

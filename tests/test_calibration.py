@@ -39,7 +39,7 @@ def test_round_trip_and_api(tmp_path):
     doc = _cal(tmp_path / "c.json", matmul_efficiency=0.6, layer_overhead_s=1e-4)
     cal = load_calibration(tmp_path / "c.json", expected_hardware="cpu")
     assert isinstance(cal, CalibrationFile) and cal.values() == {"matmul_efficiency": 0.6, "layer_overhead_s": 1e-4}
-    assert cal.fit.fixed == {"attention_backward_ratio": 2.5} and doc["schema"] == "trsim.calibration/1"
+    assert cal.fit.fixed == {"attention_backward_ratio": 2.5} and doc["schema"] == "trsim.calibration/2"
     assert "matmul_efficiency" in calibratable_parameters() and "peak_flops" not in calibratable_parameters()
 
 
@@ -82,7 +82,7 @@ def test_calibration_for_other_hardware_is_refused_unless_forced(tmp_path, tiny_
     (lambda d: d["parameters"].update(matmul_efficiency={"value": True}), "parameters.matmul_efficiency.value",
      "a number, got true"),
     (lambda d: d["parameters"].update(matmul_efficiency=0.5), "parameters.matmul_efficiency", "a mapping"),
-    (lambda d: d.update(schema="trsim.calibration/9"), "schema", "trsim.calibration/1"),
+    (lambda d: d.update(schema="trsim.calibration/9"), "schema", "trsim.calibration/2"),
     (lambda d: d.pop("device"), "device", "required"),
     (lambda d: d.update(parameters={}), "parameters", "at least 1 item"),
 ])

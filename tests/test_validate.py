@@ -188,7 +188,8 @@ def test_calibration_files_without_a_held_out_record_still_load_and_say_so(tmp_p
     from trsim.cli import calibration_line
     from trsim.simulator.calibration import load_calibration
     doc = json.loads(open("validate/data/h200/partial/calibration.json").read())
-    assert "held_out" not in doc["fit"]                         # written before trsim recorded it
+    doc["fit"].pop("held_out", None)                            # as written before trsim recorded it
+    doc["schema"] = "trsim.calibration/1"
     p = tmp_path / "old.json"
     p.write_text(json.dumps(doc))
     assert "no held-out check recorded" in calibration_line(load_calibration(p).summary(str(p)))
@@ -227,7 +228,7 @@ def test_cpu_end_to_end_profile_calibrate_validate(tmp_path):
     cal = tmp_path / "cal.json"
     assert main(["calibrate", str(a), str(b), "--out", str(cal), "--format", "json"]) == 0
     doc = json.loads(cal.read_text())
-    assert doc["schema"] == "trsim.calibration/1" and set(doc["parameters"]) == set(F.params_for(F.base_hardware("cpu")))
+    assert doc["schema"] == "trsim.calibration/2" and set(doc["parameters"]) == set(F.params_for(F.base_hardware("cpu")))
     assert "layer_overhead_s" in doc["fit"]["fixed"]  # one depth: not separable from step_overhead_s
     report, png = tmp_path / "v.json", tmp_path / "v.png"
     assert main(["validate", str(a), str(b), "--out", str(report), "--plot", str(png), "--format", "json"]) == 0
@@ -489,3 +490,24 @@ def test_memory_bound_floor_recovers_a_per_layer_cost_that_a_scale_cannot():
     one_depth = memory_bound_floor(list(measured[:4]), list(price[:4]), list(layers[:4]))
     assert "one depth" in one_depth["note"]
     assert memory_bound_floor([None, 1.0], [1.0, 1.0], [1, 1]) is None
+
+
+def test_held_out_record_scores_only_finite_predictions_and_says_what_it_left_out(monkeypatch):
+    """A fold that could not be fitted, or priced a measurement as NaN, is left out of the scores and named;
+    the record stays a valid (finite) part of a calibration file."""
+    from types import SimpleNamespace
+    from trsim.simulator.calibration import HeldOut
+    from trsim.validate import crossval
+    from trsim.validate.commands import held_out_text
+    items = [SimpleNamespace(signature=str(i), measured_time=1.0) for i in range(4)]
+    monkeypatch.setattr(crossval, "held_out", lambda items, hw0, scheme: {
+        0: {"predicted_s": 1.1}, 1: {"predicted_s": float("nan")}, 2: {"predicted_s": None}, 3: {"predicted_s": 0.8}})
+    monkeypatch.setattr(crossval, "folds", lambda items, scheme: [[0], [1], [2], [3]])
+    rec = F.held_out_record(items, None, 5)
+    assert rec["items"] == 2 and rec["median_abs_pct"] == pytest.approx(15) and rec["max_abs_pct"] == pytest.approx(20)
+    assert rec["note"].startswith("2 measurement(s)")
+    HeldOut.model_validate(rec)
+    assert rec["note"] in held_out_text(rec)
+    monkeypatch.setattr(crossval, "held_out", lambda items, hw0, scheme: {i: {"predicted_s": None} for i in range(4)})
+    none = F.held_out_record(items, None, 5)
+    assert none["items"] == 0 and "none scored" in held_out_text(none) and "4 measurement(s)" in held_out_text(none)

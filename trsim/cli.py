@@ -187,9 +187,9 @@ def calibration_line(cal: dict | None) -> str:
     h = cal.get("held_out")
     if h and h.get("median_abs_pct") is not None:
         check = (f"; held out ({h['folds']} folds) median {h['median_abs_pct']:.1f}%, max {h['max_abs_pct']:.1f}% "
-                 f"over {h['items']} measurements")
+                 f"over {h['items']} measurements" + (f", {h['note']}" if h.get("note") else ""))
     elif h:
-        check = f"; {h.get('note') or 'not cross-validated'}"
+        check = f"; held out: {h.get('note') or 'not cross-validated'}"
     else:
         check = "; no held-out check recorded in the file"
     return (f"calibration: {cal['file']} (fitted for {cal['hardware_preset']} on {cal.get('gpu') or cal['device']}, "

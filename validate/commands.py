@@ -43,9 +43,13 @@ def _print_fit(res, preset: str, what: str, console) -> None:
     console.print(t)
 
 
-def _write_calibration(res, sources, env, preset, args, console, what: str, held: dict | None = None) -> int:
+def _write_calibration(res, sources, env, preset, args, console, what: str, check=None) -> int:
+    """Write the fit, then (``check``: a function returning fit.held_out_record's dict) its held-out check
+    into the same file: the refits take several times the fit, and an interruption keeps the fit."""
     from pathlib import Path
     from trsim.simulator.calibration import write_calibration
+    write_calibration(args.out, calibration_document(res, sources, env, preset))
+    held = check() if check is not None else None
     doc = calibration_document(res, sources, env, preset, held)
     write_calibration(args.out, doc)
     if args.format == "json":
@@ -66,9 +70,10 @@ def held_out_text(h: dict) -> str:
     if not h.get("folds"):
         return f"held out: {h.get('note') or 'not cross-validated'}"
     if h.get("median_abs_pct") is None:
-        return f"held out ({h['scheme']}): no fold could be fitted"
+        return f"held out ({h['folds']} folds): none scored ({h.get('note') or 'no fold could be fitted'})"
     return (f"held out ({h['folds']} folds): median {h['median_abs_pct']:.1f}%, max {h['max_abs_pct']:.1f}% "
-            f"absolute error over {h['items']} measurements it did not see")
+            f"absolute error over {h['items']} measurements it did not see"
+            + (f"; {h['note']}" if h.get("note") else ""))
 
 
 def _inputs(args):
@@ -86,7 +91,7 @@ def calibrate_command(args, console) -> int:
         res = fit(runs, hw0)
         env = {"device": "measured training runs", "torch": "n/a (training runs)"}
         return _write_calibration(res, [args.runs], env, preset, args, console, f"{len(runs)} runs",
-                                  held_out_record(runs, hw0, args.held_out_folds))
+                                  lambda: held_out_record(runs, hw0, args.held_out_folds))
     loaded, cases, env = _load(args.results)
     _refuse_flops_mismatch(cases)
     preset = args.hardware or hardware_for(env.get("gpu"), env.get("device", "cpu"))
@@ -94,7 +99,7 @@ def calibrate_command(args, console) -> int:
     res = fit(cases, hw0)
     return _write_calibration(res, args.results, env, preset, args, console,
                               f"{len(cases)} cases ({env.get('gpu') or env.get('device')})",
-                              held_out_record(cases, hw0, args.held_out_folds))
+                              lambda: held_out_record(cases, hw0, args.held_out_folds))
 
 
 def _hw0(preset: str, where: str):

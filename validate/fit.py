@@ -393,17 +393,18 @@ def held_out_record(items, hw0: HardwareSpec, k: int = HELD_OUT_FOLDS) -> dict:
     n = len({it.signature for it in items})
     if k < 2 or n < 3:
         why = "not requested" if k < 2 else f"{n} distinct configuration(s): too few to hold any out"
-        return {"scheme": f"k{k}", "folds": 0, "items": 0, "note": f"not cross-validated ({why})"}
+        return {"scheme": "none" if k < 2 else f"k{k}", "folds": 0, "items": 0, "note": f"not cross-validated ({why})"}
     scheme = ("k", k)
     ho = held_out(items, hw0, scheme)
     errs = [abs(100.0 * (h["predicted_s"] - items[i].measured_time) / items[i].measured_time)
             for i, h in ho.items() if h.get("predicted_s") is not None]
-    failed = sum(1 for h in ho.values() if h.get("predicted_s") is None)
+    errs = [e for e in errs if np.isfinite(e)]
+    failed = len(ho) - len(errs)
     out = {"scheme": f"k{k}", "folds": len(folds(items, scheme)), "items": len(errs)}
     if errs:
         out.update(median_abs_pct=float(np.median(errs)), max_abs_pct=float(np.max(errs)))
     if failed:
-        out["note"] = f"{failed} measurement(s) whose fold could not be fitted are not scored"
+        out["note"] = f"{failed} measurement(s) whose fold could not be fitted (or priced) are not scored"
     return out
 
 
