@@ -389,10 +389,11 @@ def stage_times(terms: dict, c: Counts, hw: HardwareSpec, stages, last: np.ndarr
     attention = stage_sums(terms["attention"] * w, stages)
     dropout = {k: stage_sums(terms[f"dropout_{k}_bytes"] * w, stages) / bw
                for k in ("forward", "backward", "attention_forward")}
-    forward = (stage_sums(terms["layer_bytes"] * w, stages) + np.where(last, terms["loss_bytes"], 0)
-               + stage_sums(terms["cast_bytes"] * w, stages) / 3) / bw
-    membound = (stage_sums((terms["layer_bytes"] + terms["layer_bytes_backward"]) * w, stages)
-                + 3 * np.where(last, terms["loss_bytes"], 0) + stage_sums(terms["cast_bytes"] * w, stages)) / bw
+    layers_fwd = stage_sums(terms["layer_bytes"] * w, stages)
+    loss = np.where(last, terms["loss_bytes"], 0)
+    cast = stage_sums(terms["cast_bytes"] * w, stages)
+    forward = (layers_fwd + loss + cast / 3) / bw
+    membound = (layers_fwd + stage_sums(terms["layer_bytes_backward"] * w, stages) + 3 * loss + cast) / bw
     rerun = forward + dropout["forward"]  # the memory-bound part of a forward run again
     membound = membound + dropout["forward"] + dropout["backward"]
     if gathers == "per_layer":

@@ -501,13 +501,14 @@ def test_held_out_record_scores_only_finite_predictions_and_says_what_it_left_ou
     from trsim.validate.commands import held_out_text
     items = [SimpleNamespace(signature=str(i), measured_time=1.0) for i in range(4)]
     monkeypatch.setattr(crossval, "held_out", lambda items, hw0, scheme: {
-        0: {"predicted_s": 1.1}, 1: {"predicted_s": float("nan")}, 2: {"predicted_s": None}, 3: {"predicted_s": 0.8}})
-    monkeypatch.setattr(crossval, "folds", lambda items, scheme: [[0], [1], [2], [3]])
+        0: {"predicted_s": 1.1, "fold": 0}, 1: {"predicted_s": float("nan"), "fold": 1},
+        2: {"predicted_s": None, "fold": 2}, 3: {"predicted_s": 0.8, "fold": 3}})
     rec = F.held_out_record(items, None, 5)
     assert rec["items"] == 2 and rec["median_abs_pct"] == pytest.approx(15) and rec["max_abs_pct"] == pytest.approx(20)
     assert rec["note"].startswith("2 measurement(s)")
     HeldOut.model_validate(rec)
     assert rec["note"] in held_out_text(rec)
-    monkeypatch.setattr(crossval, "held_out", lambda items, hw0, scheme: {i: {"predicted_s": None} for i in range(4)})
+    monkeypatch.setattr(crossval, "held_out", lambda items, hw0, scheme: {i: {"predicted_s": None, "fold": i}
+                                                                          for i in range(4)})
     none = F.held_out_record(items, None, 5)
     assert none["items"] == 0 and "none scored" in held_out_text(none) and "4 measurement(s)" in held_out_text(none)

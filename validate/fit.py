@@ -95,8 +95,7 @@ def _start(hw0: HardwareSpec, k: str) -> float:
     return float(getattr(hw0, k))
 
 
-def bounds(hw0: HardwareSpec, names=None) -> tuple[np.ndarray, np.ndarray]:
-    names = params_for(hw0) if names is None else names
+def bounds(hw0: HardwareSpec, names) -> tuple[np.ndarray, np.ndarray]:
     lo = np.array([PARAM_SPECS[k][0] for k in names])
     hi = np.array([NOMINAL_CAP if (hw0.nominal_peak and k in EFFICIENCIES) else PARAM_SPECS[k][1] for k in names])
     return lo, hi
@@ -389,7 +388,7 @@ def held_out_record(items, hw0: HardwareSpec, k: int = HELD_OUT_FOLDS) -> dict:
     """The calibration's own out-of-sample check, written into its file: k-fold over distinct
     configurations (``crossval.folds``: identical ones stay together), each fold refitted without its
     measurements. Fewer than three distinct configurations (or ``k`` 0): not cross-validated, and said so."""
-    from .crossval import folds, held_out
+    from .crossval import held_out
     n = len({it.signature for it in items})
     if k < 2 or n < 3:
         why = "not requested" if k < 2 else f"{n} distinct configuration(s): too few to hold any out"
@@ -400,7 +399,7 @@ def held_out_record(items, hw0: HardwareSpec, k: int = HELD_OUT_FOLDS) -> dict:
             for i, h in ho.items() if h.get("predicted_s") is not None]
     errs = [e for e in errs if np.isfinite(e)]
     failed = len(ho) - len(errs)
-    out = {"scheme": f"k{k}", "folds": len(folds(items, scheme)), "items": len(errs)}
+    out = {"scheme": f"k{k}", "folds": len({h["fold"] for h in ho.values()}), "items": len(errs)}
     if errs:
         out.update(median_abs_pct=float(np.median(errs)), max_abs_pct=float(np.max(errs)))
     if failed:
