@@ -418,13 +418,18 @@ def host_wait(components: dict, c: Counts, hw: HardwareSpec, stages, recompute: 
     return np.maximum(0.0, host_time(c, hw, stages, recompute) - sum(components.values()))
 
 
-def host_time(c: Counts, hw: HardwareSpec, stages, recompute: str) -> np.ndarray:
+def host_time(c: Counts, hw: HardwareSpec, stages, recompute: str, *, per_microbatch: bool = True) -> np.ndarray:
     """Host (CPU) seconds to dispatch one micro-batch on each pipeline stage, [P, p] (broadcast): the
     stage's layers at ``host_layer_s`` each; full recompute dispatches the forward again, which is
-    about 0.4 of a layer's forward-plus-backward operators (78 of 197 on this project's executor)."""
+    about 0.4 of a layer's forward-plus-backward operators (78 of 197 on this project's executor).
+    ``per_microbatch``: add the micro-batch's work outside the layers (``step_overhead_s``: the
+    embedding, the loss, the schedule's sends and bookkeeping), which the host does as well; a host that
+    cannot keep ahead of the device pays it on top of the layers' dispatch, a device-bound stage hides it
+    (its device time carries the same term)."""
     from .parallel import stage_sums
     again = 0.4 if recompute == "full" else 0.0
-    return hw.host_layer_s * (1 + again) * stage_sums(c.weights, stages)
+    layers = hw.host_layer_s * (1 + again) * stage_sums(c.weights, stages)
+    return layers + hw.step_overhead_s if per_microbatch else layers
 
 
 def microbatch_time(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int, act_bytes: int,

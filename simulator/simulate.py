@@ -474,7 +474,7 @@ def layer_costs(scn: Scenario, plans: dict[str, Plan]) -> np.ndarray:
             t.pop(k, None)
         device = sum(t.values())[0] - hw.step_overhead_s
         # a stage waits for the host where dispatch is slower: per layer, the larger of the two
-        host = costs.host_time(c, hw, per_layer, tr.recompute)[0]
+        host = costs.host_time(c, hw, per_layer, tr.recompute, per_microbatch=False)[0]
         total += frac[name] * np.maximum(device, host)
     return total
 

@@ -538,4 +538,26 @@ def test_profiled_case_prediction_waits_for_the_host(tiny):
     slow = predict_case(tiny.model, hw, plan, 1, **kw)
     fast = predict_case(tiny.model, hw.model_copy(update={"host_layer_s": 0.0}), plan, 1, **kw)
     assert slow["time_s"]["host_bound"] > 0 and fast["time_s"]["host_bound"] == 0
-    assert slow["fwd_bwd_s"] == pytest.approx(tiny.model.num_layers * HARDWARE_PRESETS["h100-sxm"]["host_layer_s"])
+    # the host dispatches the layers and then the micro-batch's own work (embedding, loss, schedule)
+    assert slow["fwd_bwd_s"] == pytest.approx(tiny.model.num_layers * HARDWARE_PRESETS["h100-sxm"]["host_layer_s"]
+                                              + HARDWARE_PRESETS["h100-sxm"]["step_overhead_s"])
+
+
+def test_a_host_bound_micro_batch_pays_its_work_outside_the_layers_on_the_host(tiny_doc):
+    """Dispatch-bound, a micro-batch takes the host's time for its layers plus its work outside them
+    (step_overhead_s: embedding, loss, schedule), which the device-side price carries too and which
+    used to vanish inside max(host, device); the per-layer costs behind the stage split leave it out."""
+    from trsim.simulator.simulate import layer_costs, schedule_plans
+    doc = copy.deepcopy(dict(tiny_doc, hardware=dict(preset="h100-sxm", num_gpus=1, step_overhead_s=5e-3)))
+    scn = scenario_from_dict(doc)
+    step = simulate(scn).schedules[0].step
+    assert step.time_breakdown_s["host_bound"] > 0
+    per_step = sum(v for k, v in step.time_breakdown_s.items()
+                   if k not in ("communication_total", "optimizer", "communication_exposed"))
+    M = scn.training.global_batch_size // scn.training.micro_batch_size
+    hw = scn.hardware
+    again = 1.4 if scn.training.recompute == "full" else 1.0
+    assert per_step == pytest.approx(M * (scn.model.num_layers * hw.host_layer_s * again + hw.step_overhead_s),
+                                     rel=1e-9)
+    per_layer = layer_costs(scn, schedule_plans(scn, next(iter(scn.schedules))))
+    assert per_layer[:-1] == pytest.approx(hw.host_layer_s * again, rel=1e-12)  # the last one holds the LM head

@@ -263,7 +263,7 @@ def test_published_suite_runs_and_reports_finite_errors():
     No accuracy target is asserted here: README reports the numbers as they are."""
     from trsim.validate.suite import run_suite, suite_files
     names = {p.stem for p in suite_files()}
-    assert {"vtrain_a100", "korthikanti_a100", "mcore_h100", "nemo_h100", "flashattention_a100",
+    assert {"vtrain_a100", "korthikanti_a100", "mcore_h100", "megatron_selene_a100", "nemo_h100", "flashattention_a100",
             "simumax_b200"} <= names
     results = run_suite(folds=None)                     # every row with the presets
     _evidence_is_current(results)
@@ -512,3 +512,34 @@ def test_held_out_record_scores_only_finite_predictions_and_says_what_it_left_ou
                                                                           for i in range(4)})
     none = F.held_out_record(items, None, 5)
     assert none["items"] == 0 and "none scored" in held_out_text(none) and "4 measurement(s)" in held_out_text(none)
+
+
+def test_transfer_predicts_each_source_from_a_fit_on_the_others_only(tmp_path):
+    """Leave one source out: a source's transfer predictions are exactly those of a calibration fitted to the
+    other sources of its preset, never to its own runs; a preset with one source has nothing to transfer."""
+    import shutil
+
+    from trsim.validate.fit import base_hardware
+    from trsim.validate.runs import load_runs
+    from trsim.validate.suite import PUBLISHED, transfer
+    for stem in ("flashattention_a100", "korthikanti_a100", "simumax_b200"):
+        shutil.copy(PUBLISHED / f"{stem}.yaml", tmp_path / f"{stem}.yaml")
+    moved = transfer(tmp_path)
+    assert set(moved) == {"flashattention_a100", "korthikanti_a100"}  # B200 has a single source
+    fa, _, _ = load_runs(tmp_path / "flashattention_a100.yaml")
+    ko, _, _ = load_runs(tmp_path / "korthikanti_a100.yaml")
+    hw0 = base_hardware("a100-sxm-80g")
+    for stem, train, test in (("flashattention_a100", ko, fa), ("korthikanti_a100", fa, ko)):
+        m = moved[stem]
+        assert m["trained_on"] == [s for s in ("flashattention_a100", "korthikanti_a100") if s != stem]
+        res = F.fit(train, hw0)
+        want = {r.name: 100 * (r.predicted_time(r.hardware_with(res.values, hw0)) / r.measured["step_time_s"] - 1)
+                for r in test}
+        assert m["predicted"] == m["rows"] == len(test)
+        assert m["errors_pct"] == pytest.approx(want, rel=1e-9)
+        assert m["max_abs_pct"] == pytest.approx(max(map(abs, want.values())))
+
+
+def test_transfer_needs_the_published_suite():
+    from trsim.cli import main
+    assert main(["validate", "--runs", "x.yaml", "--transfer"]) == 2

@@ -33,6 +33,9 @@ def add_validate_arguments(p) -> None:
     p.add_argument("--cv", help="held-out scheme for --runs: loo, k (5-fold), kN, group:FIELD (default k)")
     p.add_argument("--published", action="store_true",
                    help="run the published-runs suite (validate/published/*.yaml): presets and k-fold calibrated")
+    p.add_argument("--transfer", action="store_true",
+                   help="with --published: also calibrate on the other sources of each GPU preset and predict the "
+                        "source left out (a few minutes)")
     p.add_argument("--calibration", help="calibration JSON (default: fit inside each cross-validation fold)")
     p.add_argument("--force", action="store_true", help="apply a calibration fitted for other hardware anyway")
     p.add_argument("--hardware", default=None, type=hardware_preset, help="hardware preset (default: from the results)")

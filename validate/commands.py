@@ -172,6 +172,9 @@ def validate_command(args, console) -> int:
     if getattr(args, "published", False):
         from .suite import published_command
         return published_command(args, console)
+    if getattr(args, "transfer", False):
+        raise ScenarioError("<arguments>", "transfer", "expected --transfer with --published (it moves a "
+                            "calibration between published sources), got it without")
     _inputs(args)
     if args.runs:
         return validate_runs_command(args, console)

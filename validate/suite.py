@@ -55,6 +55,42 @@ def run_suite(directory: Path | None = None, folds: int | None = FOLDS, sources=
     return [run_source(p, folds) for p in suite_files(directory) if not sources or p.stem in sources]
 
 
+def transfer(directory: Path | None = None, sources=None) -> dict[str, dict]:
+    """Leave one source out, per hardware preset: calibrate on every other source's runs priced on the same
+    preset and predict the left-out source's. This is what a calibration fitted to published runs of other
+    stacks is worth on a stack it never saw (the question a user asks before borrowing one); a preset with
+    a single source has nothing to transfer from and is absent. Source -> {hardware, trained_on, summary
+    of absolute held-out errors, rows (run -> held-out error)}."""
+    from .crossval import held_out
+
+    by_preset: dict[str, list] = {}
+    for p in suite_files(directory):
+        runs, _, _ = load_runs(p, allow_unsupported=True)
+        if runs:
+            by_preset.setdefault(common_hardware(runs, str(p)), []).append((p.stem, runs))
+    out: dict[str, dict] = {}
+    for preset, groups in sorted(by_preset.items()):
+        if len(groups) < 2 or (sources and not any(stem in sources for stem, _ in groups)):
+            continue
+        items = [r for _, runs in groups for r in runs]
+        stem_of = {id(r): stem for stem, runs in groups for r in runs}
+        ho = held_out(items, base_hardware(preset), ("group", "source"))
+        for stem, runs in groups:
+            if sources and stem not in sources:
+                continue
+            errs = {}
+            for i, r in enumerate(items):
+                if stem_of[id(r)] == stem and ho.get(i, {}).get("predicted_s") is not None:
+                    errs[r.name] = 100 * (ho[i]["predicted_s"] / r.measured["step_time_s"] - 1)
+            import numpy as np
+            a = np.abs(np.asarray(list(errs.values()), dtype=float))
+            out[stem] = {"hardware": preset, "trained_on": sorted(s for s, _ in groups if s != stem),
+                         "median_abs_pct": float(np.median(a)) if a.size else None,
+                         "max_abs_pct": float(a.max()) if a.size else None,
+                         "predicted": len(errs), "rows": len(runs), "errors_pct": errs}
+    return out
+
+
 def evidence(results: list[dict]) -> dict:
     """Per hardware preset: how far the presets' step times are from the published runs priced on it
     (absolute and signed percentage errors; negative = predicted too fast). Only the preset-priced errors
@@ -107,17 +143,35 @@ def print_suite(results: list[dict], console: Console) -> None:
                           f"support (fields: {', '.join(r['unsupported_fields'])})")
 
 
+def print_transfer(results: list[dict], moved: dict[str, dict], console: Console) -> None:
+    t = Table(title="calibrated on the other sources of the same GPU, this source left out (absolute step-time "
+              "error), against the presets", title_justify="left")
+    for col in ("source", "calibrated on", "rows", "presets median", "presets max", "transfer median",
+                "transfer max"):
+        t.add_column(col, justify="left" if col in ("source", "calibrated on") else "right")
+    presets = {r["source"]: r.get("summary") for r in results}
+    for stem, m in moved.items():
+        pm = _cell(presets.get(stem), "step_time") if presets.get(stem) else ("-", "-")
+        tm = ("-", "-") if m["median_abs_pct"] is None else (f"{m['median_abs_pct']:.1f}%", f"{m['max_abs_pct']:.1f}%")
+        t.add_row(stem, ", ".join(m["trained_on"]), f"{m['predicted']}/{m['rows']}", *pm, *tm)
+    console.print(t)
+
+
 def published_command(args, console) -> int:
     results = run_suite(folds=getattr(args, "folds", FOLDS) or None, sources=getattr(args, "sources", None))
     from trsim.simulator.fileio import atomic_write_json
+    moved = transfer(sources=getattr(args, "sources", None)) if getattr(args, "transfer", False) else None
+    doc = {"sources": results, **({"transfer": moved} if moved is not None else {})}
     if getattr(args, "out", None):
-        atomic_write_json(args.out, {"sources": results})
+        atomic_write_json(args.out, doc)
     if getattr(args, "evidence", None):
         atomic_write_json(args.evidence, evidence(results))
     if args.format == "json":
-        print(json.dumps({"sources": results}, indent=1))
+        print(json.dumps(doc, indent=1))
     else:
         print_suite(results, console)
+        if moved is not None:
+            print_transfer(results, moved, console)
     return 0
 
 
@@ -127,6 +181,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="also write the results as JSON")
     p.add_argument("--folds", type=int, default=FOLDS, help="k of the k-fold calibration (0: presets only)")
     p.add_argument("--sources", nargs="*", help="only these sources (file stems), e.g. korthikanti_a100")
+    p.add_argument("--transfer", action="store_true",
+                   help="also calibrate on the other sources of each GPU preset and predict the one left out "
+                        "(a few minutes)")
     p.add_argument("--evidence", help="also write the per-preset error summary that trsim simulate quotes "
                                       f"(the shipped one: {EVIDENCE_COMMAND})")
     args = p.parse_args(argv)

@@ -185,6 +185,43 @@ Distributed optimizer (ZeRO-1), TP communication overlap, sequence parallel with
                        "optimizer_bytes": 12, "activation_bytes": 2}}, runs)
 
 
+# Narayanan et al. 2021 (arXiv 2104.04473) Table 1: attention heads per model; the README image the CSV was read
+# from leaves them out (every one gives head dimension 96 to 160)
+SELENE_HEADS = {"1.7B": 24, "3.6B": 32, "7.5B": 32, "18B": 48, "39B": 64, "76B": 80, "145B": 96, "310B": 128,
+                "530B": 128, "1T": 160}
+
+
+def selene(d):
+    rows = [r for r in read_csv("megatron_lm_scaling_tables.csv", d) if r["table"] == "selene_a100_2021"]
+    runs = []
+    for r in rows:
+        h, L, V, s = int(r["hidden"]), int(r["n_layers"]), int(r["vocab"]), int(r["seq_len"])
+        gb, n = int(r["global_batch"]), int(r["n_gpus"])
+        # the table counts the recomputed forward: 96 B s L h^2 (1 + s/(6h) + V/(16 L h))
+        flops = 96 * gb * s * L * h * h * (1 + s / (6 * h) + V / (16 * L * h))
+        step = flops / (float(r["tflops_per_gpu"]) * 1e12 * n)
+        model = gpt(h, L, SELENE_HEADS[r["model"]], V)
+        model["name"] = f"gpt-{r['model']}"
+        runs.append({"name": f"selene-{r['model']}", "scenario": scenario(
+            model, n, 1, gb, s, parallel(r["tp"], r["pp"]), {"recompute": "full"}),
+            "measured": {"step_time_s": round(step, 6)}, "tags": {"model": r["model"]}})
+    dump("megatron_selene_a100.yaml", """Megatron-LM 2021 weak scaling on Selene A100 (GPT 1.7B-1T, sequence 2048, vocab 51200), fp16.
+Source: Narayanan et al. 2021 (arXiv 2104.04473) Table 1, as shown in github.com/NVIDIA/Megatron-LM README
+(images/cases_april2021.png, before f2e5db40), in ../shared/data/published/megatron_lm_scaling_tables.csv.
+Step time derived: the table's FLOPs, which count the recomputed forward (96 B s L h^2 (1 + s/(6h) + V/(16 L h))),
+/ (TFLOP/s per GPU x GPUs); end to end, data loading, optimizer and logging included. Full activation recompute,
+tensor parallel inside a node and pipeline parallel across nodes (the split for model-parallel sizes above 8 is
+the paper's: TP 8), non-interleaved 1F1B, data-parallel gradient all-reduce after the last micro-batch (no
+overlap), gradients kept and all-reduced in fp16 (Megatron-LM's default for --fp16: fp32 accumulation needs
+--accumulate-allreduce-grads-in-fp32, a switch that is off unless passed; the paper names none). Attention
+heads from the paper's Table 1. The micro-batch is not published: 1 is assumed. GPT: GELU 4h MLP, tied
+embeddings. Dropout 0.1 (Megatron-LM's defaults). Selection: every row of the table.""",
+         {"hardware": {"preset": "a100-sxm-80g", "attention_kernel": "math"},
+          "training": {"stack": "megatron", "zero_stage": 0, "overlap_grad_reduce": False, "weight_bytes": 2,
+                       "gradient_bytes": 2, "optimizer_bytes": 12, "activation_bytes": 2, "kernels": "fused",
+                       **DROPOUT_01}}, runs)
+
+
 NEMO_MODELS = {"LLAMA2-7B": llama(4096, 32, 32, 32, 11008, 32000, "llama2-7b"),
                "LLAMA2-13B": llama(5120, 40, 40, 40, 13824, 32000, "llama2-13b"),
                "LLAMA2-70B": llama(8192, 80, 64, 8, 28672, 32000, "llama2-70b"),
@@ -288,7 +325,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", help="folder of the published CSVs (default: ../shared/data/published)")
     a = p.parse_args(argv)
     d = Path(a.data) if a.data else data_dir()
-    for f in (vtrain, korthikanti, mcore, nemo, flash, simumax):
+    for f in (vtrain, korthikanti, mcore, selene, nemo, flash, simumax):
         f(d)
     return 0
 
