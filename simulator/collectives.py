@@ -118,25 +118,37 @@ def context_parallel_time(c, m, B: int, e: int, shard, hw: HardwareSpec, attenti
 
 
 # ------------------------------------------------------------------------- pipeline parallel
-def pipeline_p2p_time(c, m, B: int, e: int, shard, hw: HardwareSpec, stages, data_parallel: int) -> np.ndarray:
+def pipeline_p2p_time(c, m, B: int, e: int, shard, hw: HardwareSpec, stages, data_parallel: int,
+                      scatter_gather: bool = False) -> np.ndarray:
     """Point-to-point traffic of one micro-batch per stage, [P, p] seconds: each model chunk sends its
     output activations to the next chunk in forward and the gradient of its input to the previous chunk
     in backward; a stage pays for what it sends. The hidden state of the tokens still present crosses
-    (per context rank; sharded over tensor ranks with sequence parallelism)."""
+    (per context rank; sharded over tensor ranks with sequence parallelism).
+
+    ``scatter_gather`` (Megatron-LM's default without sequence parallelism, switched off by
+    --no-scatter-gather-tensors-in-pipeline): the tensor ranks hold the same activations, so each sends a
+    1/tensor slice and the receivers all-gather the slices over NVLink; the sender is charged both."""
     p = stages.pipeline
     out = np.zeros(c.nq.shape[:-1] + (p,))
     if p == 1:
         return out
     span = shard.tensor * shard.context * data_parallel
     bw = link_bandwidth(hw, 2, span)
+    split = scatter_gather and shard.tensor > 1 and shard.hidden == 1
+
+    def send(rows):
+        full = B * rows / shard.context * m.hidden_size * e
+        if not split:
+            return point_to_point(full / shard.hidden, bw, hw)
+        return (point_to_point(full / shard.tensor, bw, hw)
+                + all_gather(full, shard.tensor, collective_bandwidth(hw, shard.tensor), hw))
+
     for j, (a, b) in enumerate(stages.chunks):
         s = stages.stage_of_chunk(j)
         if b < c.live.shape[-1]:  # forward: this chunk's output to the next chunk
-            out[..., s] += point_to_point(B * c.live[..., b] / shard.context * m.hidden_size * e / shard.hidden,
-                                          bw, hw)
+            out[..., s] += send(c.live[..., b])
         if a > 0:  # backward: the gradient of this chunk's input to the previous chunk
-            out[..., s] += point_to_point(B * c.live[..., a] / shard.context * m.hidden_size * e / shard.hidden,
-                                          bw, hw)
+            out[..., s] += send(c.live[..., a])
     return out
 
 

@@ -300,7 +300,8 @@ def _stage_times(c, m, hw, tr, shard, st, last, gathers, dp) -> dict:
         cpt = collectives.context_parallel_time(c, m, B, e, shard, hw, terms["attention"])
         t["context_parallel"] = parallel.stage_sums(cpt * w, st)
     if st.pipeline > 1:
-        t["pipeline_p2p"] = collectives.pipeline_p2p_time(c, m, B, e, shard, hw, st, dp)
+        t["pipeline_p2p"] = collectives.pipeline_p2p_time(c, m, B, e, shard, hw, st, dp,
+                                                          scatter_gather=tr.stack == "megatron")
     t["host_bound"] = costs.host_wait(t, c, hw, st, tr.recompute)
     return t
 

@@ -287,6 +287,30 @@ def test_tensor_parallel_traffic_by_hand(tiny):
     assert full["layer"][0, 0] == pytest.approx(6 * ar)  # the recomputed forward's all-reduces again
 
 
+def test_pipeline_sends_by_hand_whole_sharded_and_scattered(tiny):
+    """Each stage sends the live hidden states once forward and once backward (the end stages once). With
+    sequence parallelism a rank sends its 1/t slice; Megatron's scatter/gather (its default without it)
+    sends the slice across nodes and all-gathers the slices over NVLink on the far side."""
+    from trsim.simulator.plan import Layout, compile_points
+    m = tiny.model  # d = 32, 4 layers
+    hw = tiny.hardware.model_copy(update={"collective_latency_s": 0.0, "intranode_bandwidth": 4e9,
+                                          "internode_bandwidth": 1e9, "gpus_per_node": 8,
+                                          "collective_efficiency": 0.5})
+    c = costs.counts(compile_points(None, Layout.from_task(tiny.tasks["u"]), m.num_layers))  # 18 tokens
+    B, e, t = 2, 2, 4
+    stages = parallel.stage_layout(ParallelismSpec(pipeline=2, tensor=t), m.num_layers)
+    full = B * 18 * 32 * e                  # one micro-batch's hidden states
+    # tensor 4 x data 2 = 8 GPUs a stage: the two stages are on different nodes (1e9 B/s)
+    plain = collectives.pipeline_p2p_time(c, m, B, e, parallel.Shard(tensor=t), hw, stages, 2)
+    assert plain[0] == pytest.approx([full / 1e9, full / 1e9])
+    sp = collectives.pipeline_p2p_time(c, m, B, e, parallel.Shard(tensor=t, sequence_parallel=True), hw, stages, 2,
+                                       scatter_gather=True)
+    assert sp[0] == pytest.approx([full / t / 1e9] * 2)  # already sharded: nothing to scatter
+    sg = collectives.pipeline_p2p_time(c, m, B, e, parallel.Shard(tensor=t), hw, stages, 2, scatter_gather=True)
+    gather = full * (t - 1) / t / (4e9 * 0.5)
+    assert sg[0] == pytest.approx([full / t / 1e9 + gather] * 2)
+
+
 def test_overlapped_tensor_parallel_traffic():
     """Userbuffer overlap: the first of t chunks always waits; the rest hides behind the GEMMs."""
     comm, gemm = np.array([8.0, 8.0, 8.0]), np.array([0.0, 4.0, 100.0])

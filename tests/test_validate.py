@@ -540,6 +540,24 @@ def test_transfer_predicts_each_source_from_a_fit_on_the_others_only(tmp_path):
         assert m["max_abs_pct"] == pytest.approx(max(map(abs, want.values())))
 
 
-def test_transfer_needs_the_published_suite():
+def test_transfer_needs_the_published_suite(capsys):
     from trsim.cli import main
-    assert main(["validate", "--runs", "x.yaml", "--transfer"]) == 2
+    from trsim.validate.suite import PUBLISHED
+    assert main(["validate", "--runs", str(PUBLISHED / "korthikanti_a100.yaml"), "--transfer"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("trsim: error: ") and "--transfer with --published" in err[0]
+
+
+def test_a_parameter_with_too_weak_an_effect_is_fixed_not_taken_for_a_direction_of_its_own():
+    """Three columns, the third a combination of the first two at a millionth of their size: column
+    normalisation alone would call the set degenerate and fix whichever comes first in FIX_ORDER; the weak
+    one is fixed instead, by name, and a column at the threshold's edge is not."""
+    from trsim.validate.fit import DATA_SIGMA, WEAK_EFFECT, _unidentified
+    depth = np.array([2.0, 4.0, 8.0, 4.0])
+    J = np.stack([0.3 * depth / depth.max(), np.full(4, 0.2), 1e-6 * (depth + 3)], axis=1)
+    names = ["host_layer_s", "step_overhead_s", "bandwidth_efficiency"]
+    pick, why, _ = _unidentified(J, names)
+    assert pick == "bandwidth_efficiency" and why.startswith("too weak an effect")
+    J[:, 2] = 1.01 * WEAK_EFFECT * DATA_SIGMA * (depth + 3) / (depth + 3).max()
+    pick, why, _ = _unidentified(J, names)
+    assert not why.startswith("too weak")  # strong enough to count: now the degenerate set is named

@@ -8,8 +8,8 @@ end-to-end step times of training runs (``validate/runs.py``), one well-posed le
   nominal estimate (``nominal_peak``, e.g. the CPU preset) may exceed it, up to ``NOMINAL_CAP``.
 * A weak prior toward the preset (a factor of ``e`` for efficiencies, a stated scale for fixed costs)
   keeps a handful of runs from sending parameters to their bounds.
-* Identifiability: a parameter no measurement depends on (or none by a tenth of the timing noise when
-  the parameter doubles), or one the data cannot tell apart from
+* Identifiability: a parameter no measurement depends on (or none by a tenth of the timing noise per step
+  of the parameter's scale), or one the data cannot tell apart from
   others (the column-normalised Jacobian's condition number above ``COND_LIMIT``), is fixed at the
   preset value and named in the result with the reason, before the final fit. Fewer measurements than
   free parameters fixes parameters until the problem is determined; if none remains the fit is refused.
@@ -66,10 +66,13 @@ PARAMS = tuple(PARAM_SPECS)
 EFFICIENCIES = {"matmul_efficiency", "matmul_efficiency_fp8", "attention_efficiency", "bandwidth_efficiency", "gather_efficiency",
                 "collective_efficiency"}  # (attention_masked_factor: a ratio of two kernels, at most 1 everywhere)
 DATA_SIGMA = 0.03        # assumed relative timing noise of one measurement
-WEAK_EFFECT = 0.1        # a parameter moving no measurement by this fraction of DATA_SIGMA when doubled is fixed
+WEAK_EFFECT = 0.1        # a parameter moving no measurement by this fraction of DATA_SIGMA per step of its scale is fixed
 COND_LIMIT = 1e4         # column-normalised Jacobian condition number above which a direction is unidentified
-# when a direction is unidentified, fix the first of its dominant parameters in this order
-FIX_ORDER = ("matmul_overhead_s", "host_layer_s", "layer_overhead_s", "attention_masked_factor", "gather_efficiency",
+# when a direction is unidentified, fix the first of its dominant parameters in this order. The device-side
+# gaps between a layer's kernels (layer_overhead_s) go before the host's dispatch cost: at one depth the
+# two per-layer costs and the per-micro-batch cost (on both timelines) are linearly dependent, and the
+# host's cost is what dispatch-bound cases measure, the gaps a few microseconds the prior already knows
+FIX_ORDER = ("matmul_overhead_s", "layer_overhead_s", "host_layer_s", "attention_masked_factor", "gather_efficiency",
              "matmul_half_k", "attention_half_keys",
              "step_overhead_s", "bandwidth_efficiency", "collective_efficiency", "attention_efficiency",
              "matmul_efficiency", "matmul_efficiency_fp8")
@@ -296,14 +299,16 @@ def _unidentified(J: np.ndarray, names: list[str]) -> tuple[str, str, float] | N
     dead = [k for k, n in zip(names, norms) if n <= 1e-9 * norms.max()]
     if dead:
         return min(dead, key=FIX_ORDER.index), "no measurement depends on it", float("inf")
-    # A column's entries are the change of log(prediction) when the parameter doubles. One that moves no
+    # A column's entries are the change of log(prediction) per step of the parameter's scale (its preset
+    # value, or the prior's scale where that is larger: _Problem.scale), to first order. One that moves no
     # measurement by a tenth of the timing noise is decided by the prior alone, and column normalisation
     # would let it masquerade as a direction of its own (the optimizer's share of a dispatch-bound step,
     # a micro-second of a second, grows with depth like the host's dispatch and made it look separable).
     weak = [k for k, c in zip(names, np.abs(J).max(axis=0)) if c < WEAK_EFFECT * DATA_SIGMA]
     if weak:
-        return (min(weak, key=FIX_ORDER.index), f"too weak an effect: doubling it moves no measurement by "
-                f"{100 * WEAK_EFFECT * DATA_SIGMA:.1f}% (a tenth of the timing noise)", float("inf"))
+        return (min(weak, key=FIX_ORDER.index), f"too weak an effect: a change of its scale (the preset value, "
+                f"or the prior's where larger) moves no measurement by {100 * WEAK_EFFECT * DATA_SIGMA:.1f}% "
+                f"(a tenth of the timing noise), to first order", float("inf"))
     Jn = J / norms
     _, s, vt = np.linalg.svd(Jn, full_matrices=True)
     s = np.concatenate([s, np.zeros(len(names) - s.size)])

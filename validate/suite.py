@@ -59,9 +59,17 @@ def transfer(directory: Path | None = None, sources=None) -> dict[str, dict]:
     """Leave one source out, per hardware preset: calibrate on every other source's runs priced on the same
     preset and predict the left-out source's. This is what a calibration fitted to published runs of other
     stacks is worth on a stack it never saw (the question a user asks before borrowing one); a preset with
-    a single source has nothing to transfer from and is absent. Source -> {hardware, trained_on, summary
-    of absolute held-out errors, rows (run -> held-out error)}."""
-    from .crossval import held_out
+    a single source has nothing to transfer from and is absent. Source -> {hardware, trained_on, rows,
+    predicted, median and max absolute error over the finite predictions, errors_pct (run -> error),
+    error (why no fit, if none)}.
+
+    The training set is the other files' runs, whole: no fold assignment is involved, so a run of the
+    left-out file never trains the fit that predicts it, even where another file holds an identical one."""
+    import numpy as np
+
+    from trsim.simulator.errors import ScenarioError
+
+    from .fit import fit
 
     by_preset: dict[str, list] = {}
     for p in suite_files(directory):
@@ -70,24 +78,28 @@ def transfer(directory: Path | None = None, sources=None) -> dict[str, dict]:
             by_preset.setdefault(common_hardware(runs, str(p)), []).append((p.stem, runs))
     out: dict[str, dict] = {}
     for preset, groups in sorted(by_preset.items()):
-        if len(groups) < 2 or (sources and not any(stem in sources for stem, _ in groups)):
+        if len(groups) < 2:
             continue
-        items = [r for _, runs in groups for r in runs]
-        stem_of = {id(r): stem for stem, runs in groups for r in runs}
-        ho = held_out(items, base_hardware(preset), ("group", "source"))
-        for stem, runs in groups:
+        hw0 = base_hardware(preset)
+        for stem, test in groups:
             if sources and stem not in sources:
                 continue
-            errs = {}
-            for i, r in enumerate(items):
-                if stem_of[id(r)] == stem and ho.get(i, {}).get("predicted_s") is not None:
-                    errs[r.name] = 100 * (ho[i]["predicted_s"] / r.measured["step_time_s"] - 1)
-            import numpy as np
-            a = np.abs(np.asarray(list(errs.values()), dtype=float))
-            out[stem] = {"hardware": preset, "trained_on": sorted(s for s, _ in groups if s != stem),
-                         "median_abs_pct": float(np.median(a)) if a.size else None,
-                         "max_abs_pct": float(a.max()) if a.size else None,
-                         "predicted": len(errs), "rows": len(runs), "errors_pct": errs}
+            train = [r for other, runs in groups if other != stem for r in runs]
+            m = {"hardware": preset, "trained_on": sorted(o for o, _ in groups if o != stem), "rows": len(test),
+                 "predicted": 0, "median_abs_pct": None, "max_abs_pct": None, "errors_pct": {}}
+            try:
+                res = fit(train, hw0)
+            except ScenarioError as err:
+                out[stem] = {**m, "error": err.expected}
+                continue
+            for r in test:
+                pred = r.predicted_time(r.hardware_with(res.values, hw0))
+                if np.isfinite(pred) and pred > 0:
+                    m["errors_pct"][r.name] = 100 * (pred / r.measured["step_time_s"] - 1)
+            a = np.abs(np.asarray(list(m["errors_pct"].values()), dtype=float))
+            if a.size:
+                m.update(predicted=int(a.size), median_abs_pct=float(np.median(a)), max_abs_pct=float(a.max()))
+            out[stem] = m
     return out
 
 
@@ -154,7 +166,13 @@ def print_transfer(results: list[dict], moved: dict[str, dict], console: Console
         pm = _cell(presets.get(stem), "step_time") if presets.get(stem) else ("-", "-")
         tm = ("-", "-") if m["median_abs_pct"] is None else (f"{m['median_abs_pct']:.1f}%", f"{m['max_abs_pct']:.1f}%")
         t.add_row(stem, ", ".join(m["trained_on"]), f"{m['predicted']}/{m['rows']}", *pm, *tm)
-    console.print(t)
+    if moved:
+        console.print(t)
+    else:
+        console.print("transfer: no GPU preset has runs from two sources among those asked for; nothing to move")
+    for stem, m in moved.items():
+        if m.get("error"):
+            console.print(f"[yellow]{stem}[/yellow]: no calibration from {', '.join(m['trained_on'])}: {m['error']}")
 
 
 def published_command(args, console) -> int:
@@ -167,7 +185,7 @@ def published_command(args, console) -> int:
     if getattr(args, "evidence", None):
         atomic_write_json(args.evidence, evidence(results))
     if args.format == "json":
-        print(json.dumps(doc, indent=1))
+        print(json.dumps(doc, indent=1, allow_nan=False))
     else:
         print_suite(results, console)
         if moved is not None:

@@ -202,8 +202,11 @@ def selene(d):
         step = flops / (float(r["tflops_per_gpu"]) * 1e12 * n)
         model = gpt(h, L, SELENE_HEADS[r["model"]], V)
         model["name"] = f"gpt-{r['model']}"
+        pp = int(r["pp"])
+        # interleaved (the paper's schedule for this table) with the fewest chunks a stage's layers allow
+        vp = min(v for v in range(2, L + 1) if (L // pp) % v == 0) if pp > 1 else 1
         runs.append({"name": f"selene-{r['model']}", "scenario": scenario(
-            model, n, 1, gb, s, parallel(r["tp"], r["pp"]), {"recompute": "full"}),
+            model, n, 1, gb, s, parallel(r["tp"], pp, vp=vp), {"recompute": "full"}),
             "measured": {"step_time_s": round(step, 6)}, "tags": {"model": r["model"]}})
     dump("megatron_selene_a100.yaml", """Megatron-LM 2021 weak scaling on Selene A100 (GPT 1.7B-1T, sequence 2048, vocab 51200), fp16.
 Source: Narayanan et al. 2021 (arXiv 2104.04473) Table 1, as shown in github.com/NVIDIA/Megatron-LM README
@@ -211,7 +214,9 @@ Source: Narayanan et al. 2021 (arXiv 2104.04473) Table 1, as shown in github.com
 Step time derived: the table's FLOPs, which count the recomputed forward (96 B s L h^2 (1 + s/(6h) + V/(16 L h))),
 / (TFLOP/s per GPU x GPUs); end to end, data loading, optimizer and logging included. Full activation recompute,
 tensor parallel inside a node and pipeline parallel across nodes (the split for model-parallel sizes above 8 is
-the paper's: TP 8), non-interleaved 1F1B, data-parallel gradient all-reduce after the last micro-batch (no
+the paper's Table 1: TP 8). The paper ran this table with the interleaved schedule and the scatter/gather
+send; the number of chunks per stage is not published: the fewest a stage's layers allow is assumed (2, or
+3 where a stage holds 15 or 3 layers). Data-parallel gradient all-reduce after the last micro-batch (no
 overlap), gradients kept and all-reduced in fp16 (Megatron-LM's default for --fp16: fp32 accumulation needs
 --accumulate-allreduce-grads-in-fp32, a switch that is off unless passed; the paper names none). Attention
 heads from the paper's Table 1. The micro-batch is not published: 1 is assumed. GPT: GELU 4h MLP, tied
