@@ -35,12 +35,17 @@ KEYS = {"num_layers": ("num_hidden_layers", "n_layer", "num_layers"),
         "intermediate_size": ("intermediate_size", "n_inner", "ffn_dim"),
         "vocab_size": ("vocab_size",)}
 ACTIVATION_KEYS = ("hidden_act", "hidden_activation", "activation_function")
-# Two-matrix (non-gated) MLPs; every other model type is taken as gated (LLaMA-style).
-NON_GATED = ("gpt2", "gpt_neox", "gptj", "opt", "phi", "falcon", "bloom", "gpt_bigcode", "codegen", "mpt",
-             "starcoder2")
-# Expert counts (Mixtral, Qwen-MoE, DeepSeek-MoE, DBRX/OLMoE) and the fields that go with them.
+# Two-matrix (non-gated) MLPs, whatever their activation (Persimmon/Fuyu and Nemotron use squared ReLU, the
+# BERT/CLIP/SigLIP/Whisper-style encoders GELU); every other model type is taken as gated (LLaMA-style).
+NON_GATED = ("gpt2", "gpt_neox", "gptj", "gpt_neo", "opt", "phi", "falcon", "bloom", "gpt_bigcode", "codegen", "mpt",
+             "starcoder2", "persimmon", "fuyu", "nemotron", "biogpt", "xglm", "bert", "roberta", "clip",
+             "clip_text_model", "siglip", "siglip_text_model", "whisper")
+# Expert counts (Mixtral, Qwen-MoE, DeepSeek-MoE, DBRX/OLMoE) and the fields that go with them; DBRX keeps
+# its MLP's settings in a nested ``ffn_config``.
 MOE_COUNTS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
-MOE_FIELDS = ("num_experts_per_tok", "n_shared_experts", "moe_intermediate_size", "shared_expert_intermediate_size")
+MOE_FIELDS = ("num_experts_per_tok", "n_shared_experts", "moe_intermediate_size", "shared_expert_intermediate_size",
+              "moe_top_k")
+MOE_NESTED = ("ffn_config", "moe_config")
 
 # Built-in fallback: the defaults of transformers' LlamaConfig, GemmaConfig and GPT2Config, which published
 # configs omit (LLaVA's text_config, Gemma's tied embeddings, GPT-2's n_inner: null = 4 x hidden).
@@ -105,6 +110,12 @@ def _load(file: Path) -> dict:
 
 def _check_dense(cfg, prefix: str, file: Path) -> None:
     get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
+    for key in MOE_NESTED:
+        nested = get(key)
+        if isinstance(nested, dict):
+            _check_dense(nested, f"{prefix}{key}.", file)
+        elif nested is not None and hasattr(nested, "to_dict"):  # transformers' nested config objects
+            _check_dense(nested.to_dict(), f"{prefix}{key}.", file)
     for key in MOE_COUNTS:
         n = get(key)
         if isinstance(n, int) and not isinstance(n, bool) and n > 1:

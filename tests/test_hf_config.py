@@ -36,6 +36,12 @@ EXPECTED = {
                      intermediate_size=16384, vocab_size=256000, tie_word_embeddings=True, mlp="geglu"),
     "gpt2": dict(num_layers=12, hidden_size=768, num_attention_heads=12, num_key_value_heads=12, head_dim=64,
                  intermediate_size=3072, vocab_size=50257, tie_word_embeddings=True, mlp="gelu"),
+    # squared-ReLU MLPs of two matrices, not gated: priced as such (a gated price would be 1.5 x their FLOPs)
+    "fuyu-8b": dict(num_layers=36, hidden_size=4096, num_attention_heads=64, num_key_value_heads=64, head_dim=64,
+                    intermediate_size=16384, vocab_size=262144, tie_word_embeddings=False, mlp="gelu"),
+    "nemotron-mini-4b": dict(num_layers=32, hidden_size=3072, num_attention_heads=24, num_key_value_heads=8,
+                             head_dim=128, intermediate_size=9216, vocab_size=256000, tie_word_embeddings=False,
+                             mlp="gelu"),
 }
 
 
@@ -69,15 +75,17 @@ def test_published_configs(tiny_doc, backend, name):
         assert got[k] == v, (name, backend, k, got[k], v)
 
 
-@pytest.mark.parametrize("name,key", [("mixtral-8x7b", "num_local_experts"), ("qwen1.5-moe-a2.7b", "num_experts"),
-                                      ("deepseek-moe-16b", "n_routed_experts")])
-def test_mixture_of_experts_refused_naming_the_expert_fields(tmp_path, tiny_doc, backend, capsys, name, key):
+@pytest.mark.parametrize("name,key,extra", [("mixtral-8x7b", "num_local_experts", "num_experts_per_tok"),
+                                            ("qwen1.5-moe-a2.7b", "num_experts", "num_experts_per_tok"),
+                                            ("deepseek-moe-16b", "n_routed_experts", "num_experts_per_tok"),
+                                            ("dbrx-base", "ffn_config.moe_num_experts", "moe_top_k 4")])
+def test_mixture_of_experts_refused_naming_the_expert_fields(tmp_path, tiny_doc, backend, capsys, name, key, extra):
     p = tmp_path / "s.yaml"
     p.write_text(yaml.safe_dump(_scenario(tiny_doc, DATA / name / "config.json")))
     assert main(["simulate", str(p)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert f"{DATA / name / 'config.json'}: {key}: expected a dense decoder" in err and "num_experts_per_tok" in err
+    assert f"{DATA / name / 'config.json'}: {key}: expected a dense decoder" in err and extra in err
 
 
 def _run(tmp_path, tiny_doc, cfg_path, capsys, **model):
