@@ -538,6 +538,23 @@ def test_transfer_predicts_each_source_from_a_fit_on_the_others_only(tmp_path):
         assert m["predicted"] == m["rows"] == len(test)
         assert m["errors_pct"] == pytest.approx(want, rel=1e-9)
         assert m["max_abs_pct"] == pytest.approx(max(map(abs, want.values())))
+    # the printed tables: the presets' signed median beside the absolute ones, each transfer row
+    from rich.console import Console
+
+    from trsim.validate.suite import print_suite, print_transfer, run_suite
+    results = run_suite(tmp_path, folds=None)
+    console = Console(record=True, width=250)
+    print_suite(results, console)
+    print_transfer(results, moved, console)
+    text = console.export_text()
+    fa = [r for r in results if r["source"] == "flashattention_a100"][0]
+    signed = float(np.median([x["error_pct"] for x in fa["runs"]]))
+    assert f"{signed:+.1f}%" in text
+    for stem, m in moved.items():
+        assert stem in text and f"{m['median_abs_pct']:.1f}%" in text
+    console = Console(record=True, width=250)
+    print_transfer(results, {}, console)
+    assert "nothing to move" in console.export_text()
 
 
 def test_transfer_needs_the_published_suite(capsys):

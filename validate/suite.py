@@ -141,13 +141,16 @@ def _cell(s, key):
 def print_suite(results: list[dict], console: Console) -> None:
     t = Table(title="published runs: absolute step-time error (presets; held out after k-fold calibration within "
               "the source) and peak-memory error", title_justify="left")
-    for col in ("source", "rows", "priced", "needs parallelism", "presets median", "presets max", "k-fold median",
-                "k-fold max", "memory median", "memory max"):
+    import numpy as np
+    for col in ("source", "rows", "priced", "needs parallelism", "presets median", "presets max", "presets signed",
+                "k-fold median", "k-fold max", "memory median", "memory max"):
         t.add_column(col, justify="left" if col == "source" else "right")
     for r in results:
         s = r.get("summary")
+        errs = [x["error_pct"] for x in r.get("runs", []) if x.get("error_pct") is not None]
+        signed = f"{np.median(errs):+.1f}%" if errs else "-"  # negative: predicted too fast
         t.add_row(r["source"], str(r["rows"]), str(r["priced"]), str(r["needs_parallelism_support"]),
-                  *_cell(s, "step_time"), *_cell(s, "step_time_held_out"), *_cell(s, "peak_memory"))
+                  *_cell(s, "step_time"), signed, *_cell(s, "step_time_held_out"), *_cell(s, "peak_memory"))
     console.print(t)
     for r in results:
         if r["needs_parallelism_support"]:
