@@ -578,3 +578,21 @@ def test_a_parameter_with_too_weak_an_effect_is_fixed_not_taken_for_a_direction_
     J[:, 2] = 1.01 * WEAK_EFFECT * DATA_SIGMA * (depth + 3) / (depth + 3).max()
     pick, why, _ = _unidentified(J, names)
     assert not why.startswith("too weak")  # strong enough to count: now the degenerate set is named
+
+
+def test_published_suite_plot_and_a_bad_plot_path(tmp_path, capsys):
+    """--plot draws every priced row (presets, and held out where computed); a path matplotlib cannot write
+    is refused before any work, in one line."""
+    pytest.importorskip("matplotlib")
+    from trsim.validate.suite import main as suite_main
+    from trsim.validate.suite import plot_suite, run_suite
+    results = run_suite(folds=None, sources=["korthikanti_a100", "flashattention_a100"])
+    png = tmp_path / "suite.png"
+    plot_suite(results, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = tmp_path / "suite.txt"
+    assert suite_main(["--folds", "0", "--sources", "korthikanti_a100", "--plot", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("trsim: error: ") and "--plot" in err[0] and not bad.exists()
+    with pytest.raises(ValueError):
+        plot_suite([], tmp_path / "empty.png")

@@ -17,6 +17,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from trsim.simulator.errors import ScenarioError
+
 from .commands import runs_report
 from .fit import base_hardware
 from .runs import common_hardware, load_runs
@@ -178,6 +180,39 @@ def print_transfer(results: list[dict], moved: dict[str, dict], console: Console
             console.print(f"[yellow]{stem}[/yellow]: no calibration from {', '.join(m['trained_on'])}: {m['error']}")
 
 
+def plot_suite(results: list[dict], path) -> None:
+    """Predicted against measured step time for every published row, one colour per source, on log axes
+    with y = x and the +-15% band of the presets target; a second panel held out after calibration
+    within the source where the suite computed it."""
+    from trsim.cli import require_matplotlib
+    from trsim.simulator.fileio import atomic_savefig
+    plt = require_matplotlib()
+    panels = [("error_pct", "presets")]
+    if any(x.get("held_out_step_time_s") is not None for r in results for x in r.get("runs", [])):
+        panels.append(("held_out_error_pct", "held out (k-fold within the source)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5.5), squeeze=False)
+    every = [x["measured_step_time_s"] for r in results for x in r.get("runs", [])]
+    if not every:
+        raise ValueError("no priced published run to plot")
+    lo, hi = min(every) * 0.7, max(every) * 1.4
+    for ax, (key, title) in zip(axes[0], panels):
+        for r in results:
+            pts = [(x["measured_step_time_s"], x["measured_step_time_s"] * (1 + x[key] / 100))
+                   for x in r.get("runs", []) if x.get(key) is not None]
+            if pts:
+                ax.scatter(*zip(*pts), s=14, alpha=0.75, label=f"{r['source']} ({len(pts)})")
+        ax.plot([lo, hi], [lo, hi], "k-", lw=1)
+        for f in (0.85, 1.15):
+            ax.plot([lo, hi], [lo * f, hi * f], "k:", lw=0.8)
+        ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="measured step time (s)",
+               ylabel="predicted step time (s)", title=title)
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    fig.suptitle("published training runs (dotted: +-15%)", fontsize=10)
+    atomic_savefig(fig, path)
+    plt.close(fig)
+
+
 def published_command(args, console) -> int:
     results = run_suite(folds=getattr(args, "folds", FOLDS) or None, sources=getattr(args, "sources", None))
     from trsim.simulator.fileio import atomic_write_json
@@ -187,6 +222,8 @@ def published_command(args, console) -> int:
         atomic_write_json(args.out, doc)
     if getattr(args, "evidence", None):
         atomic_write_json(args.evidence, evidence(results))
+    if getattr(args, "plot", None):
+        plot_suite(results, args.plot)
     if args.format == "json":
         print(json.dumps(doc, indent=1, allow_nan=False))
     else:
@@ -207,7 +244,14 @@ def main(argv=None) -> int:
                         "(a few minutes)")
     p.add_argument("--evidence", help="also write the per-preset error summary that trsim simulate quotes "
                                       f"(the shipped one: {EVIDENCE_COMMAND})")
+    p.add_argument("--plot", help="PNG (or SVG/PDF) of predicted against measured step time for every row")
     args = p.parse_args(argv)
+    try:
+        from trsim.cli import check_outputs
+        check_outputs(args, (".json",))
+    except ScenarioError as err:
+        print(f"trsim: error: {err}", file=sys.stderr)
+        return 2
     return published_command(args, Console())
 
 
