@@ -27,19 +27,24 @@ NESTED = ("text_config", "language_config", "llm_cfg", "llm_config", "text_model
 # LlavaConfig does).
 LLAMA_BY_DEFAULT = ("llava", "llava_llama", "llava_next", "vipllava", "multi_modality", "janus")
 # ModelSpec field -> config keys, first present wins (GPT-2 and others spell them differently).
-KEYS = {"num_layers": ("num_hidden_layers", "n_layer", "num_layers"),
+KEYS = {"num_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers"),
         "hidden_size": ("hidden_size", "n_embd", "d_model"),
-        "num_attention_heads": ("num_attention_heads", "n_head"),
-        "num_key_value_heads": ("num_key_value_heads",),
-        "head_dim": ("head_dim",),
-        "intermediate_size": ("intermediate_size", "n_inner", "ffn_dim"),
-        "vocab_size": ("vocab_size",)}
+        "num_attention_heads": ("num_attention_heads", "n_head", "num_heads", "n_heads", "attention_heads"),
+        "num_key_value_heads": ("num_key_value_heads", "num_kv_heads", "n_head_kv"),
+        "head_dim": ("head_dim", "kv_channels"),
+        "intermediate_size": ("intermediate_size", "n_inner", "ffn_dim", "ffn_hidden_size"),
+        "vocab_size": ("vocab_size", "padded_vocab_size")}
+# Qwen (1) gives each of its MLP's two input projections intermediate_size // 2 (its modeling code does the
+# halving); every other model type gives the per-projection width.
+HALVED_INTERMEDIATE = ("qwen",)
 ACTIVATION_KEYS = ("hidden_act", "hidden_activation", "activation_function")
 # Two-matrix (non-gated) MLPs, whatever their activation (Persimmon/Fuyu and Nemotron use squared ReLU, the
 # BERT/CLIP/SigLIP/Whisper-style encoders GELU); every other model type is taken as gated (LLaMA-style).
-NON_GATED = ("gpt2", "gpt_neox", "gptj", "gpt_neo", "opt", "phi", "falcon", "bloom", "gpt_bigcode", "codegen", "mpt",
-             "starcoder2", "persimmon", "fuyu", "nemotron", "biogpt", "xglm", "bert", "roberta", "clip",
-             "clip_text_model", "siglip", "siglip_text_model", "whisper")
+NON_GATED = ("gpt2", "gpt_neox", "gptj", "gpt_neo", "gpt_neox_japanese", "opt", "phi", "falcon", "bloom",
+             "gpt_bigcode", "codegen", "mpt", "starcoder2", "persimmon", "fuyu", "nemotron", "arcee", "nanochat",
+             "apertus", "jais2", "biogpt", "xglm", "git", "kosmos-2", "kosmos_2_text_model", "bart", "mbart",
+             "bert", "roberta", "clip", "clip_text_model", "clip_vision_model", "siglip", "siglip_text_model",
+             "siglip_vision_model", "whisper")
 # Expert counts (Mixtral, Qwen-MoE, DeepSeek-MoE, DBRX/OLMoE) and the fields that go with them; DBRX keeps
 # its MLP's settings in a nested ``ffn_config``.
 MOE_COUNTS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
@@ -142,6 +147,8 @@ def read_hf_config(path: Path) -> HfModel:
         raise ScenarioError(str(src), f"{prefix}model_type", f"a string, got {describe(sub_type)}")
     if sub_type is None and sub is not raw and top_type in LLAMA_BY_DEFAULT:
         sub_type = "llama"
+    elif sub_type is None and sub is not raw and top_type in NON_GATED:  # CLIP's text_config, say
+        sub_type = top_type
     _check_dense(sub, prefix, src)
 
     from .config import ModelSpec
@@ -170,11 +177,27 @@ def read_hf_config(path: Path) -> HfModel:
         return None, keys[0]
 
     out = HfModel(file=str(src), fields={}, model_type=sub_type)
+    # multi-query attention spelled as a switch: Falcon-7B and GPT-BigCode keep one K/V head (transformers'
+    # Falcon object still reports one per head), ChatGLM multi_query_group_num of them
+    kv_switch = None
+    if sub.get("multi_query") is True and not sub.get("new_decoder_architecture") \
+            and all(sub.get(k) is None for k in KEYS["num_key_value_heads"]):
+        kv_switch = (1, "multi_query")
+    elif sub.get("multi_query_attention") is True and sub.get("multi_query_group_num") is not None:
+        kv_switch = (sub["multi_query_group_num"], "multi_query_group_num")
     for name, keys in KEYS.items():
+        if name == "num_key_value_heads" and kv_switch is not None:
+            out.fields[name] = _checked(ModelSpec, name, kv_switch[0], str(src), f"{prefix}{kv_switch[1]}")
+            continue
         value, key = lookup(keys)
         if value is None:
+            hidden = out.fields.get("hidden_size")
+            ratio = sub.get("expansion_ratio")  # MPT: the MLP width as a multiple of the hidden size
+            if name == "intermediate_size" and hidden is not None and isinstance(ratio, (int, float)) \
+                    and not isinstance(ratio, bool) and ratio > 0 and float(ratio * hidden).is_integer():
+                out.fields[name] = _checked(ModelSpec, name, int(ratio * hidden), str(src), f"{prefix}expansion_ratio")
+                continue
             if name == "intermediate_size" and (sub_type in NON_GATED or "n_inner" in sub):
-                hidden = out.fields.get("hidden_size")
                 if hidden is not None:  # GPT-2 style: n_inner null means 4 x hidden
                     out.fields[name] = 4 * hidden
                     continue
@@ -182,6 +205,11 @@ def read_hf_config(path: Path) -> HfModel:
                 out.missing[name] = f"{prefix}{keys[0]}"
             continue
         out.fields[name] = _checked(ModelSpec, name, value, str(src), f"{prefix}{key}")
+        if name == "intermediate_size" and sub_type in HALVED_INTERMEDIATE and key == "intermediate_size":
+            if out.fields[name] % 2:
+                raise ScenarioError(str(src), f"{prefix}{key}", f"an even number ({sub_type} halves it between its "
+                                    f"two MLP input projections), got {out.fields[name]}")
+            out.fields[name] //= 2
     if "num_key_value_heads" not in out.fields and "num_attention_heads" in out.fields:
         out.fields["num_key_value_heads"] = out.fields["num_attention_heads"]  # no GQA key: one K/V head per head
     tie = next((d["tie_word_embeddings"] for d in (sub, raw) if isinstance(d.get("tie_word_embeddings"), bool)), None)

@@ -42,6 +42,17 @@ EXPECTED = {
     "nemotron-mini-4b": dict(num_layers=32, hidden_size=3072, num_attention_heads=24, num_key_value_heads=8,
                              head_dim=128, intermediate_size=9216, vocab_size=256000, tie_word_embeddings=False,
                              mlp="gelu"),
+    # multi-query attention as a switch (one K/V head), other spellings of the shape
+    "falcon-7b": dict(num_layers=32, hidden_size=4544, num_attention_heads=71, num_key_value_heads=1, head_dim=64,
+                      intermediate_size=18176, vocab_size=65024, mlp="gelu"),
+    "chatglm3-6b": dict(num_layers=28, hidden_size=4096, num_attention_heads=32, num_key_value_heads=2, head_dim=128,
+                        intermediate_size=13696, vocab_size=65024, tie_word_embeddings=False, mlp="swiglu"),
+    "mpt-7b": dict(num_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=32,
+                   intermediate_size=16384, vocab_size=50432, mlp="gelu"),
+    # Qwen-VL's LLM: intermediate_size is the two gated projections together (its code halves it)
+    "qwen-vl-chat": dict(num_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=32,
+                         head_dim=128, intermediate_size=11008, vocab_size=151936, tie_word_embeddings=False,
+                         mlp="swiglu"),
 }
 
 

@@ -596,3 +596,9 @@ def test_published_suite_plot_and_a_bad_plot_path(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("trsim: error: ") and "--plot" in err[0] and not bad.exists()
     with pytest.raises(ValueError):
         plot_suite([], tmp_path / "empty.png")
+    # an unknown source and an unwritable evidence path are refused before any work, in one line
+    for argv, needle in ((["--folds", "0", "--sources", "nosuch", "--plot", str(png)], "sources"),
+                         (["--folds", "0", "--sources", "korthikanti_a100", "--evidence", str(bad)], "--evidence")):
+        assert suite_main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("trsim: error: ") and needle in err[0], err

@@ -190,11 +190,12 @@ def plot_suite(results: list[dict], path) -> None:
     panels = [("error_pct", "presets")]
     if any(x.get("held_out_step_time_s") is not None for r in results for x in r.get("runs", [])):
         panels.append(("held_out_error_pct", "held out (k-fold within the source)"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5.5), squeeze=False)
-    every = [x["measured_step_time_s"] for r in results for x in r.get("runs", [])]
+    every = [x["measured_step_time_s"] * f for r in results for x in r.get("runs", [])
+             for f in [1.0] + [1 + x[k] / 100 for k, _ in panels if x.get(k) is not None]]
     if not every:
         raise ValueError("no priced published run to plot")
-    lo, hi = min(every) * 0.7, max(every) * 1.4
+    lo, hi = min(every) * 0.8, max(every) * 1.25  # every point, measured and predicted, inside the axes
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5.5), squeeze=False)
     for ax, (key, title) in zip(axes[0], panels):
         for r in results:
             pts = [(x["measured_step_time_s"], x["measured_step_time_s"] * (1 + x[key] / 100))
@@ -246,13 +247,25 @@ def main(argv=None) -> int:
                                       f"(the shipped one: {EVIDENCE_COMMAND})")
     p.add_argument("--plot", help="PNG (or SVG/PDF) of predicted against measured step time for every row")
     args = p.parse_args(argv)
+    from trsim.cli import check_outputs, make_console
     try:
-        from trsim.cli import check_outputs
         check_outputs(args, (".json",))
+        check_sources(args.sources)
+        if args.evidence:
+            from trsim.simulator.fileio import check_writable
+            check_writable(args.evidence, "--evidence", (".json",))
     except ScenarioError as err:
         print(f"trsim: error: {err}", file=sys.stderr)
         return 2
-    return published_command(args, Console())
+    return published_command(args, make_console())
+
+
+def check_sources(sources) -> None:
+    """Every name in ``--sources`` is a runs file of the suite (before any work is done)."""
+    known = [p.stem for p in suite_files()]
+    for name in sources or ():
+        if name not in known:
+            raise ScenarioError("<arguments>", "sources", f"one of {', '.join(known)}, got {name!r}")
 
 
 if __name__ == "__main__":

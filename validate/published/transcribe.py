@@ -259,8 +259,8 @@ Sources: github.com/NVIDIA/NeMo docs/source/performance/performance_summary.md @
 github.com/NVIDIA-NeMo/Megatron-Bridge docs/performance-summary-archive.md @067f987 (25.09, 25.11);
 github.com/NVIDIA-NeMo/Automodel docs/performance-summary.mdx @36044ad (BF16, FSDP2); all Apache-2.0, in
 ../shared/data/published/nvidia_nemo_megatron_h100.csv. Step time = GBS x sequence / (tokens/s/GPU x GPUs) where the
-source gives none. Selection: full pretraining of Llama models (LoRA/SFT keep base weights frozen, MoE and
-squared-ReLU Nemotron are not modelled). Megatron rows: distributed optimizer (ZeRO-1), TE/cuDNN attention,
+source gives none. Selection: full pretraining of Llama models (LoRA/SFT keep base weights frozen, MoE is
+not modelled, and the source table gives no shapes for its Nemotron and GPT-3 rows). Megatron rows: distributed optimizer (ZeRO-1), TE/cuDNN attention,
 sequence parallel with TP, stack megatron; FSDP rows: ZeRO-3 (Megatron-Bridge's Megatron-FSDP keeps stack
 megatron; AutoModel's FSDP2 over Hugging Face model code with Transformer Engine kernels, stack huggingface, kernels fused). Recompute per recipe is not published per row: none assumed.""",
          {"hardware": {"preset": "h100-sxm", "attention_kernel": "cudnn"},
