@@ -557,6 +557,28 @@ def test_transfer_predicts_each_source_from_a_fit_on_the_others_only(tmp_path):
     assert "nothing to move" in console.export_text()
 
 
+def test_trsim_validate_published_takes_folds_and_sources(capsys):
+    """trsim validate --published --folds 0 --sources NAME: the presets-only table of one source, in seconds;
+    an unknown source, or --folds / --sources without --published, is refused in one line."""
+    import json as _json
+
+    from trsim.cli import main
+    from trsim.validate.suite import PUBLISHED
+    runs = str(PUBLISHED / "korthikanti_a100.yaml")
+    assert main(["validate", "--published", "--folds", "0", "--sources", "korthikanti_a100", "--format", "json"]) == 0
+    doc = _json.loads(capsys.readouterr().out)
+    assert [r["source"] for r in doc["sources"]] == ["korthikanti_a100"]
+    assert doc["sources"][0]["summary"]["step_time_held_out"]["median_abs_pct"] is None  # no k-fold asked for
+    for argv, needle in ((["validate", "--published", "--folds", "0", "--sources", "nosuch"], "sources"),
+                         (["validate", "--runs", runs, "--folds", "0"], "--folds with --published"),
+                         (["validate", "--runs", runs, "--sources", "a"], "--sources with --published")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("trsim: error: ") and needle in err[0], err
+    with pytest.raises(SystemExit):  # argparse: a 1-fold or negative k is not a k-fold
+        main(["validate", "--published", "--folds", "1"])
+
+
 def test_transfer_needs_the_published_suite(capsys):
     from trsim.cli import main
     from trsim.validate.suite import PUBLISHED

@@ -33,6 +33,11 @@ def add_validate_arguments(p) -> None:
     p.add_argument("--cv", help="held-out scheme for --runs: loo, k (5-fold), kN, group:FIELD (default k)")
     p.add_argument("--published", action="store_true",
                    help="run the published-runs suite (validate/published/*.yaml): presets and k-fold calibrated")
+    p.add_argument("--folds", type=_folds, default=None, metavar="K",
+                   help="with --published: k of the k-fold calibration within each source (default 5; 0: presets "
+                        "only, in seconds)")
+    p.add_argument("--sources", nargs="+", metavar="NAME",
+                   help="with --published: only these sources (runs-file stems, e.g. korthikanti_a100)")
     p.add_argument("--transfer", action="store_true",
                    help="with --published: also calibrate on the other sources of each GPU preset and predict the "
                         "source left out (a few minutes)")

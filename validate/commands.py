@@ -170,11 +170,16 @@ DEVICE_BOUND = 0.85   # a step whose operators fill at least this share of it is
 
 def validate_command(args, console) -> int:
     if getattr(args, "published", False):
-        from .suite import published_command
+        from .suite import FOLDS, check_sources, published_command
+        check_sources(getattr(args, "sources", None))
+        if getattr(args, "folds", None) is None:
+            args.folds = FOLDS
         return published_command(args, console)
-    if getattr(args, "transfer", False):
-        raise ScenarioError("<arguments>", "transfer", "expected --transfer with --published (it moves a "
-                            "calibration between published sources), got it without")
+    for flag in ("transfer", "folds", "sources"):
+        given = getattr(args, flag, None)
+        if given is not None and given is not False:  # (--folds 0 is given: 0 == False, so no membership test)
+            raise ScenarioError("<arguments>", flag, f"expected --{flag} with --published (it sets up the "
+                                f"published-runs suite), got it without")
     _inputs(args)
     if args.runs:
         return validate_runs_command(args, console)

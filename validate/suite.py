@@ -238,7 +238,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m trsim.validate.suite", description=__doc__.split("\n")[0])
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--out", help="also write the results as JSON")
-    p.add_argument("--folds", type=int, default=FOLDS, help="k of the k-fold calibration (0: presets only)")
+    from .cli import _folds
+    p.add_argument("--folds", type=_folds, default=FOLDS, help="k of the k-fold calibration (0: presets only)")
     p.add_argument("--sources", nargs="*", help="only these sources (file stems), e.g. korthikanti_a100")
     p.add_argument("--transfer", action="store_true",
                    help="also calibrate on the other sources of each GPU preset and predict the one left out "
