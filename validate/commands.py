@@ -170,10 +170,8 @@ DEVICE_BOUND = 0.85   # a step whose operators fill at least this share of it is
 
 def validate_command(args, console) -> int:
     if getattr(args, "published", False):
-        from .suite import FOLDS, check_sources, published_command
+        from .suite import check_sources, published_command
         check_sources(getattr(args, "sources", None))
-        if getattr(args, "folds", None) is None:
-            args.folds = FOLDS
         return published_command(args, console)
     for flag in ("transfer", "folds", "sources"):
         given = getattr(args, flag, None)

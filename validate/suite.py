@@ -14,13 +14,14 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from trsim.simulator.errors import ScenarioError
 
-from .commands import runs_report
-from .fit import base_hardware
+from .commands import _pct, _summary, runs_report
+from .fit import base_hardware, fit
 from .runs import common_hardware, load_runs
 
 PUBLISHED = Path(__file__).resolve().parent / "published"
@@ -67,12 +68,6 @@ def transfer(directory: Path | None = None, sources=None) -> dict[str, dict]:
 
     The training set is the other files' runs, whole: no fold assignment is involved, so a run of the
     left-out file never trains the fit that predicts it, even where another file holds an identical one."""
-    import numpy as np
-
-    from trsim.simulator.errors import ScenarioError
-
-    from .fit import fit
-
     by_preset: dict[str, list] = {}
     for p in suite_files(directory):
         runs, _, _ = load_runs(p, allow_unsupported=True)
@@ -97,11 +92,9 @@ def transfer(directory: Path | None = None, sources=None) -> dict[str, dict]:
             for r in test:
                 pred = r.predicted_time(r.hardware_with(res.values, hw0))
                 if np.isfinite(pred) and pred > 0:
-                    m["errors_pct"][r.name] = 100 * (pred / r.measured["step_time_s"] - 1)
-            a = np.abs(np.asarray(list(m["errors_pct"].values()), dtype=float))
-            if a.size:
-                m.update(predicted=int(a.size), median_abs_pct=float(np.median(a)), max_abs_pct=float(a.max()))
-            out[stem] = m
+                    m["errors_pct"][r.name] = _pct(pred, r.measured["step_time_s"])
+            median, worst = _summary(list(m["errors_pct"].values()))
+            out[stem] = {**m, "predicted": len(m["errors_pct"]), "median_abs_pct": median, "max_abs_pct": worst}
     return out
 
 
@@ -110,8 +103,6 @@ def evidence(results: list[dict]) -> dict:
     (absolute and signed percentage errors; negative = predicted too fast). Only the preset-priced errors
     are used, never the calibrated ones: this is what an uncalibrated prediction can claim."""
     import datetime
-
-    import numpy as np
 
     from trsim import __version__
     def summary(errors) -> dict:
@@ -143,7 +134,6 @@ def _cell(s, key):
 def print_suite(results: list[dict], console: Console) -> None:
     t = Table(title="published runs: absolute step-time error (presets; held out after k-fold calibration within "
               "the source) and peak-memory error", title_justify="left")
-    import numpy as np
     for col in ("source", "rows", "priced", "needs parallelism", "presets median", "presets max", "presets signed",
                 "k-fold median", "k-fold max", "memory median", "memory max"):
         t.add_column(col, justify="left" if col == "source" else "right")
@@ -215,7 +205,8 @@ def plot_suite(results: list[dict], path) -> None:
 
 
 def published_command(args, console) -> int:
-    results = run_suite(folds=getattr(args, "folds", FOLDS) or None, sources=getattr(args, "sources", None))
+    folds = getattr(args, "folds", None)  # trsim validate leaves it None unless --folds is given
+    results = run_suite(folds=(FOLDS if folds is None else folds) or None, sources=getattr(args, "sources", None))
     from trsim.simulator.fileio import atomic_write_json
     moved = transfer(sources=getattr(args, "sources", None)) if getattr(args, "transfer", False) else None
     doc = {"sources": results, **({"transfer": moved} if moved is not None else {})}
