@@ -423,8 +423,10 @@ def test_calibrate_from_runs_recovers_the_collective_efficiency(tmp_path):
         assert r.predicted_time(r.hardware_with(fitted)) == pytest.approx(r.measured_time, rel=0.02)
 
 
-def _gpu_runs(tiny_doc, truth: dict, precisions):
-    """Step times of a small LLaMA-shaped model on an H100, written by a hardware profile with ``truth``."""
+def _gpu_runs_doc(tiny_doc, truth: dict, precisions, kernels=(None,)) -> dict:
+    """A runs file of a small LLaMA-shaped model on an H100, its step times written by a hardware profile
+    with ``truth``; run i's scenario names attention kernel ``kernels[i % len(kernels)]`` (None: the
+    preset's)."""
     from trsim.validate.runs import load_runs
     import pathlib, tempfile, yaml
     runs = []
@@ -434,17 +436,30 @@ def _gpu_runs(tiny_doc, truth: dict, precisions):
         scn["model"].update(num_layers=L, hidden_size=4096, num_attention_heads=32, num_key_value_heads=8,
                             intermediate_size=14336, vocab_size=32000)  # device-bound, not host-bound
         scn["hardware"] = {"preset": "h100-sxm", "num_gpus": 1}
+        if kernels[i % len(kernels)]:
+            scn["hardware"]["attention_kernel"] = kernels[i % len(kernels)]
         scn["training"] = {**scn["training"], "micro_batch_size": B, "global_batch_size": B, "precision": prec,
                            "activation_bytes": 2}
         scn["tasks"]["u"]["segments"][1]["tokens"] = 1024 * (i % 3 + 1)
         runs.append({"name": scn["name"], "scenario": scn, "measured": {"step_time_s": 1.0}})
+    doc = {"source": "synthetic", "runs": runs}
     with tempfile.TemporaryDirectory() as d:
         path = pathlib.Path(d) / "r.yaml"
-        path.write_text(yaml.safe_dump({"source": "synthetic", "runs": runs}))
+        path.write_text(yaml.safe_dump(doc))
         loaded, _, _ = load_runs(path)
-    for r in loaded:
-        r.measured = {"step_time_s": r.predicted_time(r.hardware_with(truth, None))}
-    return loaded
+    for r, raw in zip(loaded, runs):
+        raw["measured"]["step_time_s"] = r.predicted_time(r.hardware_with(truth, None))
+    return doc
+
+
+def _gpu_runs(tiny_doc, truth: dict, precisions, kernels=(None,)):
+    """The runs of ``_gpu_runs_doc``, loaded."""
+    from trsim.validate.runs import load_runs
+    import pathlib, tempfile, yaml
+    with tempfile.TemporaryDirectory() as d:
+        path = pathlib.Path(d) / "r.yaml"
+        path.write_text(yaml.safe_dump(_gpu_runs_doc(tiny_doc, truth, precisions, kernels)))
+        return load_runs(path)[0]
 
 
 def test_fp8_runs_calibrate_the_fp8_gemm_ceiling_and_bf16_runs_leave_it_fixed(tiny_doc):
@@ -471,6 +486,67 @@ def test_fp8_runs_calibrate_the_fp8_gemm_ceiling_and_bf16_runs_leave_it_fixed(ti
     a100 = F.base_hardware("a100-sxm-80g")
     assert "matmul_efficiency_fp8" not in F.params_for(a100)
     assert "matmul_efficiency_fp8" not in F._Problem([], a100, ["matmul_efficiency"], {}, True).x0
+
+
+def test_a_fit_to_runs_holds_fixed_parameters_at_the_runs_own_kernel_not_the_presets_default(tiny_doc):
+    """Runs whose scenarios name an attention kernel are priced with that kernel's curve. A fit to them
+    starts from, pulls toward and holds fixed parameters at those values, so applying its result keeps the
+    kernel's curve (it used to swap in the preset's default kernel's: every published source names a
+    kernel, and a fixed attention parameter silently became FlashAttention-2's)."""
+    from trsim.simulator.presets import ATTENTION_KERNELS
+    hw0 = F.base_hardware("h100-sxm")
+    cudnn = ATTENTION_KERNELS["H100-SXM5-80GB"]["cudnn"]
+    assert cudnn["attention_efficiency"] != hw0.attention_efficiency
+    truth = {"matmul_efficiency": 0.6}
+    runs = _gpu_runs(tiny_doc, truth, ("bf16",), kernels=("cudnn",))
+    assert all(r.hardware.attention_kernel == "cudnn" for r in runs)
+    for subset in (runs[:1], runs):
+        res = F.fit(subset, hw0)
+        assert "attention_half_keys" in res.fixed   # step times at two lengths cannot place the knee
+        for k in ("attention_efficiency", "attention_half_keys"):
+            if k in res.fixed:
+                assert res.values[k] == cudnn[k], k
+        untouched = {k: res.values[k] for k in res.fixed}
+        for r in runs:
+            assert r.predicted_time(r.hardware_with(untouched)) == r.predicted_time()
+        assert not res.varies and res.hardware.attention_kernel == "cudnn"
+    assert res.values["matmul_efficiency"] == pytest.approx(0.6, rel=0.02)
+
+
+def test_a_fit_to_runs_of_two_kernels_leaves_each_run_its_own_attention_curve(tiny_doc, tmp_path):
+    """One fitted value cannot stand for two kernels: parameters that differ between the runs are named,
+    left out of the result and of the calibration file, and each run keeps its own."""
+    import yaml
+    from trsim.cli import main
+    hw0 = F.base_hardware("h100-sxm")
+    truth = {"matmul_efficiency": 0.6}
+    runs = _gpu_runs(tiny_doc, truth, ("bf16",), kernels=("cudnn", "flash2"))
+    assert {r.hardware.attention_kernel for r in runs} == {"cudnn", "flash2"}
+    res = F.fit(runs, hw0)
+    assert {"attention_efficiency", "attention_half_keys"} <= set(res.varies)
+    assert "attention kernels cudnn, flash2" in res.varies["attention_efficiency"]
+    assert not set(res.varies) & set(res.values) and not set(res.varies) & set(res.fixed)
+    assert res.values["matmul_efficiency"] == pytest.approx(0.6, rel=0.02)
+    for r in runs:
+        hw = r.hardware_with(res.values)
+        assert hw.attention_efficiency == r.hardware.attention_efficiency
+        assert r.predicted_time(hw) == pytest.approx(r.measured_time, rel=0.02)
+    # the same through the CLI: the calibration file leaves them out and says why, and a scenario that
+    # applies it keeps its own kernel's curve
+    path, cal = tmp_path / "runs.yaml", tmp_path / "cal.json"
+    path.write_text(yaml.safe_dump(_gpu_runs_doc(tiny_doc, truth, ("bf16",), kernels=("cudnn", "flash2"))))
+    assert main(["calibrate", "--runs", str(path), "--out", str(cal), "--held-out-folds", "0", "--format", "json"]) == 0
+    doc = json.loads(cal.read_text())
+    assert "attention_efficiency" not in doc["parameters"] and "matmul_efficiency" in doc["parameters"]
+    assert any(n.startswith("attention_efficiency not in this calibration: differs between the runs")
+               for n in doc["fit"]["notes"])
+    from trsim.simulator import scenario_from_dict
+    scn = copy.deepcopy({k: v for k, v in tiny_doc.items() if k != "schedules"})
+    scn["hardware"] = {"preset": "h100-sxm", "num_gpus": 1, "attention_kernel": "cudnn", "calibration": str(cal)}
+    from trsim.simulator.presets import ATTENTION_KERNELS
+    hw = scenario_from_dict(scn, base_dir=tmp_path).hardware
+    assert hw.attention_efficiency == ATTENTION_KERNELS["H100-SXM5-80GB"]["cudnn"]["attention_efficiency"]
+    assert hw.matmul_efficiency == pytest.approx(doc["parameters"]["matmul_efficiency"]["value"])
 
 
 def test_every_fitted_parameter_has_a_place_in_the_order_of_fixing():
@@ -555,6 +631,54 @@ def test_transfer_predicts_each_source_from_a_fit_on_the_others_only(tmp_path):
     console = Console(record=True, width=250)
     print_transfer(results, {}, console)
     assert "nothing to move" in console.export_text()
+
+
+def test_few_runs_fits_each_random_set_alone_and_scores_only_the_runs_outside_it(tmp_path, capsys):
+    """--few-runs: every training set is a deterministic draw of N distinct configurations; its fit sees
+    only those runs and is scored on every other run of the source (recomputed here set by set)."""
+    import shutil
+
+    from trsim.validate.crossval import _units
+    from trsim.validate.fit import base_hardware
+    from trsim.validate.runs import load_runs
+    from trsim.validate.suite import PUBLISHED, _draw, few_runs, print_few_runs
+    shutil.copy(PUBLISHED / "flashattention_a100.yaml", tmp_path / "flashattention_a100.yaml")
+    out = few_runs(tmp_path, sizes=(1, 2, 5), draws=2)["flashattention_a100"]
+    runs, _, _ = load_runs(tmp_path / "flashattention_a100.yaml")
+    assert out["rows"] == out["configurations"] == len(runs) == 5
+    assert set(out["sizes"]) == {"1", "2"}            # five configurations leave none to score at N = 5
+    presets = [abs(100 * (r.predicted_time() / r.measured_time - 1)) for r in runs]
+    assert out["presets"]["median_abs_pct"] == pytest.approx(float(np.median(presets)))
+    hw0 = base_hardware("a100-sxm-80g")
+    unit_of = _units([r.signature for r in runs])
+    for n in (1, 2):
+        pooled, worse = [], 0
+        for d in range(2):
+            units = _draw("flashattention_a100", n, d, 5)
+            assert units == _draw("flashattention_a100", n, d, 5) and len(set(units)) == n
+            train = [r for r, u in zip(runs, unit_of) if u in units]
+            res = F.fit(train, hw0)
+            e = [abs(100 * (r.predicted_time(r.hardware_with(res.values)) / r.measured_time - 1))
+                 for r, u in zip(runs, unit_of) if u not in units]
+            pooled += e
+            worse += np.median(e) > np.median([p for p, u in zip(presets, unit_of) if u not in units])
+        got = out["sizes"][str(n)]
+        assert got["scored"] == len(pooled) == 2 * (5 - n) and got["refused"] == 0
+        assert got["median_abs_pct"] == pytest.approx(float(np.median(pooled)), rel=1e-9)
+        assert got["p90_abs_pct"] == pytest.approx(float(np.percentile(pooled, 90)), rel=1e-9)
+        assert got["worse_than_presets"] == worse / 2
+    from rich.console import Console
+    console = Console(record=True, width=250)
+    print_few_runs({"flashattention_a100": out}, console)
+    assert f"{out['sizes']['1']['median_abs_pct']:.1f} / {out['sizes']['1']['p90_abs_pct']:.1f}" in console.export_text()
+    # the flag needs the suite, and a size of at least one run
+    from trsim.cli import main
+    assert main(["validate", "--few-runs", "1"]) == 2
+    assert "expected --few-runs with --published" in capsys.readouterr().err
+    from trsim.validate.suite import main as suite_main
+    with pytest.raises(SystemExit) as exc:
+        suite_main(["--few-runs", "0"])
+    assert exc.value.code == 2 and "expected a number of runs >= 1" in capsys.readouterr().err
 
 
 def test_trsim_validate_published_takes_folds_and_sources(capsys):

@@ -27,6 +27,14 @@ def _folds(text: str) -> int:
     return k
 
 
+def _sizes(text: str) -> int:
+    """A training-set size of --few-runs."""
+    import argparse
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of runs >= 1, got {text!r}")
+    return int(text)
+
+
 def add_validate_arguments(p) -> None:
     p.add_argument("results", nargs="*", help="results JSON files written by 'trsim profile'")
     p.add_argument("--runs", help="a runs file (YAML/JSON/CSV) of measured step times, instead of results")
@@ -41,6 +49,9 @@ def add_validate_arguments(p) -> None:
     p.add_argument("--transfer", action="store_true",
                    help="with --published: also calibrate on the other sources of each GPU preset and predict the "
                         "source left out (a few minutes)")
+    p.add_argument("--few-runs", type=_sizes, nargs="+", default=None, metavar="N",
+                   help="with --published: also calibrate from N logged runs of each source (random sets) and "
+                        "score its other runs, e.g. --few-runs 1 2 3 5 (a few minutes)")
     p.add_argument("--calibration", help="calibration JSON (default: fit inside each cross-validation fold)")
     p.add_argument("--force", action="store_true", help="apply a calibration fitted for other hardware anyway")
     p.add_argument("--hardware", default=None, type=hardware_preset, help="hardware preset (default: from the results)")

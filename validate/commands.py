@@ -40,6 +40,8 @@ def _print_fit(res, preset: str, what: str, console) -> None:
         std = res.std[k]
         note = f"fixed at preset: {res.fixed[k]}" if k in res.fixed else ("at bound" if k in res.at_bound else "")
         t.add_row(k, f"{res.values[k]:.4g}", "not estimable" if std is None else f"{std:.2g}", note)
+    for k, why in getattr(res, "varies", {}).items():
+        t.add_row(k, "-", "-", f"not in the calibration: {why}")
     console.print(t)
 
 
@@ -173,9 +175,10 @@ def validate_command(args, console) -> int:
         from .suite import check_sources, published_command
         check_sources(getattr(args, "sources", None))
         return published_command(args, console)
-    for flag in ("transfer", "folds", "sources"):
+    for flag in ("transfer", "folds", "sources", "few_runs"):
         given = getattr(args, flag, None)
         if given is not None and given is not False:  # (--folds 0 is given: 0 == False, so no membership test)
+            flag = flag.replace("_", "-")
             raise ScenarioError("<arguments>", flag, f"expected --{flag} with --published (it sets up the "
                                 f"published-runs suite), got it without")
     _inputs(args)

@@ -224,6 +224,33 @@ def with_params(hw: HardwareSpec, theta) -> HardwareSpec:
     return hw.model_copy(update={k: float(v) for k, v in zip(params_for(hw), theta)})
 
 
+def reference_hardware(obs, hw0: HardwareSpec) -> tuple[HardwareSpec, dict[str, str]]:
+    """The hardware the fit starts from, pulls toward and holds a fixed parameter at, and the parameters
+    it must leave alone.
+
+    Profiler cases are priced on ``hw0`` itself. A training run carries its own resolved hardware (the
+    preset with what its scenario sets, e.g. ``attention_kernel: cudnn``, whose curve replaces the
+    preset's default kernel's): where every run agrees on a parameter, the reference takes the runs' value,
+    so a parameter held fixed stays what the runs were priced with, not the preset's default kernel's.
+    A parameter whose value differs between runs (two attention kernels) cannot be one fitted value: it is
+    kept at each run's own value and returned with the reason."""
+    own = [getattr(o, "hardware", None) for o in obs]
+    if not own or any(h is None for h in own):
+        return hw0, {}
+    update, varies = {}, {}
+    for k in params_for(hw0):
+        vals = sorted({float(getattr(h, k)) for h in own if getattr(h, k, None) is not None})
+        if len(vals) == 1:
+            update[k] = vals[0]
+        elif len(vals) > 1:
+            kernels = sorted({str(h.attention_kernel) for h in own})
+            varies[k] = (f"differs between the runs ({len(vals)} values"
+                         + (f"; attention kernels {', '.join(kernels)}" if len(kernels) > 1 else "")
+                         + "): kept at each run's own value, not fitted to one")
+    return hw0.model_copy(update={**update, "attention_kernel": own[0].attention_kernel}
+                          if len({h.attention_kernel for h in own}) == 1 else update), varies
+
+
 @dataclass
 class FitResult:
     hardware: HardwareSpec
@@ -235,6 +262,10 @@ class FitResult:
     at_bound: list[str] = field(default_factory=list)
     fixed: dict[str, str] = field(default_factory=dict)     # parameter -> why it was not fitted
     condition_number: float | None = None
+    # parameters whose value differs between the runs fitted (reference_hardware): absent from ``values``,
+    # so applying the result leaves each run (or scenario) its own
+    varies: dict[str, str] = field(default_factory=dict)
+    from_runs: bool = False   # the reference is the runs' own hardware (reference_hardware), not hw0
 
 
 def _prior(theta: np.ndarray, names: list[str], x0: dict[str, float]) -> np.ndarray:
@@ -333,8 +364,11 @@ def fit(obs, hw0: HardwareSpec, *, prior: bool = True, fixed: dict[str, str] | N
     Parameters the data cannot determine are fixed at hw0's values and named in ``FitResult.fixed``."""
     if not obs:
         raise ScenarioError(None, "cases", "at least one successfully measured case or run to fit")
+    from_runs = all(getattr(o, "hardware", None) is not None for o in obs)
+    hw0, varies = reference_hardware(obs, hw0)
     have = params_for(hw0)
     fixed = {k: why for k, why in (fixed or {}).items() if k in have}  # (a parameter this GPU lacks stays absent)
+    fixed.update(varies)
     x0 = {k: _start(hw0, k) for k in have}
 
     def problem() -> _Problem:
@@ -342,7 +376,7 @@ def fit(obs, hw0: HardwareSpec, *, prior: bool = True, fixed: dict[str, str] | N
         if not names:
             raise ScenarioError(None, "runs", "measurements that determine at least one time-model parameter; "
                                 "fixed: " + "; ".join(f"{k} ({v})" for k, v in fixed.items()))
-        return _Problem(obs, hw0, names, {k: x0[k] for k in fixed}, prior)
+        return _Problem(obs, hw0, names, {k: x0[k] for k in fixed if k not in varies}, prior)
 
     # identifiability at the preset first (cheap), then again at the solution (the model is nonlinear)
     while (bad := _unidentified(problem().jacobian_at_start(), problem().names)) is not None:
@@ -371,9 +405,12 @@ def fit(obs, hw0: HardwareSpec, *, prior: bool = True, fixed: dict[str, str] | N
     std.update({k: None for k in fixed})
     at_bound = [k for k, v, a, b in zip(names, theta, lo, hi) if np.isclose(v, a, rtol=1e-6, atol=1e-15)
                 or np.isclose(v, b, rtol=1e-6)]
-    return FitResult(hardware=with_params(hw0, values), values={k: values[k] for k in have},
-                     std={k: std[k] for k in have}, residual_rms=float(np.sqrt(np.mean(data ** 2))),
-                     cases=len(obs), measurements=int(n_data), at_bound=at_bound, fixed=fixed, condition_number=cond)
+    keep = [k for k in have if k not in varies]
+    return FitResult(hardware=with_params(hw0, {k: values[k] for k in keep}), values={k: values[k] for k in keep},
+                     std={k: std[k] for k in keep}, residual_rms=float(np.sqrt(np.mean(data ** 2))),
+                     cases=len(obs), measurements=int(n_data), at_bound=at_bound,
+                     fixed={k: v for k, v in fixed.items() if k not in varies}, condition_number=cond, varies=varies,
+                     from_runs=from_runs)
 
 
 def _condition(J: np.ndarray) -> float:
@@ -431,6 +468,10 @@ def calibration_document(fitres: FitResult, sources: list[str], environment: dic
     fixed = {**{k: fitres.values[k] for k in fitres.fixed},
              "attention_backward_ratio": fitres.hardware.attention_backward_ratio}
     notes = [f"{k} fixed at the preset: {why}" for k, why in fitres.fixed.items()]
+    notes += [f"{k} not in this calibration: {why}" for k, why in fitres.varies.items()]
+    if fitres.from_runs and "attention_efficiency" in fitres.values:
+        notes.append(f"attention parameters are those of the {fitres.hardware.attention_kernel} kernel the "
+                     "measurements ran (apply with the same hardware.attention_kernel)")
     notes.append("attention_backward_ratio not fitted: the FLOP convention of the attention efficiency")
     if fitres.condition_number is not None:
         notes.append(f"condition number of the fitted parameters {fitres.condition_number:.3g}")

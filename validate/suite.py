@@ -10,6 +10,7 @@ after calibration, and the peak-memory error where the source gives it.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -96,6 +97,89 @@ def transfer(directory: Path | None = None, sources=None) -> dict[str, dict]:
             median, worst = _summary(list(m["errors_pct"].values()))
             out[stem] = {**m, "predicted": len(m["errors_pct"]), "median_abs_pct": median, "max_abs_pct": worst}
     return out
+
+
+FEW_RUNS = (1, 2, 3, 5)   # default training-set sizes of ``few_runs``
+FEW_RUNS_DRAWS = 8       # random training sets per size and source
+
+
+def _draw(stem: str, size: int, draw: int, n_units: int) -> list[int]:
+    """The units of one training set: ``size`` distinct configurations, drawn by a generator seeded from
+    the source, the size and the draw (the same sets on every machine, whatever other sources run)."""
+    seed = int.from_bytes(hashlib.sha256(f"{stem}/{size}/{draw}".encode()).digest()[:8], "little")
+    return sorted(np.random.default_rng(seed).choice(n_units, size, replace=False).tolist())
+
+
+def few_runs(directory: Path | None = None, sources=None, sizes=FEW_RUNS, draws: int = FEW_RUNS_DRAWS) -> dict:
+    """What a calibration from a handful of logged steps is worth: per source and training-set size N,
+    ``draws`` random sets of N distinct configurations of the source (runs with identical configurations
+    go together, as in the k-fold), each fitted alone and scored on every run outside it.
+
+    Source -> {hardware, rows, presets: {median_abs_pct, p90_abs_pct} over every run, sizes: {N: {draws,
+    refused (fits the data could not support), scored, median_abs_pct, p90_abs_pct (over every draw's
+    held-out runs together), worse_than_presets (fraction of draws whose held-out median exceeds the
+    presets' on the same runs)}}}. A size needs at least one configuration left to score."""
+    from .crossval import _units
+    out: dict[str, dict] = {}
+    for path in suite_files(directory):
+        if sources and path.stem not in sources:
+            continue
+        runs, _, _ = load_runs(path, allow_unsupported=True)
+        if not runs:
+            continue
+        preset = common_hardware(runs, str(path))
+        hw0 = base_hardware(preset)
+        measured = np.array([r.measured_time for r in runs])
+        presets = np.array([abs(_pct(r.predicted_time(), m)) for r, m in zip(runs, measured)])
+        unit_of = np.array(_units([r.signature for r in runs]))
+        n_units = int(unit_of.max()) + 1
+        entry = {"hardware": preset, "rows": len(runs), "configurations": n_units,
+                 "presets": {"median_abs_pct": float(np.median(presets)),
+                             "p90_abs_pct": float(np.percentile(presets, 90))}, "sizes": {}}
+        for size in sizes:
+            if size >= n_units:
+                continue
+            errors, worse, refused = [], 0, 0
+            for d in range(draws):
+                train = np.isin(unit_of, _draw(path.stem, size, d, n_units))
+                try:
+                    res = fit([r for r, t in zip(runs, train) if t], hw0)
+                except ScenarioError:
+                    refused += 1
+                    continue
+                e = np.array([abs(_pct(r.predicted_time(r.hardware_with(res.values, hw0)), m))
+                              for r, m, t in zip(runs, measured, train) if not t])
+                e = e[np.isfinite(e)]
+                if e.size:
+                    errors.append(e)
+                    worse += float(np.median(e)) > float(np.median(presets[~train]))
+            pooled = np.concatenate(errors) if errors else np.array([])
+            entry["sizes"][str(size)] = {
+                "draws": draws, "refused": refused, "scored": int(pooled.size),
+                "median_abs_pct": float(np.median(pooled)) if pooled.size else None,
+                "p90_abs_pct": float(np.percentile(pooled, 90)) if pooled.size else None,
+                "worse_than_presets": round(worse / max(len(errors), 1), 3)}
+        out[path.stem] = entry
+    return out
+
+
+def print_few_runs(moved: dict[str, dict], console: Console) -> None:
+    sizes = sorted({int(n) for e in moved.values() for n in e["sizes"]})
+    t = Table(title="calibrated from N logged runs of the source: absolute step-time error on the source's "
+                    f"other runs (median / 90th percentile over {FEW_RUNS_DRAWS} random sets of N; "
+                    "in brackets: share of sets worse than the presets)", title_justify="left")
+    t.add_column("source")
+    t.add_column("presets", justify="right")
+    for n in sizes:
+        t.add_column(f"N = {n}", justify="right")
+    for stem, e in moved.items():
+        cells = []
+        for n in sizes:
+            c = e["sizes"].get(str(n))
+            cells.append("-" if not c or c["median_abs_pct"] is None else
+                         f"{c['median_abs_pct']:.1f} / {c['p90_abs_pct']:.1f} ({100 * c['worse_than_presets']:.0f}%)")
+        t.add_row(stem, f"{e['presets']['median_abs_pct']:.1f} / {e['presets']['p90_abs_pct']:.1f}", *cells)
+    console.print(t)
 
 
 def evidence(results: list[dict]) -> dict:
@@ -209,7 +293,10 @@ def published_command(args, console) -> int:
     results = run_suite(folds=(FOLDS if folds is None else folds) or None, sources=getattr(args, "sources", None))
     from trsim.simulator.fileio import atomic_write_json
     moved = transfer(sources=getattr(args, "sources", None)) if getattr(args, "transfer", False) else None
-    doc = {"sources": results, **({"transfer": moved} if moved is not None else {})}
+    few_sizes = getattr(args, "few_runs", None)
+    few = few_runs(sources=getattr(args, "sources", None), sizes=few_sizes) if few_sizes else None
+    doc = {"sources": results, **({"transfer": moved} if moved is not None else {}),
+           **({"few_runs": few} if few is not None else {})}
     if getattr(args, "out", None):
         atomic_write_json(args.out, doc)
     if getattr(args, "evidence", None):
@@ -222,6 +309,8 @@ def published_command(args, console) -> int:
         print_suite(results, console)
         if moved is not None:
             print_transfer(results, moved, console)
+        if few is not None:
+            print_few_runs(few, console)
     return 0
 
 
@@ -229,12 +318,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m trsim.validate.suite", description=__doc__.split("\n")[0])
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--out", help="also write the results as JSON")
-    from .cli import _folds
+    from .cli import _folds, _sizes
     p.add_argument("--folds", type=_folds, default=FOLDS, help="k of the k-fold calibration (0: presets only)")
     p.add_argument("--sources", nargs="*", help="only these sources (file stems), e.g. korthikanti_a100")
     p.add_argument("--transfer", action="store_true",
                    help="also calibrate on the other sources of each GPU preset and predict the one left out "
                         "(a few minutes)")
+    p.add_argument("--few-runs", type=_sizes, nargs="+", metavar="N",
+                   help="also calibrate from N logged runs of each source (random sets, "
+                        f"{FEW_RUNS_DRAWS} a size) and score the rest, e.g. --few-runs 1 2 3 5 (a few minutes)")
     p.add_argument("--evidence", help="also write the per-preset error summary that trsim simulate quotes "
                                       f"(the shipped one: {EVIDENCE_COMMAND})")
     p.add_argument("--plot", help="PNG (or SVG/PDF) of predicted against measured step time for every row")
