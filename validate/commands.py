@@ -40,7 +40,7 @@ def _print_fit(res, preset: str, what: str, console) -> None:
         std = res.std[k]
         note = f"fixed at preset: {res.fixed[k]}" if k in res.fixed else ("at bound" if k in res.at_bound else "")
         t.add_row(k, f"{res.values[k]:.4g}", "not estimable" if std is None else f"{std:.2g}", note)
-    for k, why in getattr(res, "varies", {}).items():
+    for k, why in res.varies.items():
         t.add_row(k, "-", "-", f"not in the calibration: {why}")
     console.print(t)
 

@@ -228,18 +228,16 @@ def with_params(hw: HardwareSpec, theta) -> HardwareSpec:
 
 
 def reference_hardware(obs, hw0: HardwareSpec) -> tuple[HardwareSpec, dict[str, str]]:
-    """The hardware the fit starts from, pulls toward and holds a fixed parameter at, and the parameters
-    it must leave alone.
+    """For training runs (``obs``): the hardware the fit starts from, pulls toward and holds a fixed
+    parameter at, and the parameters it must leave alone. (Profiler cases are priced on ``hw0`` itself.)
 
-    Profiler cases are priced on ``hw0`` itself. A training run carries its own resolved hardware (the
+    A training run carries its own resolved hardware (the
     preset with what its scenario sets, e.g. ``attention_kernel: cudnn``, whose curve replaces the
     preset's default kernel's): where every run agrees on a parameter, the reference takes the runs' value,
     so a parameter held fixed stays what the runs were priced with, not the preset's default kernel's.
     A parameter whose value differs between runs (two attention kernels) cannot be one fitted value: it is
     kept at each run's own value and returned with the reason."""
-    own = [getattr(o, "hardware", None) for o in obs]
-    if not own or any(h is None for h in own):
-        return hw0, {}
+    own = [o.hardware for o in obs]
     update, varies = {}, {}
     for k in params_for(hw0):
         vals = sorted({float(getattr(h, k)) for h in own if getattr(h, k, None) is not None})
@@ -250,8 +248,9 @@ def reference_hardware(obs, hw0: HardwareSpec) -> tuple[HardwareSpec, dict[str, 
             varies[k] = (f"differs between the runs ({len(vals)} values"
                          + (f"; attention kernels {', '.join(kernels)}" if len(kernels) > 1 else "")
                          + "): kept at each run's own value, not fitted to one")
-    return hw0.model_copy(update={**update, "attention_kernel": own[0].attention_kernel}
-                          if len({h.attention_kernel for h in own}) == 1 else update), varies
+    if len({h.attention_kernel for h in own}) == 1:
+        update["attention_kernel"] = own[0].attention_kernel
+    return hw0.model_copy(update=update), varies
 
 
 @dataclass
@@ -375,10 +374,9 @@ def fit(obs, hw0: HardwareSpec, *, prior: bool = True, fixed: dict[str, str] | N
     if not obs:
         raise ScenarioError(None, "cases", "at least one successfully measured case or run to fit")
     from_runs = all(getattr(o, "hardware", None) is not None for o in obs)
-    hw0, varies = reference_hardware(obs, hw0)
-    have = params_for(hw0)
+    hw0, varies = reference_hardware(obs, hw0) if from_runs else (hw0, {})
+    have = tuple(k for k in params_for(hw0) if k not in varies)  # (a varying parameter is not one of this fit's)
     fixed = {k: why for k, why in (fixed or {}).items() if k in have}  # (a parameter this GPU lacks stays absent)
-    fixed.update(varies)
     x0 = {k: _start(hw0, k) for k in have}
 
     def problem() -> _Problem:
@@ -386,7 +384,7 @@ def fit(obs, hw0: HardwareSpec, *, prior: bool = True, fixed: dict[str, str] | N
         if not names:
             raise ScenarioError(None, "runs", "measurements that determine at least one time-model parameter; "
                                 "fixed: " + "; ".join(f"{k} ({v})" for k, v in fixed.items()))
-        return _Problem(obs, hw0, names, {k: x0[k] for k in fixed if k not in varies}, prior)
+        return _Problem(obs, hw0, names, {k: x0[k] for k in fixed}, prior)
 
     # identifiability at the preset first (cheap), then again at the solution (the model is nonlinear)
     while (bad := _unidentified(problem().jacobian_at_start(), problem().names)) is not None:
@@ -415,12 +413,10 @@ def fit(obs, hw0: HardwareSpec, *, prior: bool = True, fixed: dict[str, str] | N
     std.update({k: None for k in fixed})
     at_bound = [k for k, v, a, b in zip(names, theta, lo, hi) if np.isclose(v, a, rtol=1e-6, atol=1e-15)
                 or np.isclose(v, b, rtol=1e-6)]
-    keep = [k for k in have if k not in varies]
-    return FitResult(hardware=with_params(hw0, {k: values[k] for k in keep}), values={k: values[k] for k in keep},
-                     std={k: std[k] for k in keep}, residual_rms=float(np.sqrt(np.mean(data ** 2))),
-                     cases=len(obs), measurements=int(n_data), at_bound=at_bound,
-                     fixed={k: v for k, v in fixed.items() if k not in varies}, condition_number=cond, varies=varies,
-                     from_runs=from_runs)
+    return FitResult(hardware=with_params(hw0, values), values={k: values[k] for k in have},
+                     std={k: std[k] for k in have}, residual_rms=float(np.sqrt(np.mean(data ** 2))),
+                     cases=len(obs), measurements=int(n_data), at_bound=at_bound, fixed=fixed, condition_number=cond,
+                     varies=varies, from_runs=from_runs)
 
 
 def _condition(J: np.ndarray) -> float:

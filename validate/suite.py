@@ -59,6 +59,16 @@ def run_suite(directory: Path | None = None, folds: int | None = FOLDS, sources=
     return [run_source(p, folds) for p in suite_files(directory) if not sources or p.stem in sources]
 
 
+def _priced_sources(directory: Path | None = None, sources=None):
+    """(stem, runs, hardware preset) of every runs file with priced runs (or those named in ``sources``)."""
+    for p in suite_files(directory):
+        if sources and p.stem not in sources:
+            continue
+        runs, _, _ = load_runs(p, allow_unsupported=True)
+        if runs:
+            yield p.stem, runs, common_hardware(runs, str(p))
+
+
 def transfer(directory: Path | None = None, sources=None) -> dict[str, dict]:
     """Leave one source out, per hardware preset: calibrate on every other source's runs priced on the same
     preset and predict the left-out source's. This is what a calibration fitted to published runs of other
@@ -70,10 +80,8 @@ def transfer(directory: Path | None = None, sources=None) -> dict[str, dict]:
     The training set is the other files' runs, whole: no fold assignment is involved, so a run of the
     left-out file never trains the fit that predicts it, even where another file holds an identical one."""
     by_preset: dict[str, list] = {}
-    for p in suite_files(directory):
-        runs, _, _ = load_runs(p, allow_unsupported=True)
-        if runs:
-            by_preset.setdefault(common_hardware(runs, str(p)), []).append((p.stem, runs))
+    for stem, runs, preset in _priced_sources(directory):
+        by_preset.setdefault(preset, []).append((stem, runs))
     out: dict[str, dict] = {}
     for preset, groups in sorted(by_preset.items()):
         if len(groups) < 2:
@@ -121,13 +129,7 @@ def few_runs(directory: Path | None = None, sources=None, sizes=FEW_RUNS, draws:
     presets' on the same runs)}}}. A size needs at least one configuration left to score."""
     from .crossval import _units
     out: dict[str, dict] = {}
-    for path in suite_files(directory):
-        if sources and path.stem not in sources:
-            continue
-        runs, _, _ = load_runs(path, allow_unsupported=True)
-        if not runs:
-            continue
-        preset = common_hardware(runs, str(path))
+    for stem, runs, preset in _priced_sources(directory, sources):
         hw0 = base_hardware(preset)
         measured = np.array([r.measured_time for r in runs])
         presets = np.array([abs(_pct(r.predicted_time(), m)) for r, m in zip(runs, measured)])
@@ -141,7 +143,7 @@ def few_runs(directory: Path | None = None, sources=None, sizes=FEW_RUNS, draws:
                 continue
             errors, worse, refused = [], 0, 0
             for d in range(draws):
-                train = np.isin(unit_of, _draw(path.stem, size, d, n_units))
+                train = np.isin(unit_of, _draw(stem, size, d, n_units))
                 try:
                     res = fit([r for r, t in zip(runs, train) if t], hw0)
                 except ScenarioError:
@@ -159,20 +161,21 @@ def few_runs(directory: Path | None = None, sources=None, sizes=FEW_RUNS, draws:
                 "median_abs_pct": float(np.median(pooled)) if pooled.size else None,
                 "p90_abs_pct": float(np.percentile(pooled, 90)) if pooled.size else None,
                 "worse_than_presets": round(worse / max(len(errors), 1), 3)}
-        out[path.stem] = entry
+        out[stem] = entry
     return out
 
 
-def print_few_runs(moved: dict[str, dict], console: Console) -> None:
-    sizes = sorted({int(n) for e in moved.values() for n in e["sizes"]})
+def print_few_runs(few: dict[str, dict], console: Console) -> None:
+    sizes = sorted({int(n) for e in few.values() for n in e["sizes"]})
+    draws = sorted({c["draws"] for e in few.values() for c in e["sizes"].values()})
     t = Table(title="calibrated from N logged runs of the source: absolute step-time error on the source's "
-                    f"other runs (median / 90th percentile over {FEW_RUNS_DRAWS} random sets of N; "
+                    f"other runs (median / 90th percentile over {'/'.join(map(str, draws))} random sets of N; "
                     "in brackets: share of sets worse than the presets)", title_justify="left")
     t.add_column("source")
     t.add_column("presets", justify="right")
     for n in sizes:
         t.add_column(f"N = {n}", justify="right")
-    for stem, e in moved.items():
+    for stem, e in few.items():
         cells = []
         for n in sizes:
             c = e["sizes"].get(str(n))
