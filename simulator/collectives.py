@@ -2,13 +2,23 @@
 uses, and the part that overlap cannot hide.
 
 Ring algorithms throughout (NCCL's choice at these sizes): over ``n`` ranks an all-reduce moves
-2(n-1)/n of the buffer through each link in 2(n-1) hops, an all-gather or a reduce-scatter (n-1)/n in
-n-1 hops. A group stays on NVLink (``intranode_bandwidth``) when all its ranks share a node; ranks are
+2(n-1)/n of the buffer through each link in 2(n-1) steps, an all-gather or a reduce-scatter (n-1)/n in
+n-1 steps. A group stays on NVLink (``intranode_bandwidth``) when all its ranks share a node; ranks are
 ordered tensor fastest, then context, data, pipeline (Megatron-Core), so a group of ``size`` ranks at
 ``stride`` spans ``size x stride`` consecutive GPUs. Collectives reach ``collective_efficiency`` of the
 link's per-direction bandwidth (bus bandwidth over link bandwidth); point-to-point sends reach all of it.
+
+Latency follows the structure of NCCL's own tuning model (src/graph/tuning.cc: a base latency per
+collective, plus a latency per ring step, the steps that cross nodes at the network's): once per
+collective ``collective_base_latency_s``, per step inside a node ``collective_latency_s``, per step
+between nodes ``internode_latency_s`` (NCCL counts 2(nodes-1) of an all-reduce's steps, nodes-1 of a
+gather's, as crossing). The GPU presets' values are fitted to measured all-reduce times (python -m
+trsim.validate.derive_presets).
 """
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,28 +43,55 @@ def collective_bandwidth(hw: HardwareSpec, size: int, stride: int = 1) -> float:
     one adapter's bandwidth."""
     if size * stride <= hw.gpus_per_node:
         return hw.intranode_bandwidth
-    per_node = max(1, min(size, hw.gpus_per_node // max(stride, 1)))
-    return min(hw.intranode_bandwidth, per_node * hw.internode_bandwidth)
+    return min(hw.intranode_bandwidth, _ranks_per_node(hw, size, stride) * hw.internode_bandwidth)
 
 
-def all_reduce(nbytes, n: int, bw: float, hw: HardwareSpec):
-    if n <= 1:
+def _ranks_per_node(hw: HardwareSpec, size: int, stride: int) -> int:
+    return max(1, min(size, hw.gpus_per_node // max(stride, 1)))
+
+
+@dataclass(frozen=True)
+class Ring:
+    """Where a group's ring collectives run: ``ranks`` ranks on ``nodes`` nodes, ``bw`` bus bandwidth."""
+    ranks: int
+    nodes: int
+    bw: float
+
+
+def ring(hw: HardwareSpec, size: int, stride: int = 1) -> Ring:
+    nodes = 1 if size * stride <= hw.gpus_per_node else math.ceil(size / _ranks_per_node(hw, size, stride))
+    return Ring(size, nodes, collective_bandwidth(hw, size, stride))
+
+
+def ring_latency(r: Ring, laps: int, hw: HardwareSpec) -> float:
+    """Latency of one ring collective that goes ``laps`` times round the ring (an all-reduce 2, an
+    all-gather or reduce-scatter 1)."""
+    steps, crossing = laps * (r.ranks - 1), laps * (r.nodes - 1)
+    network = hw.collective_latency_s if hw.internode_latency_s is None else hw.internode_latency_s
+    return hw.collective_base_latency_s + (steps - crossing) * hw.collective_latency_s + crossing * network
+
+
+def all_reduce(nbytes, r: Ring, hw: HardwareSpec, count=1):
+    """``nbytes`` all-reduced over ring ``r`` in ``count`` collectives (buckets) that share the bytes."""
+    if r.ranks <= 1:
         return np.zeros_like(np.asarray(nbytes, dtype=float))
-    return nbytes * 2 * (n - 1) / n / (bw * hw.collective_efficiency) + 2 * (n - 1) * hw.collective_latency_s
+    return nbytes * 2 * (r.ranks - 1) / r.ranks / (r.bw * hw.collective_efficiency) + count * ring_latency(r, 2, hw)
 
 
-def all_gather(nbytes, n: int, bw: float, hw: HardwareSpec):
+def all_gather(nbytes, r: Ring, hw: HardwareSpec, count=1):
     """Also a reduce-scatter: ``nbytes`` is the whole (unsharded) buffer."""
-    if n <= 1:
+    if r.ranks <= 1:
         return np.zeros_like(np.asarray(nbytes, dtype=float))
-    return nbytes * (n - 1) / n / (bw * hw.collective_efficiency) + (n - 1) * hw.collective_latency_s
+    return nbytes * (r.ranks - 1) / r.ranks / (r.bw * hw.collective_efficiency) + count * ring_latency(r, 1, hw)
 
 
 reduce_scatter = all_gather
 
 
-def point_to_point(nbytes, bw: float, hw: HardwareSpec):
-    return nbytes / bw + hw.collective_latency_s
+def point_to_point(nbytes, bw: float, hw: HardwareSpec, across_nodes: bool = False):
+    """One send: the link's whole bandwidth, a collective's base latency and one step's."""
+    step = hw.internode_latency_s if across_nodes and hw.internode_latency_s is not None else hw.collective_latency_s
+    return nbytes / bw + hw.collective_base_latency_s + step
 
 
 # --------------------------------------------------------------------------- tensor parallel
@@ -70,23 +107,21 @@ def tensor_parallel_time(c, m, B: int, e: int, shard, hw: HardwareSpec, recomput
     t, cp = shard.tensor, shard.context
     if t == 1:
         return {"layer": np.zeros_like(c.nq, dtype=float), "head": 0.0}
-    bw = collective_bandwidth(hw, t)
+    r = ring(hw, t)
     row = m.hidden_size * e * B / cp
     q, kv = c.nq * row, c.nkv * row
     if shard.sequence_parallel:
-        fwd = all_gather(kv, t, bw, hw) + reduce_scatter(q, t, bw, hw) + all_gather(q, t, bw, hw) + \
-            reduce_scatter(q, t, bw, hw)
-        bwd = reduce_scatter(kv, t, bw, hw) + all_gather(q, t, bw, hw) + reduce_scatter(q, t, bw, hw) + \
-            all_gather(q, t, bw, hw)
+        fwd = all_gather(kv, r, hw) + reduce_scatter(q, r, hw) + all_gather(q, r, hw) + reduce_scatter(q, r, hw)
+        bwd = reduce_scatter(kv, r, hw) + all_gather(q, r, hw) + reduce_scatter(q, r, hw) + all_gather(q, r, hw)
     else:
-        fwd = 2 * all_reduce(q, t, bw, hw)
-        bwd = all_reduce(kv, t, bw, hw) + all_reduce(q, t, bw, hw)
+        fwd = 2 * all_reduce(q, r, hw)
+        bwd = all_reduce(kv, r, hw) + all_reduce(q, r, hw)
     layer = fwd + bwd + (fwd if recompute == "full" else 0)
     lm = c.n_lm * row
     # vocabulary-parallel LM head: (SP: gather its input), the input gradient's all-reduce, and the
     # cross-entropy's three fp32 all-reduces (max, sum of exponentials, target logit)
-    head = (all_gather(lm, t, bw, hw) + reduce_scatter(lm, t, bw, hw) if shard.sequence_parallel
-            else all_reduce(lm, t, bw, hw)) + 3 * all_reduce(c.n_lm * 4 * B / cp, t, bw, hw)
+    head = (all_gather(lm, r, hw) + reduce_scatter(lm, r, hw) if shard.sequence_parallel
+            else all_reduce(lm, r, hw)) + 3 * all_reduce(c.n_lm * 4 * B / cp, r, hw)
     return {"layer": layer, "head": head}
 
 
@@ -109,9 +144,8 @@ def context_parallel_time(c, m, B: int, e: int, shard, hw: HardwareSpec, attenti
     t, cp = shard.tensor, shard.context
     if cp == 1:
         return np.zeros_like(c.nq, dtype=float)
-    bw = link_bandwidth(hw, cp, t)
     block = B * c.nkv / cp * 2 * (m.num_key_value_heads // t) * m.head_dim * e
-    step = point_to_point(block, bw, hw)
+    step = point_to_point(block, link_bandwidth(hw, cp, t), hw, across_nodes=cp * t > hw.gpus_per_node)
     fwd_share = attention_layer / (1 + hw.attention_backward_ratio)
     bwd_share = attention_layer - fwd_share
     return (cp - 1) * (np.maximum(0.0, step - fwd_share / cp) + np.maximum(0.0, 2 * step - bwd_share / cp))
@@ -133,15 +167,14 @@ def pipeline_p2p_time(c, m, B: int, e: int, shard, hw: HardwareSpec, stages, dat
     if p == 1:
         return out
     span = shard.tensor * shard.context * data_parallel
-    bw = link_bandwidth(hw, 2, span)
+    bw, across = link_bandwidth(hw, 2, span), 2 * span > hw.gpus_per_node
     split = scatter_gather and shard.tensor > 1 and shard.hidden == 1
 
     def send(rows):
         full = B * rows / shard.context * m.hidden_size * e
         if not split:
-            return point_to_point(full / shard.hidden, bw, hw)
-        return (point_to_point(full / shard.tensor, bw, hw)
-                + all_gather(full, shard.tensor, collective_bandwidth(hw, shard.tensor), hw))
+            return point_to_point(full / shard.hidden, bw, hw, across)
+        return point_to_point(full / shard.tensor, bw, hw, across) + all_gather(full, ring(hw, shard.tensor), hw)
 
     for j, (a, b) in enumerate(stages.chunks):
         s = stages.stage_of_chunk(j)
@@ -175,19 +208,18 @@ def data_parallel_time(params, t: TrainingSpec, hw: HardwareSpec, n: int, span: 
     if n <= 1:
         z = np.zeros_like(np.asarray(params, dtype=float))
         return z, z
-    bw = collective_bandwidth(hw, n, span // n)
+    r = ring(hw, n, span // n)
     gathers_overlap = t.param_gather_overlapped
     if stack == "trsim":
-        grads = params * t.gradient_bytes * 2 * (n - 1) / n / bw + 2 * (n - 1) * hw.collective_latency_s
+        grads = all_reduce(params * t.gradient_bytes, r, hw)
         gathers = 0.0
-        if t.zero_stage == 3:
-            gathers = params * t.weight_bytes * 2 * (n - 1) / n / bw + 2 * (n - 1) * hw.collective_latency_s
+        if t.zero_stage == 3:  # the weights gathered before forward and again before backward
+            gathers = 2 * all_gather(params * t.weight_bytes, r, hw)
         exposed = (grads * (1 - (hw.comm_overlap if t.overlap_grad_reduce else 0.0))
                    + gathers * (1 - (hw.comm_overlap if gathers_overlap else 0.0)))
         return grads + gathers, exposed
     grad_bytes = params * t.gradient_bytes
-    buckets = np.maximum(1, np.ceil(params / DDP_BUCKET_ELEMENTS))
-    per_bucket_hops = (buckets - 1) * (n - 1) * hw.collective_latency_s  # latency of the extra buckets' rings
+    buckets = np.maximum(1, np.ceil(params / DDP_BUCKET_ELEMENTS))  # one collective each
     # without a window (a caller pricing the traffic alone) nothing hides
     backward_window = 0.0 if backward_window is None else backward_window
     forward_window = 0.0 if forward_window is None else forward_window
@@ -202,16 +234,16 @@ def data_parallel_time(params, t: TrainingSpec, hw: HardwareSpec, n: int, span: 
         # backward goes on, each rank updates its shard, and the updated weights are all-gathered bucket by
         # bucket as the next step's first forward reaches them. The last gradient bucket and the first
         # weight bucket always wait.
-        grads = reduce_scatter(grad_bytes, n, bw, hw) + per_bucket_hops
-        gather = all_gather(params * t.weight_bytes, n, bw, hw) + per_bucket_hops
+        grads = reduce_scatter(grad_bytes, r, hw, count=buckets)
+        gather = all_gather(params * t.weight_bytes, r, hw, count=buckets)
         exposed = (np.maximum(grads / buckets, grads - grad_window)
                    + np.maximum(gather / buckets, gather - gather_forward))
         return grads + gather, exposed
-    grads = all_reduce(grad_bytes, n, bw, hw) + 2 * per_bucket_hops
+    grads = all_reduce(grad_bytes, r, hw, count=buckets)
     last_bucket = grads / buckets
     if t.zero_stage != 3:
         return grads, np.maximum(last_bucket, grads - grad_window)
-    gather = all_gather(params * t.weight_bytes, n, bw, hw) + (layers - 1) * (n - 1) * hw.collective_latency_s
+    gather = all_gather(params * t.weight_bytes, r, hw, count=layers)  # one per layer
     per_layer = gather / layers
     exp_f = np.maximum(per_layer, gather - gather_forward)   # every micro-batch's forward gathers
     exp_b = np.maximum(per_layer, gather - gather_backward)  # every earlier micro-batch's backward gathers

@@ -178,7 +178,11 @@ class HardwareSpec(_Strict):
     # asynchronously, so a stage takes the longer of its host and device times, not their sum
     host_layer_s: float = Field(default=0.0, ge=0)
     comm_overlap: float = Field(ge=0, le=1)
+    # a ring collective's latency (NCCL's model: collectives.py): once per collective, plus one per ring
+    # step inside a node (NVLink) and one per step that crosses nodes (the network; None: as inside a node)
     collective_latency_s: float = Field(ge=0)
+    collective_base_latency_s: float = Field(default=0.0, ge=0)
+    internode_latency_s: Optional[float] = Field(default=None, ge=0)
     # bus bandwidth an NCCL all-gather / reduce-scatter / all-reduce reaches, over the link's bandwidth
     collective_efficiency: float = Field(default=1.0, gt=0, le=1)
     calibration: Optional[str] = None
@@ -233,6 +237,8 @@ class HardwareInput(_Strict):
     host_layer_s: Optional[float] = None
     comm_overlap: Optional[float] = None
     collective_latency_s: Optional[float] = None
+    collective_base_latency_s: Optional[float] = None
+    internode_latency_s: Optional[float] = None
     collective_efficiency: Optional[float] = None
 
     @field_validator("preset")

@@ -84,7 +84,7 @@ DEFAULT_ATTENTION_KERNEL = "flash2"
 _DEFAULT_EFFICIENCY = dict(
     matmul_overhead_s=0.0,         # per-GEMM host cost; GPU launches are asynchronous and hide under compute
     attention_backward_ratio=2.5,  # backward / forward FLOPs of the attention kernel (the benchmarks' convention)
-    bandwidth_efficiency=0.8,      # fraction of datasheet bandwidth memory-bound kernels reach
+    bandwidth_efficiency=0.8,      # fraction of datasheet bandwidth memory-bound kernels reach (h200: measured)
     gather_efficiency=0.5,         # same, for index_select / index_copy of token rows
     layer_overhead_s=60e-6,        # device-side gaps between a layer's kernels (launch latency), fwd + bwd
     step_overhead_s=2e-3,          # fixed cost per micro-batch (embedding, loss, host work)
@@ -94,10 +94,17 @@ _DEFAULT_EFFICIENCY = dict(
     # CUDA graphs or fuses more dispatches less: set it lower
     host_layer_s=2e-3,
     comm_overlap=0.7,              # fraction of gradient communication hidden behind backward
-    collective_latency_s=10e-6,    # per ring hop
+    # a ring collective's latency (collectives.py, NCCL's structure): once per collective, per ring step
+    # inside a node, per ring step between nodes. The first two fitted to NCCL all-reduces measured on
+    # 2-8 A100s (vTrain's look-up table, validate/data/a100_nvlink_allreduce.csv: 6% median error; b200:
+    # its own), the third NCCL's own model constant for a network step (python -m trsim.validate.derive_presets)
+    collective_base_latency_s=3.491e-05,
+    collective_latency_s=2.46e-06,
+    internode_latency_s=9.6e-06,
     # NCCL bus bandwidth over NVLink's per-direction bandwidth for large ring collectives: the
     # all-gather / reduce-scatter rate measured in training on B200 (SimuMax's B200 system file: 0.6735
-    # all-gather, 0.6731 reduce-scatter, 0.7424 all-reduce), used for every GPU until measured there
+    # all-gather, 0.6731 reduce-scatter, 0.7424 all-reduce), used for every GPU; the A100 all-reduce table
+    # gives 0.675 when its efficiency is fitted too
     collective_efficiency=0.67,
 )
 
@@ -105,16 +112,17 @@ _DEFAULT_EFFICIENCY = dict(
 def _gpu(preset: str, *, compute_units: int, matmul_efficiency: float, matmul_half_k: float,
          matmul_max_shape_factor: float, matmul_efficiency_fp8: float | None = None,
          matmul_max_shape_factor_fp8: float | None = None, sustained_compute_fraction: float = 1.0,
-         **datasheet) -> dict:
+         measured: dict | None = None, **datasheet) -> dict:
     """A GPU preset: datasheet rates, the GEMM constants derived from the mamf table and the default
-    attention kernel's curve (python -m trsim.validate.derive_presets)."""
+    attention kernel's curve (python -m trsim.validate.derive_presets); ``measured``: terms of
+    _DEFAULT_EFFICIENCY that a table measured on this GPU replaces."""
     kernel = ATTENTION_KERNELS[ATTENTION_FAMILY[preset]][DEFAULT_ATTENTION_KERNEL]
     return dict(**datasheet, compute_units=compute_units, matmul_tiles=GPU_TILES, matmul_efficiency=matmul_efficiency,
                 matmul_efficiency_fp8=matmul_efficiency_fp8, matmul_half_k=matmul_half_k,
                 matmul_max_shape_factor=matmul_max_shape_factor, matmul_max_shape_factor_fp8=matmul_max_shape_factor_fp8,
                 sustained_compute_fraction=sustained_compute_fraction,
                 attention_kernel=DEFAULT_ATTENTION_KERNEL, **kernel, attention_masked_factor=ATTENTION_MASKED_FACTOR,
-                **_DEFAULT_EFFICIENCY)
+                **{**_DEFAULT_EFFICIENCY, **(measured or {})})
 
 
 # compute_units, matmul_efficiency(_fp8), matmul_max_shape_factor(_fp8) and matmul_half_k: derived by python -m trsim.validate.derive_presets.
@@ -133,7 +141,10 @@ HARDWARE_PRESETS: dict[str, dict] = {
                  memory_bandwidth=4.8e12,
                  memory_bytes=141e9, intranode_bandwidth=450e9, internode_bandwidth=50e9, gpus_per_node=8,
                  compute_units=132, matmul_efficiency=0.8304, matmul_efficiency_fp8=0.8793, matmul_half_k=32.0,
-                 matmul_max_shape_factor=0.9674, matmul_max_shape_factor_fp8=0.8352),
+                 matmul_max_shape_factor=0.9674, matmul_max_shape_factor_fp8=0.8352,
+                 # memory-bound kernels measured on this GPU by this project's campaign (validate/data/h200):
+                 # 0.57 of 4.8 TB/s, where the other presets keep the unmeasured 0.8
+                 measured=dict(bandwidth_efficiency=0.572)),
     "b200": _gpu("b200", source="NVIDIA DGX B200 datasheet (per GPU: 2.25 PFLOP/s dense bf16, 8 TB/s HBM3e, "
                  "180 GB, NVLink 5 900 GB/s per direction; dense fp8 4.5 PFLOP/s)", peak_flops=2250e12, peak_flops_fp8=4500e12,
                  memory_bandwidth=8.0e12,
@@ -141,7 +152,10 @@ HARDWARE_PRESETS: dict[str, dict] = {
                  compute_units=148, matmul_efficiency=0.789, matmul_efficiency_fp8=0.7723, matmul_half_k=32.0,
                  matmul_max_shape_factor=0.983, matmul_max_shape_factor_fp8=0.9876,
                  # in-training GEMM rates / the microbenchmark's (validate/data/b200_gemm_in_training.csv)
-                 sustained_compute_fraction=0.628),
+                 sustained_compute_fraction=0.628,
+                 # collective latency fitted to SimuMax's in-training NVLink 5 collectives on this node
+                 # (validate/data/b200_collectives_in_training.csv)
+                 measured=dict(collective_base_latency_s=2.9e-05, collective_latency_s=6.04e-06)),
     # A nominal CPU profile so that CPU measurements (tests, CI) can be calibrated like any other device. Its
     # peak and bandwidth are estimates, not datasheet maxima (nominal_peak), so fitted efficiencies may exceed 1.
     "cpu": dict(source="nominal 2-core AVX2 x86 CPU at 3 GHz, fp32 (2 x 2 FMA x 8 lanes x 2 x 3e9)", peak_flops=192e9,

@@ -131,22 +131,47 @@ def test_min_max_partition_by_hand_and_against_brute_force():
 
 # ---------------------------------------------------------------------------------- collectives
 def test_ring_collectives_by_hand(tiny):
-    hw = tiny.hardware.model_copy(update={"collective_latency_s": 1e-6, "collective_efficiency": 1.0})
-    assert collectives.all_reduce(1e9, 4, 1e11, hw) == pytest.approx(2 * 3 / 4 * 1e9 / 1e11 + 6e-6)
-    assert collectives.all_gather(1e9, 4, 1e11, hw) == pytest.approx(3 / 4 * 1e9 / 1e11 + 3e-6)
+    hw = tiny.hardware.model_copy(update={"collective_latency_s": 1e-6, "collective_efficiency": 1.0,
+                                          "collective_base_latency_s": 0.0, "internode_latency_s": None})
+    r4 = collectives.Ring(ranks=4, nodes=1, bw=1e11)
+    assert collectives.all_reduce(1e9, r4, hw) == pytest.approx(2 * 3 / 4 * 1e9 / 1e11 + 6e-6)
+    assert collectives.all_gather(1e9, r4, hw) == pytest.approx(3 / 4 * 1e9 / 1e11 + 3e-6)
     half = hw.model_copy(update={"collective_efficiency": 0.5})  # bus bandwidth = half the link's
-    assert collectives.all_gather(1e9, 4, 1e11, half) == pytest.approx(2 * 3 / 4 * 1e9 / 1e11 + 3e-6)
+    assert collectives.all_gather(1e9, r4, half) == pytest.approx(2 * 3 / 4 * 1e9 / 1e11 + 3e-6)
     assert collectives.point_to_point(1e9, 1e11, half) == pytest.approx(1e9 / 1e11 + 1e-6)
-    assert collectives.all_reduce(1e9, 1, 1e11, hw) == 0
+    assert collectives.all_reduce(1e9, collectives.Ring(1, 1, 1e11), hw) == 0
     h = tiny.hardware.model_copy(update={"gpus_per_node": 8, "intranode_bandwidth": 5.0, "internode_bandwidth": 1.0})
     assert collectives.link_bandwidth(h, 8) == 5.0 and collectives.link_bandwidth(h, 2, 8) == 1.0
+
+
+def test_ring_latency_is_a_base_plus_a_step_each_and_crossing_steps_pay_the_network(tiny):
+    """NCCL's latency model: a base per collective, each ring step inside a node at NVLink's latency, the
+    2(nodes-1) steps of an all-reduce (nodes-1 of a gather) that cross nodes at the network's; buckets
+    that share the bytes each pay the latency."""
+    hw = tiny.hardware.model_copy(update={"gpus_per_node": 8, "collective_base_latency_s": 30e-6,
+                                          "collective_latency_s": 2e-6, "internode_latency_s": 10e-6,
+                                          "intranode_bandwidth": 1e11, "internode_bandwidth": 1e10})
+    inside = collectives.ring(hw, 8)
+    assert (inside.ranks, inside.nodes) == (8, 1)
+    assert collectives.ring_latency(inside, 2, hw) == pytest.approx(30e-6 + 14 * 2e-6)
+    dp = collectives.ring(hw, 16, 4)           # 2 ranks on each of 8 nodes
+    assert (dp.ranks, dp.nodes, dp.bw) == (16, 8, 2e10)
+    assert collectives.ring_latency(dp, 2, hw) == pytest.approx(30e-6 + (30 - 14) * 2e-6 + 14 * 10e-6)
+    assert collectives.ring_latency(dp, 1, hw) == pytest.approx(30e-6 + (15 - 7) * 2e-6 + 7 * 10e-6)
+    zero = hw.model_copy(update={"collective_efficiency": 1.0})
+    assert collectives.all_gather(0.0, dp, zero, count=5) == pytest.approx(5 * collectives.ring_latency(dp, 1, hw))
+    # without a network latency of its own, a crossing step costs what a step inside a node does
+    same = hw.model_copy(update={"internode_latency_s": None})
+    assert collectives.ring_latency(dp, 2, same) == pytest.approx(30e-6 + 30 * 2e-6)
+    assert collectives.point_to_point(0.0, 1e10, hw, across_nodes=True) == pytest.approx(40e-6)
+    assert collectives.point_to_point(0.0, 1e11, hw) == pytest.approx(32e-6)
 
 
 def test_cross_node_collectives_use_every_adapter_their_group_has_on_a_node(tiny):
     """NCCL runs one ring per network adapter: a group with k ranks on each node moves its cross-node
     traffic through k adapters (at most NVLink's bandwidth); point-to-point sends use one."""
     h = tiny.hardware.model_copy(update={"gpus_per_node": 8, "intranode_bandwidth": 6.0, "internode_bandwidth": 1.0,
-                                         "collective_latency_s": 0.0})
+                                         "collective_latency_s": 0.0, "collective_base_latency_s": 0.0})
     bw = collectives.collective_bandwidth
     assert bw(h, 8) == 6.0 and bw(h, 4, 2) == 6.0             # inside a node
     assert bw(h, 48) == 6.0                                    # 8 ranks a node: 8 adapters, capped by NVLink
@@ -165,6 +190,7 @@ def test_megatron_distributed_optimizer_traffic_by_hand(tiny):
     all-gathered under the next forward; each waits for what its window cannot cover, at least one bucket.
     Without the distributed optimizer (ZeRO 0) the gradients are all-reduced and nothing is gathered."""
     h = tiny.hardware.model_copy(update={"gpus_per_node": 8, "intranode_bandwidth": 1e11, "collective_latency_s": 0.0,
+                                         "collective_base_latency_s": 0.0,
                                          "collective_efficiency": 1.0})
     t = tiny.training.model_copy(update={"zero_stage": 1, "gradient_bytes": 4, "weight_bytes": 2})
     P, n = np.array([4e8]), 8  # 1.6 GB of gradients: 10 buckets of 160 MB
@@ -197,6 +223,7 @@ def test_stacks_that_do_not_overlap_data_parallel_traffic_expose_all_of_it(tiny,
     reduction then runs after backward and the weight gathers wait, whatever the windows. Each flag takes
     away only its own window; unset, overlap_param_gather follows overlap_grad_reduce."""
     h = tiny.hardware.model_copy(update={"gpus_per_node": 8, "intranode_bandwidth": 1e11, "collective_latency_s": 0.0,
+                                         "collective_base_latency_s": 0.0,
                                          "collective_efficiency": 1.0, "comm_overlap": 0.7})
     t = tiny.training.model_copy(update={"zero_stage": zero, "gradient_bytes": 4, "weight_bytes": 2})
     P, n = np.array([4e8]), 8
@@ -224,6 +251,7 @@ def test_zero3_gradients_and_last_backward_gathers_share_one_window(tiny):
     """FSDP-style ZeRO-3: the last micro-batch's backward carries the gradient reduction and that
     micro-batch's weight gathers; one backward cannot hide both twice."""
     h = tiny.hardware.model_copy(update={"gpus_per_node": 8, "intranode_bandwidth": 1e11, "collective_latency_s": 0.0,
+                                         "collective_base_latency_s": 0.0,
                                          "collective_efficiency": 1.0})
     t = tiny.training.model_copy(update={"zero_stage": 3, "gradient_bytes": 4, "weight_bytes": 2})
     P, n, L = np.array([4e8]), 8, 4
@@ -273,7 +301,7 @@ def test_data_parallel_windows_are_the_forward_and_the_backward_with_its_recompu
 def test_tensor_parallel_traffic_by_hand(tiny):
     from trsim.simulator.plan import Layout, compile_points
     m = tiny.model  # d = 32
-    hw = tiny.hardware.model_copy(update={"collective_latency_s": 0.0, "intranode_bandwidth": 1e9,
+    hw = tiny.hardware.model_copy(update={"collective_latency_s": 0.0, "collective_base_latency_s": 0.0, "intranode_bandwidth": 1e9,
                                           "gpus_per_node": 8, "collective_efficiency": 1.0})
     c = costs.counts(compile_points(None, Layout.from_task(tiny.tasks["u"]), m.num_layers))  # 18 tokens
     B, e = 2, 2
@@ -293,7 +321,8 @@ def test_pipeline_sends_by_hand_whole_sharded_and_scattered(tiny):
     sends the slice across nodes and all-gathers the slices over NVLink on the far side."""
     from trsim.simulator.plan import Layout, compile_points
     m = tiny.model  # d = 32, 4 layers
-    hw = tiny.hardware.model_copy(update={"collective_latency_s": 0.0, "intranode_bandwidth": 4e9,
+    hw = tiny.hardware.model_copy(update={"collective_latency_s": 0.0, "collective_base_latency_s": 0.0,
+                                          "internode_latency_s": 0.0, "intranode_bandwidth": 4e9,
                                           "internode_bandwidth": 1e9, "gpus_per_node": 8,
                                           "collective_efficiency": 0.5})
     c = costs.counts(compile_points(None, Layout.from_task(tiny.tasks["u"]), m.num_layers))  # 18 tokens
@@ -479,7 +508,7 @@ def test_context_parallel_ring_hides_behind_attention_for_long_sequences(tiny):
     att = costs.microbatch_terms(c, m, hw, 1, 2, shard)["attention"]
     exposed = collectives.context_parallel_time(c, m, 1, 2, shard, hw, att)
     block = 32768 / 4 * 2 * m.num_key_value_heads * m.head_dim * 2
-    step = block / hw.intranode_bandwidth + hw.collective_latency_s
+    step = block / hw.intranode_bandwidth + hw.collective_base_latency_s + hw.collective_latency_s
     fwd = att / (1 + hw.attention_backward_ratio)
     want = 3 * (max(0, step - fwd[0, 0] / 4) + max(0, 2 * step - (att[0, 0] - fwd[0, 0]) / 4))
     assert exposed[0, 0] == pytest.approx(want)

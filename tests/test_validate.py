@@ -102,6 +102,34 @@ def test_cross_validation_never_sees_the_held_out_group_or_an_identical_plan(tin
             assert {"himix"} in groups and any({"baseline", "baseline_copy"} <= g for g in groups)
 
 
+def test_k_fold_split_of_runs_does_not_move_when_a_preset_constant_does(monkeypatch):
+    """Folds are dealt by the runs' configurations as written, not by their presets' values: nudging a
+    preset constant (here by one part in 10^15, which once moved Selene's held-out median from 1.3% to
+    2.1%) re-prices the runs but holds out the same runs together; identical runs still share a fold."""
+    from trsim.simulator import presets
+    from trsim.validate.runs import load_runs
+    from trsim.validate.suite import PUBLISHED
+
+    def split(path):
+        runs, _, _ = load_runs(path)
+        return runs, [sorted(runs[i].name for i in f) for f in folds(runs, ("k", 5))]
+
+    path = PUBLISHED / "megatron_selene_a100.yaml"
+    runs0, before = split(path)
+    a100 = dict(presets.HARDWARE_PRESETS["a100-sxm-80g"])
+    monkeypatch.setitem(presets.HARDWARE_PRESETS, "a100-sxm-80g",
+                        {**a100, "collective_latency_s": a100["collective_latency_s"] * (1 + 1e-15),
+                         "bandwidth_efficiency": 0.5})
+    runs1, after = split(path)
+    assert [r.signature for r in runs1] != [r.signature for r in runs0]   # the resolved runs did change
+    assert after == before and len(before) == 5
+    # two runs of one configuration under different names still land in one fold
+    twin = copy.deepcopy(runs1[3])
+    twin.name = "twin"
+    fs = folds(runs1 + [twin], ("k", 5))
+    assert any({3, len(runs1)} <= set(f) for f in fs)
+
+
 class _Fixed:
     def __init__(self, hw0):
         self.values, self.fixed, self.hardware = {}, {}, hw0
@@ -561,7 +589,9 @@ def test_one_dispatch_bound_run_moves_the_host_cost_not_a_parameter_it_barely_se
     res = F.fit([run], hw0)
     free = [k for k in res.values if k not in res.fixed]
     assert free == ["host_layer_s"]
-    assert "not separable from host_layer_s" in res.fixed["bandwidth_efficiency"]
+    # fixed as a weak partner in an unresolvable direction (which partner it names depends on the order
+    # of fixing: the host cost, or the collective efficiency of its equally weak data-parallel traffic)
+    assert "not separable from" in res.fixed["bandwidth_efficiency"]
     assert res.values["bandwidth_efficiency"] == hw0.bandwidth_efficiency
     assert run.predicted_time(run.hardware_with(res.values)) == pytest.approx(run.measured_time, rel=1e-3)
 

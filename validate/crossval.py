@@ -67,7 +67,12 @@ def folds(items: list, scheme: tuple[str, object]) -> list[list[int]]:
         names = sorted(set(labels.values()))
         unit_fold = {u: names.index(lab) for u, lab in labels.items()}
     else:
-        order = sorted(range(n_units), key=lambda u: hashlib.sha256(sigs[unit_of.index(u)].encode()).hexdigest())
+        # units are dealt to folds in the order of a hash of their first item's fold key (a run's
+        # configuration as written, not its preset's values: Run.fold_key), so changing a preset constant
+        # leaves the split alone; the signature breaks ties
+        keys = [getattr(it, "fold_key", s) for it, s in zip(items, sigs)]
+        order = sorted(range(n_units), key=lambda u: (hashlib.sha256(keys[unit_of.index(u)].encode()).hexdigest(),
+                                                       sigs[unit_of.index(u)]))
         k = n_units if kind == "loo" else min(int(arg), n_units)
         unit_fold = {u: i % k for i, u in enumerate(order)}
     out: dict[int, list[int]] = {}

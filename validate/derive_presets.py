@@ -27,6 +27,26 @@ Inputs (read from ``../shared/data/published/`` beside the repository, or ``$TRS
   budget limits clocks), which scales every GEMM and attention rate of the preset. The other GPUs have no
   in-training kernel table; their fraction stays 1 (the mamf rates are taken as sustained).
 
+* ``validate/data/a100_nvlink_allreduce.csv`` (transcribed from vTrain's all-reduce look-up table, cited
+  there): NCCL all-reduce times on 2, 4 and 8 A100s of one NVLink node, 1-256 MiB. The collective
+  latency of every GPU preset (``collective_base_latency_s`` once per collective, ``collective_latency_s``
+  per ring step inside a node) is a least-squares fit in log space of the simulator's own all-reduce
+  (collectives.py) to that table, at the presets' ``collective_efficiency`` (SimuMax's in-training B200
+  gathers and reduce-scatters, 0.67; fitted freely, the A100 table gives the same, reported). The H100
+  and H200 (NVLink 4) have no table and take the A100's. The B200's latency is fitted instead to SimuMax's
+  in-training latencies of all-reduce, all-gather and reduce-scatter on its B200 node
+  (``validate/data/b200_collectives_in_training.csv``). A ring step between nodes costs
+  ``internode_latency_s``, NCCL's own model constant for a network ring step (src/graph/tuning.cc,
+  hwLat[NET][Ring][Simple] = 9.6 us): no table here measures it.
+
+* ``validate/data/h200/partial/llama*.json`` (this project's own H200 profile, its GPU campaign): the
+  memory-bound kernels' measured time against the preset's price over 52 cases (one depth, micro-batch
+  1-8). The slope of measured on priced (with a fixed cost a layer beside it, ``validate.commands.
+  memory_bound_floor``) rescales the h200 preset's ``bandwidth_efficiency``: eager PyTorch elementwise and
+  normalisation kernels reach 0.57 of the H200's 4.8 TB/s. It is not carried to the other GPUs: the H200
+  has the H100's SMs and 43% more bandwidth, and kernels that cannot keep that much traffic in flight reach
+  a smaller share of it than they would of the H100's; the others keep 0.8 (no table).
+
 Constants no public table pins down are hardware physics, stated in ``PHYSICS`` below; they are not
 fitted to anything. Nothing here reads a training run: the training-run sources are the validation
 suite's, and tuning to them is what this derivation avoids.
@@ -63,6 +83,9 @@ PEAKS = {"a100-sxm-80g": (312e12, None), "h100-sxm": (989e12, 1979e12), "h200": 
 # Stated physics, not fitted: a tile's pipeline prologue plus epilogue costs about two K-steps of 16-32
 # elements each, so half_k = 32 elements (the mamf best shapes include K = 1024, where this costs 3%).
 PHYSICS = {"matmul_half_k": 32.0}
+# NCCL's latency per ring step over the network (tuning.cc hwLat[NET][Ring][Simple], in microseconds)
+NCCL_NETWORK_STEP_S = 9.6e-6
+NVLINK_BANDWIDTH = {"A100": 300e9}  # per direction, the link the measured all-reduces ran on
 
 # attention implementations in the kernel table -> trsim kernel names
 KERNELS = {"flashattention1": "flash1", "flashattention2": "flash2", "flashattention3": "flash3", "cudnn": "cudnn",
@@ -132,6 +155,92 @@ def derive_sustained(gemm: dict[str, dict]) -> dict[str, dict]:
         out[preset] = {"sustained_compute_fraction": round(float(np.median(ratio)), 4), "rows": len(rows),
                        "ratio_min": round(float(ratio.min()), 4), "ratio_max": round(float(ratio.max()), 4)}
     return out
+
+
+ALLREDUCE_TABLE = Path(__file__).resolve().parent / "data" / "a100_nvlink_allreduce.csv"
+
+
+def _allreduce_rows() -> np.ndarray:
+    """(ranks, bytes, seconds) of the measured A100 all-reduces."""
+    with open(ALLREDUCE_TABLE) as fh:
+        rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+    return np.array([(int(r["ranks"]), float(r["bytes"]), float(r["time_ns"]) * 1e-9) for r in rows])
+
+
+def allreduce_model(rows: np.ndarray, base: float, step: float, efficiency: float) -> np.ndarray:
+    """The simulator's all-reduce time (collectives.all_reduce) for each measured row."""
+    from types import SimpleNamespace
+
+    from trsim.simulator import collectives as C
+    hw = SimpleNamespace(collective_base_latency_s=base, collective_latency_s=step, internode_latency_s=None,
+                         collective_efficiency=efficiency)
+    return np.array([float(C.all_reduce(nbytes, C.Ring(int(n), 1, NVLINK_BANDWIDTH["A100"]), hw))
+                     for n, nbytes, _ in rows])
+
+
+def _fit_latency(target, laps: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """(base, step) seconds of the ring latency base + laps x (ranks-1) x step closest in log space to
+    ``target(base, step)``'s residual function (used for both tables)."""
+    return least_squares(target, [20.0, 5.0], bounds=([0, 0], [1e3, 1e3])).x * 1e-6
+
+
+B200_COLLECTIVES = Path(__file__).resolve().parent / "data" / "b200_collectives_in_training.csv"
+
+
+def derive_collectives() -> dict:
+    """Collective latency constants per GPU preset, with the fits' quality. A100, H100, H200: fitted to
+    the measured A100 all-reduce table at the presets' efficiency (no table for NVLink 4: the H100 and
+    H200 take the A100's). B200: fitted to SimuMax's in-training all-reduce, all-gather and reduce-scatter
+    latencies on its B200 node (their formula per op, 2-8 ranks). A network ring step: NCCL's constant."""
+    from trsim.simulator.presets import HARDWARE_PRESETS
+    rows = _allreduce_rows()
+    eff = HARDWARE_PRESETS["a100-sxm-80g"]["collective_efficiency"]
+
+    def resid(p, e):
+        return np.log(allreduce_model(rows, p[0] * 1e-6, p[1] * 1e-6, e if e else p[2]) / rows[:, 2])
+
+    base, step = _fit_latency(lambda p: resid(p, eff), None, None)
+    free = least_squares(resid, [20.0, 5.0, 0.7], args=(None,), bounds=([0, 0, 0.05], [1e3, 1e3, 1.0]))
+    err = np.abs(np.expm1(resid([base * 1e6, step * 1e6], eff))) * 100
+    a100 = {"collective_base_latency_s": round(float(base), 8), "collective_latency_s": round(float(step), 8),
+            "rows": int(len(rows)), "median_abs_pct": round(float(np.median(err)), 2),
+            "max_abs_pct": round(float(err.max()), 2), "free_fit_collective_efficiency": round(float(free.x[2]), 4)}
+    with open(B200_COLLECTIVES) as fh:
+        ops = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+    n = np.arange(2, 9, dtype=float)
+    pts = [(float(o["scale"]), float(o["scale"]) * (n + float(o["offset"])) * float(o["latency_per_step_us"])
+            + float(o["fixed_latency_us"])) for o in ops]
+    laps = np.concatenate([np.full(n.size, sc) for sc, _ in pts])
+    want = np.concatenate([t for _, t in pts])
+    nn = np.tile(n, len(pts))
+    bb, bs = _fit_latency(lambda p: np.log((p[0] + laps * (nn - 1) * p[1]) / want), None, None)
+    berr = np.abs((bb * 1e6 + laps * (nn - 1) * bs * 1e6) / want - 1) * 100
+    b200 = {"collective_base_latency_s": round(float(bb), 8), "collective_latency_s": round(float(bs), 8),
+            "points": int(want.size), "median_abs_pct": round(float(np.median(berr)), 2),
+            "max_abs_pct": round(float(berr.max()), 2)}
+    presets = {p: {k: v[k] for k in ("collective_base_latency_s", "collective_latency_s")}
+               | {"internode_latency_s": NCCL_NETWORK_STEP_S}
+               for p, v in (("a100-sxm-80g", a100), ("h100-sxm", a100), ("h200", a100), ("b200", b200))}
+    return {"a100_all_reduce_table": a100, "b200_in_training": b200, "presets": presets,
+            "collective_efficiency": eff}
+
+
+H200_PROFILE = Path(__file__).resolve().parent / "data" / "h200" / "partial"
+
+
+def derive_memory_bound() -> dict:
+    """The h200 preset's bandwidth efficiency from its own profile: the preset's value over the slope of
+    the measured memory-bound class time on the preset's price for it (a floor a layer beside it)."""
+    from trsim.validate.commands import _load, memory_bound_floor
+    from trsim.validate.fit import base_hardware
+    _, cases, _ = _load(sorted(str(p) for p in H200_PROFILE.glob("llama*.json")))
+    hw = base_hardware("h200")
+    priced = [c.predict(hw)["time_s"]["memory_bound"] for c in cases]
+    f = memory_bound_floor([c.measured.get("classes_s", {}).get("memory_bound") for c in cases], priced,
+                           [c.model.num_layers for c in cases])
+    return {"h200": {"bandwidth_efficiency": round(hw.bandwidth_efficiency / f["scale"], 3), "cases": f["cases"],
+                     "scale_at_preset": round(f["scale"], 4), "floor_per_layer_s": f["floor_per_layer_s"],
+                     "median_abs_pct": round(f["median_abs_pct"], 2), "max_abs_pct": round(f["max_abs_pct"], 2)}}
 
 
 def _kernel_rows(directory: Path | None = None):
@@ -236,7 +345,8 @@ def fit_quality(directory: Path | None = None) -> list[dict]:
 
 def derive(directory: Path | None = None) -> dict:
     gemm = derive_gemm(directory)
-    return {"gemm": gemm, "sustained": derive_sustained(gemm), "attention": derive_attention(directory)}
+    return {"gemm": gemm, "sustained": derive_sustained(gemm), "attention": derive_attention(directory),
+            "collectives": derive_collectives(), "memory_bound": derive_memory_bound()}
 
 
 def check(derived: dict) -> list[str]:
@@ -259,6 +369,15 @@ def check(derived: dict) -> list[str]:
             if have is None or any(not np.allclose(np.asarray(have[k], float), np.asarray(v, float), rtol=1e-3)
                                    for k, v in vals.items()):
                 bad.append(f"ATTENTION_KERNELS[{gpu!r}][{kernel!r}] = {have}, derived {vals}")
+    for preset, vals in derived["memory_bound"].items():
+        have = HARDWARE_PRESETS[preset]["bandwidth_efficiency"]
+        if not np.isclose(have, vals["bandwidth_efficiency"], atol=0.002):
+            bad.append(f"HARDWARE_PRESETS[{preset!r}]['bandwidth_efficiency'] = {have}, derived {vals['bandwidth_efficiency']}")
+    for preset, vals in derived["collectives"]["presets"].items():
+        for k, v in vals.items():
+            have = HARDWARE_PRESETS[preset].get(k, np.nan)
+            if not np.isclose(have, v, rtol=1e-3):
+                bad.append(f"HARDWARE_PRESETS[{preset!r}][{k!r}] = {have}, derived {v}")
     if not np.isclose(ATTENTION_MASKED_FACTOR, derived["attention"]["attention_masked_factor"], rtol=1e-3):
         bad.append(f"ATTENTION_MASKED_FACTOR = {ATTENTION_MASKED_FACTOR}, derived "
                    f"{derived['attention']['attention_masked_factor']}")
@@ -288,6 +407,11 @@ def main(argv=None) -> int:
     for q in fit_quality(directory):
         print(f"  {q['gpu']:16s} {q['kernel']:14s} rows {q['rows']:3d}  median {q['median_abs_pct']:5.1f}%  "
               f"max {q['max_abs_pct']:5.1f}%", file=sys.stderr)
+    c, b = derived["collectives"]["a100_all_reduce_table"], derived["collectives"]["b200_in_training"]
+    print(f"A100 all-reduce table ({c['rows']} rows) priced by the fitted latency: median {c['median_abs_pct']:.1f}%  "
+          f"max {c['max_abs_pct']:.1f}%", file=sys.stderr)
+    print(f"B200 in-training collective latencies ({b['points']} points) by the fitted latency: median "
+          f"{b['median_abs_pct']:.1f}%  max {b['max_abs_pct']:.1f}%", file=sys.stderr)
     return 0
 
 

@@ -58,8 +58,25 @@ class Run:
     def signature(self) -> str:
         """Identical configurations (same resolved scenario and schedule) share a signature whatever
         their names: cross-validation keeps them in one fold."""
+        return self._digest(self.scenario.hardware.model_dump())
+
+    @property
+    def fold_key(self) -> str:
+        """The configuration as written: the hardware as its preset's name, the attention kernel, the
+        fields the scenario sets over the preset and the calibration applied, not the preset's values. The
+        k-fold split orders configurations by it, so a change to a preset constant re-prices every fold
+        without reshuffling which runs are held out together (``crossval.folds``)."""
         s = self.scenario
-        doc = {"model": s.model.model_dump(), "hardware": s.hardware.model_dump(), "gpus": s.num_gpus,
+        if s.hardware_preset is None:
+            return self.signature
+        hw = s.hardware
+        given = {"preset": s.hardware_preset, "attention_kernel": hw.attention_kernel, "memory_bytes": hw.memory_bytes,
+                 "calibration": s.calibration, **{k: getattr(hw, k) for k in s.hardware_overrides}}
+        return self._digest(given)
+
+    def _digest(self, hardware: dict) -> str:
+        s = self.scenario
+        doc = {"model": s.model.model_dump(), "hardware": hardware, "gpus": s.num_gpus,
                "training": s.training.model_dump(), "conventions": s.conventions.model_dump(),
                "tasks": {k: v.model_dump() for k, v in s.tasks.items()},
                "plans": {k: p.to_dict() for k, p in self._plans.items()}}
