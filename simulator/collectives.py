@@ -59,7 +59,9 @@ class Ring:
 
 
 def ring(hw: HardwareSpec, size: int, stride: int = 1) -> Ring:
-    nodes = 1 if size * stride <= hw.gpus_per_node else math.ceil(size / _ranks_per_node(hw, size, stride))
+    """The group's ring: it spans size x stride consecutive GPUs (one rank per node beyond a node's width)."""
+    span = size * stride
+    nodes = size if stride >= hw.gpus_per_node else math.ceil(span / hw.gpus_per_node)
     return Ring(size, nodes, collective_bandwidth(hw, size, stride))
 
 
@@ -89,7 +91,8 @@ reduce_scatter = all_gather
 
 
 def point_to_point(nbytes, bw: float, hw: HardwareSpec, across_nodes: bool = False):
-    """One send: the link's whole bandwidth, a collective's base latency and one step's."""
+    """One send: the link's whole bandwidth, a collective's base latency and one step's (not measured
+    here: SimuMax's B200 fit gives 16 us a send, where this prices 35)."""
     step = hw.internode_latency_s if across_nodes and hw.internode_latency_s is not None else hw.collective_latency_s
     return nbytes / bw + hw.collective_base_latency_s + step
 
@@ -192,8 +195,9 @@ def data_parallel_time(params, t: TrainingSpec, hw: HardwareSpec, n: int, span: 
     the parameters each replica's rank holds. Returns (total, exposed) seconds.
 
     Volume: gradients all-reduced (ZeRO 0-1) or reduce-scattered and the updated weights all-gathered
-    (ZeRO 2, the same bytes); ZeRO-3 / FSDP also all-gathers the weights before each forward and each
-    backward of every micro-batch.
+    (ZeRO 2, the same bytes); ZeRO-3 / FSDP reduce-scatters the gradients (layer by layer) and gathers no
+    updated weights, but all-gathers the weights before each forward and each backward of every
+    micro-batch.
 
     ``trsim`` stack (the project's step model): ``comm_overlap`` of the total hides behind backward.
     ``training.overlap_grad_reduce`` / ``overlap_param_gather`` false take away the window of the
@@ -214,6 +218,7 @@ def data_parallel_time(params, t: TrainingSpec, hw: HardwareSpec, n: int, span: 
         grads = all_reduce(params * t.gradient_bytes, r, hw)
         gathers = 0.0
         if t.zero_stage == 3:  # the weights gathered before forward and again before backward
+            grads = reduce_scatter(params * t.gradient_bytes, r, hw)
             gathers = 2 * all_gather(params * t.weight_bytes, r, hw)
         exposed = (grads * (1 - (hw.comm_overlap if t.overlap_grad_reduce else 0.0))
                    + gathers * (1 - (hw.comm_overlap if gathers_overlap else 0.0)))
@@ -239,11 +244,13 @@ def data_parallel_time(params, t: TrainingSpec, hw: HardwareSpec, n: int, span: 
         exposed = (np.maximum(grads / buckets, grads - grad_window)
                    + np.maximum(gather / buckets, gather - gather_forward))
         return grads + gather, exposed
-    grads = all_reduce(grad_bytes, r, hw, count=buckets)
-    last_bucket = grads / buckets
     if t.zero_stage != 3:
-        return grads, np.maximum(last_bucket, grads - grad_window)
-    gather = all_gather(params * t.weight_bytes, r, hw, count=layers)  # one per layer
+        grads = all_reduce(grad_bytes, r, hw, count=buckets)
+        return grads, np.maximum(grads / buckets, grads - grad_window)
+    # ZeRO-3 / FSDP: each layer's gradients reduce-scattered, its weights gathered, one collective a layer
+    grads = reduce_scatter(grad_bytes, r, hw, count=layers)
+    last_bucket = grads / layers
+    gather = all_gather(params * t.weight_bytes, r, hw, count=layers)
     per_layer = gather / layers
     exp_f = np.maximum(per_layer, gather - gather_forward)   # every micro-batch's forward gathers
     exp_b = np.maximum(per_layer, gather - gather_backward)  # every earlier micro-batch's backward gathers

@@ -98,14 +98,12 @@ _DEFAULT_EFFICIENCY = dict(
     # inside a node, per ring step between nodes. The first two fitted to NCCL all-reduces measured on
     # 2-8 A100s (vTrain's look-up table, validate/data/a100_nvlink_allreduce.csv: 6% median error; b200:
     # its own), the third NCCL's own model constant for a network step (python -m trsim.validate.derive_presets)
-    collective_base_latency_s=3.491e-05,
+    collective_base_latency_s=3.508e-05,
     collective_latency_s=2.46e-06,
     internode_latency_s=9.6e-06,
-    # NCCL bus bandwidth over NVLink's per-direction bandwidth for large ring collectives: the
-    # all-gather / reduce-scatter rate measured in training on B200 (SimuMax's B200 system file: 0.6735
-    # all-gather, 0.6731 reduce-scatter, 0.7424 all-reduce), used for every GPU; the A100 all-reduce table
-    # gives 0.675 when its efficiency is fitted too
-    collective_efficiency=0.67,
+    # NCCL bus bandwidth over NVLink's per-direction bandwidth for large ring collectives, fitted with the
+    # latency to the A100 all-reduce table (b200: SimuMax's in-training gathers and reduce-scatters, 0.723)
+    collective_efficiency=0.675,
 )
 
 
@@ -153,9 +151,10 @@ HARDWARE_PRESETS: dict[str, dict] = {
                  matmul_max_shape_factor=0.983, matmul_max_shape_factor_fp8=0.9876,
                  # in-training GEMM rates / the microbenchmark's (validate/data/b200_gemm_in_training.csv)
                  sustained_compute_fraction=0.628,
-                 # collective latency fitted to SimuMax's in-training NVLink 5 collectives on this node
-                 # (validate/data/b200_collectives_in_training.csv)
-                 measured=dict(collective_base_latency_s=2.9e-05, collective_latency_s=6.04e-06)),
+                 # collective latency and efficiency from SimuMax's in-training NVLink 5 collectives on this
+                 # node (validate/data/b200_collectives_in_training.csv)
+                 measured=dict(collective_base_latency_s=2.9e-05, collective_latency_s=6.04e-06,
+                               collective_efficiency=0.723)),
     # A nominal CPU profile so that CPU measurements (tests, CI) can be calibrated like any other device. Its
     # peak and bandwidth are estimates, not datasheet maxima (nominal_peak), so fitted efficiencies may exceed 1.
     "cpu": dict(source="nominal 2-core AVX2 x86 CPU at 3 GHz, fp32 (2 x 2 FMA x 8 lanes x 2 x 3e9)", peak_flops=192e9,

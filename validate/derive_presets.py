@@ -29,15 +29,16 @@ Inputs (read from ``../shared/data/published/`` beside the repository, or ``$TRS
 
 * ``validate/data/a100_nvlink_allreduce.csv`` (transcribed from vTrain's all-reduce look-up table, cited
   there): NCCL all-reduce times on 2, 4 and 8 A100s of one NVLink node, 1-256 MiB. The collective
-  latency of every GPU preset (``collective_base_latency_s`` once per collective, ``collective_latency_s``
-  per ring step inside a node) is a least-squares fit in log space of the simulator's own all-reduce
-  (collectives.py) to that table, at the presets' ``collective_efficiency`` (SimuMax's in-training B200
-  gathers and reduce-scatters, 0.67; fitted freely, the A100 table gives the same, reported). The H100
-  and H200 (NVLink 4) have no table and take the A100's. The B200's latency is fitted instead to SimuMax's
-  in-training latencies of all-reduce, all-gather and reduce-scatter on its B200 node
-  (``validate/data/b200_collectives_in_training.csv``). A ring step between nodes costs
-  ``internode_latency_s``, NCCL's own model constant for a network ring step (src/graph/tuning.cc,
-  hwLat[NET][Ring][Simple] = 9.6 us): no table here measures it.
+  latency (``collective_base_latency_s`` once per collective, ``collective_latency_s`` per ring step inside
+  a node) and bus efficiency (``collective_efficiency``) of the A100, H100 and H200 presets are a
+  least-squares fit in log space of the simulator's own all-reduce (collectives.py) to that table; the
+  H100 and H200 (NVLink 4) have no table and take the A100's. The B200's come from SimuMax's in-training
+  fits on its B200 node (``validate/data/b200_collectives_in_training.csv``): the all-gather and
+  reduce-scatter efficiency restated over 900 GB/s (SimuMax divides by GiB/s), the latency fitted to its
+  per-op latencies at 2-8 ranks. Outside 1-256 MiB (the cross-entropy's KB-sized all-reduces, small
+  sends) the latency is extrapolated. A ring step between nodes costs ``internode_latency_s``, the
+  constant of NCCL 2.8-era src/graph/tuning.cc (hwLat[NET][Ring][Simple] = 9.6 us; later releases use
+  14): no table here measures it.
 
 * ``validate/data/h200/partial/llama*.json`` (this project's own H200 profile, its GPU campaign): the
   memory-bound kernels' measured time against the preset's price over 52 cases (one depth, micro-batch
@@ -178,51 +179,46 @@ def allreduce_model(rows: np.ndarray, base: float, step: float, efficiency: floa
                      for n, nbytes, _ in rows])
 
 
-def _fit_latency(target, laps: np.ndarray, ranks: np.ndarray) -> np.ndarray:
-    """(base, step) seconds of the ring latency base + laps x (ranks-1) x step closest in log space to
-    ``target(base, step)``'s residual function (used for both tables)."""
-    return least_squares(target, [20.0, 5.0], bounds=([0, 0], [1e3, 1e3])).x * 1e-6
-
-
 B200_COLLECTIVES = Path(__file__).resolve().parent / "data" / "b200_collectives_in_training.csv"
+GIB = 2 ** 30  # SimuMax divides by its bandwidth figure in GiB/s: its efficiencies are over 900 GiB/s
 
 
 def derive_collectives() -> dict:
-    """Collective latency constants per GPU preset, with the fits' quality. A100, H100, H200: fitted to
-    the measured A100 all-reduce table at the presets' efficiency (no table for NVLink 4: the H100 and
-    H200 take the A100's). B200: fitted to SimuMax's in-training all-reduce, all-gather and reduce-scatter
-    latencies on its B200 node (their formula per op, 2-8 ranks). A network ring step: NCCL's constant."""
-    from trsim.simulator.presets import HARDWARE_PRESETS
+    """Collective constants per GPU preset, with the fits' quality. A100, H100, H200: latency and bus
+    efficiency fitted together to the measured A100 all-reduce table (no table for NVLink 4: the H100 and
+    H200 take the A100's). B200: SimuMax's in-training fits on its B200 node, its gather / reduce-scatter
+    efficiency restated over 900 GB/s, its latency fitted to their per-op latencies at 2-8 ranks. A network
+    ring step: NCCL's constant."""
     rows = _allreduce_rows()
-    eff = HARDWARE_PRESETS["a100-sxm-80g"]["collective_efficiency"]
 
-    def resid(p, e):
-        return np.log(allreduce_model(rows, p[0] * 1e-6, p[1] * 1e-6, e if e else p[2]) / rows[:, 2])
+    def resid(p):
+        return np.log(allreduce_model(rows, p[0] * 1e-6, p[1] * 1e-6, p[2]) / rows[:, 2])
 
-    base, step = _fit_latency(lambda p: resid(p, eff), None, None)
-    free = least_squares(resid, [20.0, 5.0, 0.7], args=(None,), bounds=([0, 0, 0.05], [1e3, 1e3, 1.0]))
-    err = np.abs(np.expm1(resid([base * 1e6, step * 1e6], eff))) * 100
-    a100 = {"collective_base_latency_s": round(float(base), 8), "collective_latency_s": round(float(step), 8),
-            "rows": int(len(rows)), "median_abs_pct": round(float(np.median(err)), 2),
-            "max_abs_pct": round(float(err.max()), 2), "free_fit_collective_efficiency": round(float(free.x[2]), 4)}
+    fit = least_squares(resid, [20.0, 5.0, 0.7], bounds=([0, 0, 0.05], [1e3, 1e3, 1.0]))
+    base, step, eff = float(fit.x[0]) * 1e-6, float(fit.x[1]) * 1e-6, float(fit.x[2])
+    err = np.abs(np.expm1(fit.fun)) * 100
+    a100 = {"collective_base_latency_s": round(base, 8), "collective_latency_s": round(step, 8),
+            "collective_efficiency": round(eff, 3), "rows": int(len(rows)),
+            "median_abs_pct": round(float(np.median(err)), 2), "max_abs_pct": round(float(err.max()), 2)}
     with open(B200_COLLECTIVES) as fh:
-        ops = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+        ops = {o["op"]: o for o in csv.DictReader(line for line in fh if not line.startswith("#"))}
     n = np.arange(2, 9, dtype=float)
-    pts = [(float(o["scale"]), float(o["scale"]) * (n + float(o["offset"])) * float(o["latency_per_step_us"])
-            + float(o["fixed_latency_us"])) for o in ops]
-    laps = np.concatenate([np.full(n.size, sc) for sc, _ in pts])
-    want = np.concatenate([t for _, t in pts])
-    nn = np.tile(n, len(pts))
-    bb, bs = _fit_latency(lambda p: np.log((p[0] + laps * (nn - 1) * p[1]) / want), None, None)
-    berr = np.abs((bb * 1e6 + laps * (nn - 1) * bs * 1e6) / want - 1) * 100
-    b200 = {"collective_base_latency_s": round(float(bb), 8), "collective_latency_s": round(float(bs), 8),
+    laps = np.concatenate([np.full(n.size, float(o["scale"])) for o in ops.values()])
+    want = np.concatenate([float(o["scale"]) * (n + float(o["offset"])) * float(o["latency_per_step_us"])
+                           + float(o["fixed_latency_us"]) for o in ops.values()])
+    nn = np.tile(n, len(ops))
+    bfit = least_squares(lambda p: np.log((p[0] + laps * (nn - 1) * p[1]) / want), [20.0, 5.0],
+                         bounds=([0, 0], [1e3, 1e3]))
+    berr = np.abs(np.expm1(bfit.fun)) * 100
+    gather_eff = np.mean([float(ops[k]["efficiency"]) for k in ("all_gather", "reduce_scatter")]) * GIB / 1e9
+    b200 = {"collective_base_latency_s": round(float(bfit.x[0]) * 1e-6, 8),
+            "collective_latency_s": round(float(bfit.x[1]) * 1e-6, 8), "collective_efficiency": round(gather_eff, 3),
             "points": int(want.size), "median_abs_pct": round(float(np.median(berr)), 2),
             "max_abs_pct": round(float(berr.max()), 2)}
-    presets = {p: {k: v[k] for k in ("collective_base_latency_s", "collective_latency_s")}
-               | {"internode_latency_s": NCCL_NETWORK_STEP_S}
+    keys = ("collective_base_latency_s", "collective_latency_s", "collective_efficiency")
+    presets = {p: {k: v[k] for k in keys} | {"internode_latency_s": NCCL_NETWORK_STEP_S}
                for p, v in (("a100-sxm-80g", a100), ("h100-sxm", a100), ("h200", a100), ("b200", b200))}
-    return {"a100_all_reduce_table": a100, "b200_in_training": b200, "presets": presets,
-            "collective_efficiency": eff}
+    return {"a100_all_reduce_table": a100, "b200_in_training": b200, "presets": presets}
 
 
 H200_PROFILE = Path(__file__).resolve().parent / "data" / "h200" / "partial"
@@ -408,7 +404,7 @@ def main(argv=None) -> int:
         print(f"  {q['gpu']:16s} {q['kernel']:14s} rows {q['rows']:3d}  median {q['median_abs_pct']:5.1f}%  "
               f"max {q['max_abs_pct']:5.1f}%", file=sys.stderr)
     c, b = derived["collectives"]["a100_all_reduce_table"], derived["collectives"]["b200_in_training"]
-    print(f"A100 all-reduce table ({c['rows']} rows) priced by the fitted latency: median {c['median_abs_pct']:.1f}%  "
+    print(f"A100 all-reduce table ({c['rows']} rows) priced by the fitted constants: median {c['median_abs_pct']:.1f}%  "
           f"max {c['max_abs_pct']:.1f}%", file=sys.stderr)
     print(f"B200 in-training collective latencies ({b['points']} points) by the fitted latency: median "
           f"{b['median_abs_pct']:.1f}%  max {b['max_abs_pct']:.1f}%", file=sys.stderr)

@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -71,6 +72,18 @@ def scenario(model, gpus, mb, gb, seq, par=None, training=None, hardware=None) -
     if par:
         scn["parallelism"] = par
     return scn
+
+
+def fits_without_recompute(defaults: dict, scn: dict) -> bool:
+    """Whether the run, as written (no recompute), fits in its GPU's memory by trsim's peak-memory model
+    (within 5% median where sources publish memory). A source that leaves recompute unpublished ran with
+    some when it does not fit; full recompute is then the assumption (selective keeps the MLP's activations)."""
+    from trsim.simulator import scenario_from_dict
+    from trsim.simulator.simulate import evaluate, schedule_plans
+    from trsim.validate.runs import _deep_merge
+    scn = scenario_from_dict(_deep_merge(defaults, scn))
+    peak = float(np.asarray(evaluate(scn, schedule_plans(scn, "baseline"))["peak"]).reshape(-1)[0])
+    return peak <= scn.hardware.memory_bytes
 
 
 def dump(name: str, header: str, defaults: dict, runs: list[dict]) -> None:
@@ -254,6 +267,11 @@ def nemo(d):
                      "scenario": scenario(NEMO_MODELS[key], n, r["mbs"] or 1, gb, s, par, tr),
                      "measured": {"step_time_s": round(step, 6)},
                      "tags": {"model": key, "precision": "fp8" if fp8 else "bf16", "stack": r["source"].split()[0]}})
+    defaults = {"hardware": {"preset": "h100-sxm", "attention_kernel": "cudnn"},
+                "training": {"weight_bytes": 2, "gradient_bytes": 4, "optimizer_bytes": 12, "activation_bytes": 2}}
+    for run in runs:
+        if not fits_without_recompute(defaults, run["scenario"]):
+            run["scenario"]["training"]["recompute"] = "full"
     dump("nemo_h100.yaml", """NVIDIA NeMo / Megatron-Bridge / NeMo AutoModel pretraining on DGX-H100 (Llama 2 and 3; FP8 and BF16).
 Sources: github.com/NVIDIA/NeMo docs/source/performance/performance_summary.md @4c73f776..d31653f7 (24.07);
 github.com/NVIDIA-NeMo/Megatron-Bridge docs/performance-summary-archive.md @067f987 (25.09, 25.11);
@@ -262,9 +280,9 @@ github.com/NVIDIA-NeMo/Automodel docs/performance-summary.mdx @36044ad (BF16, FS
 source gives none. Selection: full pretraining of Llama models (LoRA/SFT keep base weights frozen, MoE is
 not modelled, and the source table gives no shapes for its Nemotron and GPT-3 rows). Megatron rows: distributed optimizer (ZeRO-1), TE/cuDNN attention,
 sequence parallel with TP, stack megatron; FSDP rows: ZeRO-3 (Megatron-Bridge's Megatron-FSDP keeps stack
-megatron; AutoModel's FSDP2 over Hugging Face model code with Transformer Engine kernels, stack huggingface, kernels fused). Recompute per recipe is not published per row: none assumed.""",
-         {"hardware": {"preset": "h100-sxm", "attention_kernel": "cudnn"},
-          "training": {"weight_bytes": 2, "gradient_bytes": 4, "optimizer_bytes": 12, "activation_bytes": 2}}, runs)
+megatron; AutoModel's FSDP2 over Hugging Face model code with Transformer Engine kernels, stack huggingface, kernels fused). Recompute per recipe is not published per row: none assumed, unless
+the row does not fit in the H100's 80 GB without it by trsim's peak-memory model; then full recompute (the AutoModel Llama 3 70B
+row: 147 GiB predicted without it).""", defaults, runs)
 
 
 def flash(d):
