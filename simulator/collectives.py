@@ -69,8 +69,8 @@ def ring_latency(r: Ring, laps: int, hw: HardwareSpec) -> float:
     """Latency of one ring collective that goes ``laps`` times round the ring (an all-reduce 2, an
     all-gather or reduce-scatter 1)."""
     steps, crossing = laps * (r.ranks - 1), laps * (r.nodes - 1)
-    network = hw.collective_latency_s if hw.internode_latency_s is None else hw.internode_latency_s
-    return hw.collective_base_latency_s + (steps - crossing) * hw.collective_latency_s + crossing * network
+    return (hw.collective_base_latency_s + (steps - crossing) * hw.collective_latency_s
+            + crossing * hw.internode_latency_s)
 
 
 def all_reduce(nbytes, r: Ring, hw: HardwareSpec, count=1):
@@ -93,7 +93,7 @@ reduce_scatter = all_gather
 def point_to_point(nbytes, bw: float, hw: HardwareSpec, across_nodes: bool = False):
     """One send: the link's whole bandwidth, a collective's base latency and one step's (not measured
     here: SimuMax's B200 fit gives 16 us a send, where this prices 35)."""
-    step = hw.internode_latency_s if across_nodes and hw.internode_latency_s is not None else hw.collective_latency_s
+    step = hw.internode_latency_s if across_nodes else hw.collective_latency_s
     return nbytes / bw + hw.collective_base_latency_s + step
 
 

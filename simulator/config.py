@@ -179,10 +179,11 @@ class HardwareSpec(_Strict):
     host_layer_s: float = Field(default=0.0, ge=0)
     comm_overlap: float = Field(ge=0, le=1)
     # a ring collective's latency (NCCL's model: collectives.py): once per collective, plus one per ring
-    # step inside a node (NVLink) and one per step that crosses nodes (the network; None: as inside a node)
+    # step inside a node (NVLink) and one per step that crosses nodes (the network; default NCCL's own
+    # constant for a network ring step, 9.6 us)
     collective_latency_s: float = Field(ge=0)
     collective_base_latency_s: float = Field(default=0.0, ge=0)
-    internode_latency_s: Optional[float] = Field(default=None, ge=0)
+    internode_latency_s: float = Field(default=9.6e-6, ge=0)
     # bus bandwidth an NCCL all-gather / reduce-scatter / all-reduce reaches, over the link's bandwidth
     collective_efficiency: float = Field(default=1.0, gt=0, le=1)
     calibration: Optional[str] = None

@@ -132,7 +132,7 @@ def test_min_max_partition_by_hand_and_against_brute_force():
 # ---------------------------------------------------------------------------------- collectives
 def test_ring_collectives_by_hand(tiny):
     hw = tiny.hardware.model_copy(update={"collective_latency_s": 1e-6, "collective_efficiency": 1.0,
-                                          "collective_base_latency_s": 0.0, "internode_latency_s": None})
+                                          "collective_base_latency_s": 0.0})
     r4 = collectives.Ring(ranks=4, nodes=1, bw=1e11)
     assert collectives.all_reduce(1e9, r4, hw) == pytest.approx(2 * 3 / 4 * 1e9 / 1e11 + 6e-6)
     assert collectives.all_gather(1e9, r4, hw) == pytest.approx(3 / 4 * 1e9 / 1e11 + 3e-6)
@@ -160,9 +160,15 @@ def test_ring_latency_is_a_base_plus_a_step_each_and_crossing_steps_pay_the_netw
     assert collectives.ring_latency(dp, 1, hw) == pytest.approx(30e-6 + (15 - 7) * 2e-6 + 7 * 10e-6)
     zero = hw.model_copy(update={"collective_efficiency": 1.0})
     assert collectives.all_gather(0.0, dp, zero, count=5) == pytest.approx(5 * collectives.ring_latency(dp, 1, hw))
-    # without a network latency of its own, a crossing step costs what a step inside a node does
-    same = hw.model_copy(update={"internode_latency_s": None})
+    # a network step as fast as an NVLink one: the ring's steps all cost the same
+    same = hw.model_copy(update={"internode_latency_s": 2e-6})
     assert collectives.ring_latency(dp, 2, same) == pytest.approx(30e-6 + 30 * 2e-6)
+    # a custom profile that does not say gets NCCL's own constant for a network step, and a calibration
+    # file may set it like every other time-model term
+    from trsim.simulator.calibration import calibratable_parameters
+    from trsim.simulator.config import HardwareSpec
+    assert HardwareSpec.model_fields["internode_latency_s"].default == 9.6e-6
+    assert {"internode_latency_s", "collective_base_latency_s"} <= set(calibratable_parameters())
     assert collectives.point_to_point(0.0, 1e10, hw, across_nodes=True) == pytest.approx(40e-6)
     assert collectives.point_to_point(0.0, 1e11, hw) == pytest.approx(32e-6)
 

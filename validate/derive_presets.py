@@ -173,7 +173,7 @@ def allreduce_model(rows: np.ndarray, base: float, step: float, efficiency: floa
     from types import SimpleNamespace
 
     from trsim.simulator import collectives as C
-    hw = SimpleNamespace(collective_base_latency_s=base, collective_latency_s=step, internode_latency_s=None,
+    hw = SimpleNamespace(collective_base_latency_s=base, collective_latency_s=step, internode_latency_s=0.0,
                          collective_efficiency=efficiency)
     return np.array([float(C.all_reduce(nbytes, C.Ring(int(n), 1, NVLINK_BANDWIDTH["A100"]), hw))
                      for n, nbytes, _ in rows])
