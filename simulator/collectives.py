@@ -27,10 +27,15 @@ from .config import HardwareSpec, TrainingSpec
 DDP_BUCKET_ELEMENTS = 40e6  # Megatron-Core's default gradient bucket (in elements, whatever their bytes)
 
 
+def spans_nodes(hw: HardwareSpec, size: int, stride: int = 1) -> bool:
+    """Whether a group of ``size`` ranks at ``stride`` (size x stride consecutive GPUs) leaves one node."""
+    return size * stride > hw.gpus_per_node
+
+
 def link_bandwidth(hw: HardwareSpec, size: int, stride: int = 1) -> float:
     """Per-GPU bandwidth of one transfer between two ranks of a group of ``size`` ranks at ``stride``:
     NVLink inside a node, the GPU's own network adapter across nodes (point-to-point sends)."""
-    return hw.intranode_bandwidth if size * stride <= hw.gpus_per_node else hw.internode_bandwidth
+    return hw.internode_bandwidth if spans_nodes(hw, size, stride) else hw.intranode_bandwidth
 
 
 def collective_bandwidth(hw: HardwareSpec, size: int, stride: int = 1) -> float:
@@ -41,13 +46,10 @@ def collective_bandwidth(hw: HardwareSpec, size: int, stride: int = 1) -> float:
     node spreads its cross-node traffic over those ranks' ``k`` adapters: k x ``internode_bandwidth``,
     at most NVLink's. With one rank per node (a data-parallel group at stride 8 on 8-GPU nodes) that is
     one adapter's bandwidth."""
-    if size * stride <= hw.gpus_per_node:
+    if not spans_nodes(hw, size, stride):
         return hw.intranode_bandwidth
-    return min(hw.intranode_bandwidth, _ranks_per_node(hw, size, stride) * hw.internode_bandwidth)
-
-
-def _ranks_per_node(hw: HardwareSpec, size: int, stride: int) -> int:
-    return max(1, min(size, hw.gpus_per_node // max(stride, 1)))
+    per_node = max(1, min(size, hw.gpus_per_node // max(stride, 1)))
+    return min(hw.intranode_bandwidth, per_node * hw.internode_bandwidth)
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,7 @@ def context_parallel_time(c, m, B: int, e: int, shard, hw: HardwareSpec, attenti
     if cp == 1:
         return np.zeros_like(c.nq, dtype=float)
     block = B * c.nkv / cp * 2 * (m.num_key_value_heads // t) * m.head_dim * e
-    step = point_to_point(block, link_bandwidth(hw, cp, t), hw, across_nodes=cp * t > hw.gpus_per_node)
+    step = point_to_point(block, link_bandwidth(hw, cp, t), hw, across_nodes=spans_nodes(hw, cp, t))
     fwd_share = attention_layer / (1 + hw.attention_backward_ratio)
     bwd_share = attention_layer - fwd_share
     return (cp - 1) * (np.maximum(0.0, step - fwd_share / cp) + np.maximum(0.0, 2 * step - bwd_share / cp))
@@ -170,7 +172,7 @@ def pipeline_p2p_time(c, m, B: int, e: int, shard, hw: HardwareSpec, stages, dat
     if p == 1:
         return out
     span = shard.tensor * shard.context * data_parallel
-    bw, across = link_bandwidth(hw, 2, span), 2 * span > hw.gpus_per_node
+    bw, across = link_bandwidth(hw, 2, span), spans_nodes(hw, 2, span)
     split = scatter_gather and shard.tensor > 1 and shard.hidden == 1
 
     def send(rows):
@@ -215,11 +217,10 @@ def data_parallel_time(params, t: TrainingSpec, hw: HardwareSpec, n: int, span: 
     r = ring(hw, n, span // n)
     gathers_overlap = t.param_gather_overlapped
     if stack == "trsim":
-        grads = all_reduce(params * t.gradient_bytes, r, hw)
-        gathers = 0.0
-        if t.zero_stage == 3:  # the weights gathered before forward and again before backward
-            grads = reduce_scatter(params * t.gradient_bytes, r, hw)
-            gathers = 2 * all_gather(params * t.weight_bytes, r, hw)
+        # ZeRO-3 reduce-scatters the gradients and gathers the weights before forward and again before backward
+        zero3 = t.zero_stage == 3
+        grads = (reduce_scatter if zero3 else all_reduce)(params * t.gradient_bytes, r, hw)
+        gathers = 2 * all_gather(params * t.weight_bytes, r, hw) if zero3 else 0.0
         exposed = (grads * (1 - (hw.comm_overlap if t.overlap_grad_reduce else 0.0))
                    + gathers * (1 - (hw.comm_overlap if gathers_overlap else 0.0)))
         return grads + gathers, exposed

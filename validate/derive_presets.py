@@ -86,7 +86,6 @@ PEAKS = {"a100-sxm-80g": (312e12, None), "h100-sxm": (989e12, 1979e12), "h200": 
 PHYSICS = {"matmul_half_k": 32.0}
 # NCCL's latency per ring step over the network (tuning.cc hwLat[NET][Ring][Simple], in microseconds)
 NCCL_NETWORK_STEP_S = 9.6e-6
-NVLINK_BANDWIDTH = {"A100": 300e9}  # per direction, the link the measured all-reduces ran on
 
 # attention implementations in the kernel table -> trsim kernel names
 KERNELS = {"flashattention1": "flash1", "flashattention2": "flash2", "flashattention3": "flash3", "cudnn": "cudnn",
@@ -100,10 +99,14 @@ def data_dir() -> Path:
     return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "published"
 
 
-def read_csv(name: str, directory: Path | None = None) -> list[dict]:
-    path = (directory or data_dir()) / name
+def read_table(path: Path) -> list[dict]:
+    """The rows of a CSV whose leading ``#`` lines cite its source."""
     with open(path) as fh:
         return list(csv.DictReader(line for line in fh if not line.startswith("#")))
+
+
+def read_csv(name: str, directory: Path | None = None) -> list[dict]:
+    return read_table((directory or data_dir()) / name)
 
 
 class _Shape:
@@ -146,8 +149,7 @@ def derive_sustained(gemm: dict[str, dict]) -> dict[str, dict]:
         if path is None:
             out[preset] = {"sustained_compute_fraction": 1.0}
             continue
-        with open(path) as fh:
-            rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+        rows = read_table(path)
         hw = _Shape(units)
         hw.matmul_efficiency = gemm[preset]["matmul_efficiency"]
         hw.matmul_max_shape_factor = gemm[preset]["matmul_max_shape_factor"]
@@ -163,9 +165,8 @@ ALLREDUCE_TABLE = Path(__file__).resolve().parent / "data" / "a100_nvlink_allred
 
 def _allreduce_rows() -> np.ndarray:
     """(ranks, bytes, seconds) of the measured A100 all-reduces."""
-    with open(ALLREDUCE_TABLE) as fh:
-        rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
-    return np.array([(int(r["ranks"]), float(r["bytes"]), float(r["time_ns"]) * 1e-9) for r in rows])
+    return np.array([(int(r["ranks"]), float(r["bytes"]), float(r["time_ns"]) * 1e-9)
+                     for r in read_table(ALLREDUCE_TABLE)])
 
 
 def allreduce_model(rows: np.ndarray, base: float, step: float, efficiency: float) -> np.ndarray:
@@ -173,10 +174,11 @@ def allreduce_model(rows: np.ndarray, base: float, step: float, efficiency: floa
     from types import SimpleNamespace
 
     from trsim.simulator import collectives as C
+    from trsim.simulator.presets import HARDWARE_PRESETS
+    link = HARDWARE_PRESETS["a100-sxm-80g"]["intranode_bandwidth"]  # the NVLink the all-reduces ran on
     hw = SimpleNamespace(collective_base_latency_s=base, collective_latency_s=step, internode_latency_s=0.0,
                          collective_efficiency=efficiency)
-    return np.array([float(C.all_reduce(nbytes, C.Ring(int(n), 1, NVLINK_BANDWIDTH["A100"]), hw))
-                     for n, nbytes, _ in rows])
+    return np.array([float(C.all_reduce(nbytes, C.Ring(int(n), 1, link), hw)) for n, nbytes, _ in rows])
 
 
 B200_COLLECTIVES = Path(__file__).resolve().parent / "data" / "b200_collectives_in_training.csv"
@@ -200,8 +202,7 @@ def derive_collectives() -> dict:
     a100 = {"collective_base_latency_s": round(base, 8), "collective_latency_s": round(step, 8),
             "collective_efficiency": round(eff, 3), "rows": int(len(rows)),
             "median_abs_pct": round(float(np.median(err)), 2), "max_abs_pct": round(float(err.max()), 2)}
-    with open(B200_COLLECTIVES) as fh:
-        ops = {o["op"]: o for o in csv.DictReader(line for line in fh if not line.startswith("#"))}
+    ops = {o["op"]: o for o in read_table(B200_COLLECTIVES)}
     n = np.arange(2, 9, dtype=float)
     laps = np.concatenate([np.full(n.size, float(o["scale"])) for o in ops.values()])
     want = np.concatenate([float(o["scale"]) * (n + float(o["offset"])) * float(o["latency_per_step_us"])

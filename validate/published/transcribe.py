@@ -14,7 +14,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -79,11 +78,9 @@ def fits_without_recompute(defaults: dict, scn: dict) -> bool:
     (within 5% median where sources publish memory). A source that leaves recompute unpublished ran with
     some when it does not fit; full recompute is then the assumption (selective keeps the MLP's activations)."""
     from trsim.simulator import scenario_from_dict
-    from trsim.simulator.simulate import evaluate, schedule_plans
-    from trsim.validate.runs import _deep_merge
-    scn = scenario_from_dict(_deep_merge(defaults, scn))
-    peak = float(np.asarray(evaluate(scn, schedule_plans(scn, "baseline"))["peak"]).reshape(-1)[0])
-    return peak <= scn.hardware.memory_bytes
+    from trsim.validate.runs import Run, _deep_merge
+    run = Run("fit check", scenario_from_dict(_deep_merge(defaults, scn)), "baseline", {})
+    return run.evaluate()["peak_memory_bytes"] <= run.hardware.memory_bytes
 
 
 def dump(name: str, header: str, defaults: dict, runs: list[dict]) -> None:
