@@ -159,7 +159,9 @@ class HardwareSpec(_Strict):
     # thermal-limited clocks under continuous load); scales every GEMM and attention rate
     sustained_compute_fraction: float = Field(default=1.0, gt=0, le=1)
     matmul_half_k: float = Field(default=0.0, ge=0)        # reduction length at which a tile's efficiency halves
-    matmul_overhead_s: float = Field(default=0.0, ge=0)    # fixed seconds per GEMM call (host dispatch)
+    # fixed seconds per GEMM kernel: launch, the first tiles' loads, the epilogue (GPUs: measured device time;
+    # the CPU preset: dispatch, since host and device are one processor there)
+    matmul_overhead_s: float = Field(default=0.0, ge=0)
     # attention
     attention_kernel: AttentionKernel = "flash2"
     attention_efficiency: _Eff            # fraction of peak at head dim 128, long sequences, no mask

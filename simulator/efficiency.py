@@ -6,12 +6,13 @@ Both models are physically motivated parametric forms with a few constants per G
 
 GEMM ``[M, K] x [K, N]`` (output M x N, reduction K), FLOPs 2MNK:
 
-    compute time = 2MNK / (peak x ceiling x shape(M, N) x K / (K + half_k)) + overhead
+    compute time = 2MNK / (peak x ceiling x shape(M, N) x K / (K + half_k))
     shape(M, N)  = max over the tile shapes (tm, tn) the library can pick of
                    tile_quality(tm, tn) x M N / (waves x units x tm x tn),
                    waves = ceil(ceil(M / tm) ceil(N / tn) / units)
     memory time  = (MK + KN + MN) x bytes / (bandwidth x bandwidth_efficiency)
-    time         = max(compute time, memory time)                               (a roofline)
+    time         = max(compute time, memory time) + fixed time per kernel        (a roofline)
+    time        >= 2MNK / measured maximum rate                                  (the cap)
 
 ``M N / (waves x units x tm x tn)`` is the useful fraction of the output tiles the GPU's ``units``
 (streaming multiprocessors) compute in ``waves`` rounds: tile quantisation (partial edge tiles) and wave
@@ -88,39 +89,43 @@ def matmul_ceiling(hw, precision: str = "bf16") -> float:
 
 
 def max_shape_factor(hw, precision: str = "bf16") -> float:
-    """The largest shape factor any GEMM gets (``inf``: no cap): that of the shape that reached the
-    measured maximum achievable rate. The ceiling is derived so that the model reproduces the maximum at
-    that shape; wave quantisation makes the model pessimistic there (GEMM libraries soften it with
-    stream-K and split-K schedules), so without the cap other shapes would come out faster than anything
-    the shape search measured. As a factor of the ceiling, the cap moves with a calibrated ceiling."""
+    """The largest rate any GEMM reaches, as a fraction of ``peak x ceiling`` (``inf``: no cap): the
+    measured maximum achievable rate of a brute-force shape search (mamf), its fixed time per kernel
+    included. The ceiling is derived so that the model reproduces the maximum at the shape that reached
+    it; wave quantisation makes the model pessimistic there (GEMM libraries soften it with stream-K and
+    split-K schedules), so without the cap other shapes would come out faster than anything the shape
+    search measured. As a factor of the ceiling, the cap moves with a calibrated ceiling."""
     cap = getattr(hw, "matmul_max_shape_factor_fp8", None) if precision == "fp8" else None
     cap = cap if cap is not None else getattr(hw, "matmul_max_shape_factor", None)
     return float("inf") if cap is None else cap
 
 
 def gemm_efficiency(M, N, K, hw, precision: str = "bf16") -> np.ndarray:
-    """Fraction of the peak the compute part of an [M,K]x[K,N] GEMM runs at (no memory roofline)."""
+    """Fraction of the peak the compute part of an [M,K]x[K,N] GEMM runs at: the tile model and the K
+    fall-off under the ceiling (no memory roofline, no fixed time per kernel, no cap)."""
     K = np.maximum(np.asarray(K, dtype=float), 1.0)
     shape = shape_factor(M, N, hw.compute_units, hw.matmul_tiles) * K / (K + hw.matmul_half_k)
-    return matmul_ceiling(hw, precision) * np.minimum(shape, max_shape_factor(hw, precision)) * hw.sustained_compute_fraction
+    return matmul_ceiling(hw, precision) * shape * hw.sustained_compute_fraction
 
 
 def gemm_time(M, N, K, hw, peak: float | None = None, precision: str = "bf16", elem_bytes: float = 2.0):
     """Seconds of one [M, K] x [K, N] GEMM: the roofline of compute at the shape's efficiency and of its
-    traffic, plus a fixed per-call cost. 2MNK / (peak x ceiling x shape x K / (K + half_k)) simplifies
-    to 2 x capacity x (K + half_k) / (peak x ceiling); the cap on the shape factor bounds it from below
-    by 2MNK / (peak x ceiling x max_shape_factor)."""
+    traffic, plus a fixed time per kernel (``matmul_overhead_s``: launch, the first tiles' loads, the
+    epilogue). 2MNK / (peak x ceiling x shape x K / (K + half_k)) simplifies to 2 x capacity x (K + half_k)
+    / (peak x ceiling); the cap bounds the whole from below by 2MNK / (peak x ceiling x max_shape_factor),
+    the measured maximum rate."""
     M = np.maximum(M, 1.0)
     N = np.maximum(N, 1.0)
     K = np.maximum(K, 1.0)
     rate = (hw.peak_flops if peak is None else peak) * hw.sustained_compute_fraction * matmul_ceiling(hw, precision)
     cap = tile_capacity(M, N, hw.compute_units, hw.matmul_tiles)
     compute = cap * (K + hw.matmul_half_k) * (2.0 / rate)
+    memory = ((M + N) * K + M * N) * (elem_bytes / (hw.memory_bandwidth * hw.bandwidth_efficiency))
+    t = np.maximum(compute, memory) + hw.matmul_overhead_s
     top = max_shape_factor(hw, precision)
     if top != float("inf"):
-        compute = np.maximum(compute, M * N * K * (2.0 / (rate * top)))
-    memory = ((M + N) * K + M * N) * (elem_bytes / (hw.memory_bandwidth * hw.bandwidth_efficiency))
-    return np.maximum(compute, memory) + hw.matmul_overhead_s
+        t = np.maximum(t, M * N * K * (2.0 / (rate * top)))
+    return t
 
 
 def head_dim_factor(head_dim, factors) -> np.ndarray:

@@ -82,7 +82,6 @@ DEFAULT_ATTENTION_KERNEL = "flash2"
 
 # Terms no kernel table pins down; shared by the GPU presets until a calibration file replaces them.
 _DEFAULT_EFFICIENCY = dict(
-    matmul_overhead_s=0.0,         # per-GEMM host cost; GPU launches are asynchronous and hide under compute
     attention_backward_ratio=2.5,  # backward / forward FLOPs of the attention kernel (the benchmarks' convention)
     bandwidth_efficiency=0.8,      # fraction of datasheet bandwidth memory-bound kernels reach (h200: measured)
     gather_efficiency=0.5,         # same, for index_select / index_copy of token rows
@@ -108,7 +107,7 @@ _DEFAULT_EFFICIENCY = dict(
 
 
 def _gpu(preset: str, *, compute_units: int, matmul_efficiency: float, matmul_half_k: float,
-         matmul_max_shape_factor: float, matmul_efficiency_fp8: float | None = None,
+         matmul_overhead_s: float, matmul_max_shape_factor: float, matmul_efficiency_fp8: float | None = None,
          matmul_max_shape_factor_fp8: float | None = None, sustained_compute_fraction: float = 1.0,
          measured: dict | None = None, **datasheet) -> dict:
     """A GPU preset: datasheet rates, the GEMM constants derived from the mamf table and the default
@@ -116,30 +115,31 @@ def _gpu(preset: str, *, compute_units: int, matmul_efficiency: float, matmul_ha
     _DEFAULT_EFFICIENCY that a table measured on this GPU replaces."""
     kernel = ATTENTION_KERNELS[ATTENTION_FAMILY[preset]][DEFAULT_ATTENTION_KERNEL]
     return dict(**datasheet, compute_units=compute_units, matmul_tiles=GPU_TILES, matmul_efficiency=matmul_efficiency,
-                matmul_efficiency_fp8=matmul_efficiency_fp8, matmul_half_k=matmul_half_k,
+                matmul_efficiency_fp8=matmul_efficiency_fp8, matmul_half_k=matmul_half_k, matmul_overhead_s=matmul_overhead_s,
                 matmul_max_shape_factor=matmul_max_shape_factor, matmul_max_shape_factor_fp8=matmul_max_shape_factor_fp8,
                 sustained_compute_fraction=sustained_compute_fraction,
                 attention_kernel=DEFAULT_ATTENTION_KERNEL, **kernel, attention_masked_factor=ATTENTION_MASKED_FACTOR,
                 **{**_DEFAULT_EFFICIENCY, **(measured or {})})
 
 
-# compute_units, matmul_efficiency(_fp8), matmul_max_shape_factor(_fp8) and matmul_half_k: derived by python -m trsim.validate.derive_presets.
+# compute_units, matmul_efficiency(_fp8), matmul_max_shape_factor(_fp8), matmul_half_k and matmul_overhead_s:
+# derived by python -m trsim.validate.derive_presets (the fixed time per GEMM kernel from this project's H200 profile).
 HARDWARE_PRESETS: dict[str, dict] = {
     "a100-sxm-80g": _gpu("a100-sxm-80g", source="NVIDIA A100 SXM4 80GB datasheet", peak_flops=312e12,
                          memory_bandwidth=2.039e12, memory_bytes=80 * _GiB, intranode_bandwidth=300e9,
                          internode_bandwidth=25e9, gpus_per_node=8,
-                         compute_units=108, matmul_efficiency=0.8856, matmul_max_shape_factor=0.9815,
-                         matmul_half_k=32.0),
+                         compute_units=108, matmul_efficiency=0.8928, matmul_max_shape_factor=0.9736,
+                         matmul_half_k=32.0, matmul_overhead_s=3.18e-06),
     "h100-sxm": _gpu("h100-sxm", source="NVIDIA H100 SXM5 80GB datasheet", peak_flops=989e12, peak_flops_fp8=1979e12,
                      memory_bandwidth=3.35e12,
                      memory_bytes=80 * _GiB, intranode_bandwidth=450e9, internode_bandwidth=50e9, gpus_per_node=8,
-                     compute_units=132, matmul_efficiency=0.8304, matmul_efficiency_fp8=0.8482, matmul_half_k=32.0,
-                     matmul_max_shape_factor=0.9674, matmul_max_shape_factor_fp8=0.8356),
+                     compute_units=132, matmul_efficiency=0.8497, matmul_efficiency_fp8=0.8624, matmul_half_k=32.0, matmul_overhead_s=3.18e-06,
+                     matmul_max_shape_factor=0.9455, matmul_max_shape_factor_fp8=0.8218),
     "h200": _gpu("h200", source="NVIDIA H200 SXM 141GB datasheet", peak_flops=989e12, peak_flops_fp8=1979e12,
                  memory_bandwidth=4.8e12,
                  memory_bytes=141e9, intranode_bandwidth=450e9, internode_bandwidth=50e9, gpus_per_node=8,
-                 compute_units=132, matmul_efficiency=0.8304, matmul_efficiency_fp8=0.8793, matmul_half_k=32.0,
-                 matmul_max_shape_factor=0.9674, matmul_max_shape_factor_fp8=0.8352,
+                 compute_units=132, matmul_efficiency=0.8497, matmul_efficiency_fp8=0.9127, matmul_half_k=32.0, matmul_overhead_s=3.18e-06,
+                 matmul_max_shape_factor=0.9455, matmul_max_shape_factor_fp8=0.8046,
                  # memory-bound kernels measured on this GPU by this project's campaign (validate/data/h200):
                  # 0.57 of 4.8 TB/s, where the other presets keep the unmeasured 0.8
                  measured=dict(bandwidth_efficiency=0.572)),
@@ -147,8 +147,8 @@ HARDWARE_PRESETS: dict[str, dict] = {
                  "180 GB, NVLink 5 900 GB/s per direction; dense fp8 4.5 PFLOP/s)", peak_flops=2250e12, peak_flops_fp8=4500e12,
                  memory_bandwidth=8.0e12,
                  memory_bytes=180e9, intranode_bandwidth=900e9, internode_bandwidth=50e9, gpus_per_node=8,
-                 compute_units=148, matmul_efficiency=0.789, matmul_efficiency_fp8=0.7723, matmul_half_k=32.0,
-                 matmul_max_shape_factor=0.983, matmul_max_shape_factor_fp8=0.9876,
+                 compute_units=148, matmul_efficiency=0.8144, matmul_efficiency_fp8=0.7948, matmul_half_k=32.0, matmul_overhead_s=3.18e-06,
+                 matmul_max_shape_factor=0.9523, matmul_max_shape_factor_fp8=0.9597,
                  # in-training GEMM rates / the microbenchmark's (validate/data/b200_gemm_in_training.csv)
                  sustained_compute_fraction=0.628,
                  # collective latency and efficiency from SimuMax's in-training NVLink 5 collectives on this
