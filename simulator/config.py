@@ -18,6 +18,7 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloa
 
 from .errors import ScenarioError, describe
 from .presets import HARDWARE_PRESETS, MODEL_PRESETS
+from .presets import NCCL_NETWORK_STEP_S
 from .reader import UnreadableFile, read_document as _read_document
 from .strict import error_from_validation, refuse_coercions, validate  # noqa: F401  (error_from_validation re-exported)
 
@@ -185,7 +186,7 @@ class HardwareSpec(_Strict):
     # constant for a network ring step, 9.6 us)
     collective_latency_s: float = Field(ge=0)
     collective_base_latency_s: float = Field(default=0.0, ge=0)
-    internode_latency_s: float = Field(default=9.6e-6, ge=0)
+    internode_latency_s: float = Field(default=NCCL_NETWORK_STEP_S, ge=0)
     # bus bandwidth an NCCL all-gather / reduce-scatter / all-reduce reaches, over the link's bandwidth
     collective_efficiency: float = Field(default=1.0, gt=0, le=1)
     calibration: Optional[str] = None

@@ -34,13 +34,14 @@ KEYS = {"num_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
         "head_dim": ("head_dim", "kv_channels"),
         "intermediate_size": ("intermediate_size", "n_inner", "ffn_dim", "ffn_hidden_size"),
         "vocab_size": ("vocab_size", "padded_vocab_size")}
-# Qwen (1) gives each of its MLP's two input projections intermediate_size // 2 (its modeling code does the
-# halving); every other model type gives the per-projection width.
-HALVED_INTERMEDIATE = ("qwen",)
+# Qwen (1) and Molmo give each of their MLP's two input projections intermediate_size // 2 (one fused
+# projection, split in two by the modeling code); every other model type gives the per-projection width.
+HALVED_INTERMEDIATE = ("qwen", "molmo")
 ACTIVATION_KEYS = ("hidden_act", "hidden_activation", "activation_function")
 # Two-matrix (non-gated) MLPs, whatever their activation (Persimmon/Fuyu and Nemotron use squared ReLU, the
 # BERT/CLIP/SigLIP/Whisper-style encoders GELU); every other model type is taken as gated (LLaMA-style).
-NON_GATED = ("gpt2", "gpt_neox", "gptj", "gpt_neo", "gpt_neox_japanese", "opt", "phi", "falcon", "bloom",
+NON_GATED = ("gpt2", "gpt_neox", "gptj", "gpt_neo", "gpt_neox_japanese", "opt", "phi", "phi-msft",
+             "mixformer-sequential", "falcon", "bloom",
              "gpt_bigcode", "codegen", "mpt", "starcoder2", "persimmon", "fuyu", "nemotron", "arcee", "nanochat",
              "apertus", "jais2", "biogpt", "xglm", "git", "kosmos-2", "kosmos_2_text_model", "bart", "mbart",
              "bert", "roberta", "clip", "clip_text_model", "clip_vision_model", "siglip", "siglip_text_model",
@@ -51,6 +52,21 @@ MOE_COUNTS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_e
 MOE_FIELDS = ("num_experts_per_tok", "n_shared_experts", "moe_intermediate_size", "shared_expert_intermediate_size",
               "moe_top_k")
 MOE_NESTED = ("ffn_config", "moe_config")
+# Where an omni model nests its decoder one level deeper (Qwen2.5-Omni: thinker_config.text_config).
+CONTAINERS = ("thinker_config",)
+# Recurrent and state-space model types (and hybrids of them): no attention layers to price.
+NOT_TRANSFORMERS = ("rwkv", "rwkv5", "rwkv6", "rwkv7", "mamba", "mamba2", "falcon_mamba", "recurrent_gemma",
+                    "xlstm", "jamba", "zamba", "zamba2", "bamba", "falcon_h1", "nemotron_h", "lfm2", "lfm2_vl")
+# Model types whose configuration class ties the input and output embeddings unless the file says otherwise
+# (PretrainedConfig's own default), for the fallback without transformers: the decoder and VLM types of
+# transformers 5.24 whose default configuration has tie_word_embeddings true (a test checks these against
+# the installed transformers). Every other type defaults to untied, as LlamaConfig does.
+TIED_BY_DEFAULT = ("aya_vision", "biogpt", "bloom", "cohere", "cohere2", "cohere2_vision", "csm", "ctrl",
+                   "ernie4_5", "falcon", "gemma", "gemma2", "gemma3", "gemma3_text", "gemma3n", "gemma3n_text",
+                   "gemma4", "gemma4_text", "got_ocr2", "gpt-sw3", "gpt2", "gpt_bigcode", "gpt_neo",
+                   "gpt_neox_japanese", "hunyuan_vl", "hunyuan_vl_text", "kosmos-2", "minicpm3",
+                   "modernbert-decoder", "mpt", "openai-gpt", "opt", "paligemma", "qwen2_5_omni",
+                   "qwen2_5_omni_text", "qwen2_5_omni_thinker", "smollm3", "starcoder2", "vaultgemma", "xglm")
 
 # Built-in fallback: the defaults of transformers' LlamaConfig, GemmaConfig and GPT2Config, which published
 # configs omit (LLaVA's text_config, Gemma's tied embeddings, GPT-2's n_inner: null = 4 x hidden).
@@ -95,6 +111,11 @@ def _transformers_mapping():
 
 def _sub_config(raw: dict, file: Path) -> tuple[dict, str, Path]:
     """The language model's config dict, its key prefix, and the file it came from."""
+    for key in CONTAINERS:
+        inner = raw.get(key)
+        if isinstance(inner, dict) and any(isinstance(inner.get(k), dict) for k in NESTED):
+            sub, prefix, src = _sub_config(inner, file)
+            return sub, f"{key}.{prefix}", src
     for key in NESTED:
         sub = raw.get(key)
         if isinstance(sub, dict):
@@ -111,6 +132,20 @@ def _sub_config(raw: dict, file: Path) -> tuple[dict, str, Path]:
 
 def _load(file: Path) -> dict:
     return read_document(file, what="config.json", fmt="json")
+
+
+def _check_decoder(sub: dict, sub_type: str | None, prefix: str, file: Path) -> None:
+    """Refuse what a dense self-attention decoder cannot describe: recurrent and state-space models, and
+    decoders with cross-attention layers (Llama 3.2 Vision's, whose image states never enter the sequence)."""
+    if sub_type in NOT_TRANSFORMERS:
+        raise ScenarioError(str(file), f"{prefix}model_type", f"a transformer decoder (recurrent and state-space "
+                            f"layers are not modelled), got model_type {sub_type!r}")
+    cross = sub.get("cross_attention_layers")
+    if isinstance(cross, list) and cross:
+        shown = ", ".join(str(x) for x in cross[:8]) + (", ..." if len(cross) > 8 else "")
+        raise ScenarioError(str(file), f"{prefix}cross_attention_layers", f"a decoder of self-attention layers "
+                            f"(cross-attention layers reading image states outside the sequence are not "
+                            f"modelled), got {len(cross)} cross-attention layers [{shown}]")
 
 
 def _check_dense(cfg, prefix: str, file: Path) -> None:
@@ -149,6 +184,7 @@ def read_hf_config(path: Path) -> HfModel:
         sub_type = "llama"
     elif sub_type is None and sub is not raw and top_type in NON_GATED:  # CLIP's text_config, say
         sub_type = top_type
+    _check_decoder(sub, sub_type if sub is not raw else top_type, prefix, src)
     _check_dense(sub, prefix, src)
 
     from .config import ModelSpec
@@ -215,6 +251,8 @@ def read_hf_config(path: Path) -> HfModel:
     tie = next((d["tie_word_embeddings"] for d in (sub, raw) if isinstance(d.get("tie_word_embeddings"), bool)), None)
     if tie is None:
         tie = getattr(obj, "tie_word_embeddings", None) if obj is not None else defaults.get("tie_word_embeddings")
+    if tie is None and obj is None and (sub_type or top_type) is not None:
+        tie = (sub_type or top_type) in TIED_BY_DEFAULT
     if tie is not None:
         out.fields["tie_word_embeddings"] = bool(tie)
     act, _ = lookup(ACTIVATION_KEYS)
@@ -230,7 +268,14 @@ def _with_transformers(mapping, raw, top_type, sub, sub_type, prefix, src):
     """transformers' configuration object for the language model (its defaults filled in), or None when
     transformers does not know the model type."""
     import logging
+    import warnings
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    with warnings.catch_warnings():  # deprecation notices about old config layouts are not the user's error
+        warnings.simplefilter("ignore")
+        return _construct(mapping, raw, top_type, sub, sub_type, prefix, src)
+
+
+def _construct(mapping, raw, top_type, sub, sub_type, prefix, src):
     try:
         if top_type in mapping and sub is raw:
             full = mapping[top_type](**{k: v for k, v in raw.items() if k != "model_type"})

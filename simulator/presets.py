@@ -44,6 +44,10 @@ MODEL_PRESETS: dict[str, dict] = {
 
 _GiB = 2**30
 
+#: NCCL's latency per ring step over the network (NCCL 2.8-era src/graph/tuning.cc,
+#: hwLat[NET][Ring][Simple] = 9.6 us): the default of every profile, GPU presets included
+NCCL_NETWORK_STEP_S = 9.6e-6
+
 # Attention-kernel curves per GPU family and kernel: derived from the FlashAttention kernel tables by
 # `python -m trsim.validate.derive_presets` (do not edit by hand; `--check` verifies these numbers).
 ATTENTION_KERNELS: dict[str, dict[str, dict]] = {
@@ -99,7 +103,7 @@ _DEFAULT_EFFICIENCY = dict(
     # its own), the third NCCL's own model constant for a network step (python -m trsim.validate.derive_presets)
     collective_base_latency_s=3.508e-05,
     collective_latency_s=2.46e-06,
-    internode_latency_s=9.6e-06,
+    internode_latency_s=NCCL_NETWORK_STEP_S,
     # NCCL bus bandwidth over NVLink's per-direction bandwidth for large ring collectives, fitted with the
     # latency to the A100 all-reduce table (b200: SimuMax's in-training gathers and reduce-scatters, 0.723)
     collective_efficiency=0.675,

@@ -49,6 +49,23 @@ EXPECTED = {
                         intermediate_size=13696, vocab_size=65024, tie_word_embeddings=False, mlp="swiglu"),
     "mpt-7b": dict(num_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=32,
                    intermediate_size=16384, vocab_size=50432, mlp="gelu"),
+    # Molmo: one fused gate-and-up projection of intermediate_size, split in two (as Qwen-VL's)
+    "molmo-7b-d": dict(num_layers=28, hidden_size=3584, num_attention_heads=28, num_key_value_heads=4, head_dim=128,
+                       intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False, mlp="swiglu"),
+    # Phi-2's original remote-code config (model_type phi-msft): fc1/fc2 with gelu_new, not gated
+    "phi-2-msft": dict(num_layers=32, hidden_size=2560, num_attention_heads=32, num_key_value_heads=32, head_dim=80,
+                       intermediate_size=10240, vocab_size=51200, mlp="gelu"),
+    # files that omit tie_word_embeddings on model types that tie by default (the fallback must know it too)
+    "gemma2-2b": dict(num_layers=26, hidden_size=2304, num_attention_heads=8, num_key_value_heads=4, head_dim=256,
+                      intermediate_size=9216, vocab_size=256000, tie_word_embeddings=True, mlp="geglu"),
+    "gemma3-27b": dict(num_layers=62, hidden_size=5376, num_attention_heads=32, num_key_value_heads=16, head_dim=128,
+                       intermediate_size=21504, vocab_size=262208, tie_word_embeddings=True, mlp="geglu"),
+    "opt-125m": dict(num_layers=12, hidden_size=768, num_attention_heads=12, num_key_value_heads=12, head_dim=64,
+                     intermediate_size=3072, vocab_size=50272, tie_word_embeddings=True, mlp="gelu"),
+    # an omni model's decoder two levels down: thinker_config.text_config
+    "qwen2.5-omni-7b-awq": dict(num_layers=28, hidden_size=3584, num_attention_heads=28, num_key_value_heads=4,
+                                head_dim=128, intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False,
+                                mlp="swiglu"),
     # Qwen-VL's LLM: intermediate_size is the two gated projections together (its code halves it)
     "qwen-vl-chat": dict(num_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=32,
                          head_dim=128, intermediate_size=11008, vocab_size=151936, tie_word_embeddings=False,
@@ -97,6 +114,40 @@ def test_mixture_of_experts_refused_naming_the_expert_fields(tmp_path, tiny_doc,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert f"{DATA / name / 'config.json'}: {key}: expected a dense decoder" in err and extra in err
+
+
+@pytest.mark.parametrize("name,key,needle", [
+    ("mllama-90b-4layer", "text_config.cross_attention_layers", "expected a decoder of self-attention layers"),
+    ("rwkv5-3b", "model_type", "expected a transformer decoder")])
+def test_decoders_that_are_not_self_attention_stacks_are_refused(tmp_path, tiny_doc, backend, capsys, name, key,
+                                                                 needle):
+    """Llama 3.2 Vision's cross-attention layers (image states outside the sequence) and recurrent models
+    would price as if they were self-attention layers: refused in one line, naming the key."""
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(_scenario(tiny_doc, DATA / name / "config.json")))
+    assert main(["simulate", str(p)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{DATA / name / 'config.json'}: {key}: {needle}" in err, err
+
+
+def test_fallback_tie_defaults_agree_with_transformers():
+    """Every model type the built-in fallback takes as tied by default ties in transformers' configuration
+    class too, and every common decoder type transformers ties is in the fallback's list."""
+    transformers = pytest.importorskip("transformers")
+    from trsim.simulator.hf_config import TIED_BY_DEFAULT
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for t in TIED_BY_DEFAULT:
+            if t not in transformers.CONFIG_MAPPING:
+                continue  # a type newer or older than the installed transformers
+            cfg = transformers.CONFIG_MAPPING[t]()
+            cfg = cfg.get_text_config(decoder=True) if hasattr(cfg, "get_text_config") else cfg
+            assert cfg.tie_word_embeddings is True, t
+        for t in ("gemma", "gemma2", "gemma3_text", "gpt2", "opt", "bloom", "falcon", "starcoder2", "cohere"):
+            assert t in TIED_BY_DEFAULT, t
+        for t in ("llama", "mistral", "qwen2", "phi3", "gpt_neox", "mixtral"):
+            assert t not in TIED_BY_DEFAULT and transformers.CONFIG_MAPPING[t]().tie_word_embeddings is False, t
 
 
 def _run(tmp_path, tiny_doc, cfg_path, capsys, **model):

@@ -79,6 +79,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from trsim.simulator import efficiency as E
+from trsim.simulator.presets import NCCL_NETWORK_STEP_S  # NCCL's latency per ring step over the network
 
 DATA_ENV = "TRSIM_PUBLISHED_DATA"
 
@@ -100,8 +101,6 @@ PEAKS = {"a100-sxm-80g": (312e12, None), "h100-sxm": (989e12, 1979e12), "h200": 
 PHYSICS = {"matmul_half_k": 32.0}
 # An H100 GEMM kernel table over 125 shapes (OpenXLA's perf table): the check of the GEMM model's form
 XLA_H100_GEMMS = Path(__file__).resolve().parent / "data" / "h100_gemm_xla.csv"
-# NCCL's latency per ring step over the network (tuning.cc hwLat[NET][Ring][Simple], in microseconds)
-NCCL_NETWORK_STEP_S = 9.6e-6
 
 # attention implementations in the kernel table -> trsim kernel names
 KERNELS = {"flashattention1": "flash1", "flashattention2": "flash2", "flashattention3": "flash3", "cudnn": "cudnn",
