@@ -152,16 +152,17 @@ class HardwareSpec(_Strict):
     matmul_tiles: tuple[tuple[PositiveInt, PositiveInt], ...] = ((1, 1),)  # output tiles the GEMM library picks among
     matmul_efficiency: _Eff               # fraction of peak a GEMM of ideal shape reaches (bf16/fp16)
     matmul_efficiency_fp8: Optional[_Eff] = None  # the same at fp8 (fraction of the fp8 peak)
-    # the shape factor of the GEMM that reached the measured maximum achievable rate (a brute-force shape
-    # search): no shape's factor exceeds it, so no shape runs faster than the measured maximum. None: no cap
+    # the measured maximum achievable GEMM rate (a brute-force shape search) over peak x ceiling (x the
+    # sustained fraction): no GEMM, its fixed time included, runs faster than that maximum. None: no cap
     matmul_max_shape_factor: Optional[float] = Field(default=None, gt=0, le=1)
     matmul_max_shape_factor_fp8: Optional[float] = Field(default=None, gt=0, le=1)
     # fraction of the kernel benchmarks' rates the GPU sustains through a training step (power- and
     # thermal-limited clocks under continuous load); scales every GEMM and attention rate
     sustained_compute_fraction: float = Field(default=1.0, gt=0, le=1)
     matmul_half_k: float = Field(default=0.0, ge=0)        # reduction length at which a tile's efficiency halves
-    # fixed seconds per GEMM kernel: launch, the first tiles' loads, the epilogue (GPUs: measured device time;
-    # the CPU preset: dispatch, since host and device are one processor there)
+    # fixed seconds per GEMM kernel whatever its size (GPUs: device time inside the kernel, ramp-up, the first
+    # tiles' loads, the epilogue; gaps between kernels are layer_overhead_s. The CPU preset: dispatch, since
+    # host and device are one processor there)
     matmul_overhead_s: float = Field(default=0.0, ge=0)
     # attention
     attention_kernel: AttentionKernel = "flash2"

@@ -12,7 +12,7 @@ GEMM ``[M, K] x [K, N]`` (output M x N, reduction K), FLOPs 2MNK:
                    waves = ceil(ceil(M / tm) ceil(N / tn) / units)
     memory time  = (MK + KN + MN) x bytes / (bandwidth x bandwidth_efficiency)
     time         = max(compute time, memory time) + fixed time per kernel        (a roofline)
-    time        >= 2MNK / measured maximum rate                                  (the cap)
+    time        >= 2MNK / (measured maximum rate x sustained fraction)           (the cap)
 
 ``M N / (waves x units x tm x tn)`` is the useful fraction of the output tiles the GPU's ``units``
 (streaming multiprocessors) compute in ``waves`` rounds: tile quantisation (partial edge tiles) and wave
@@ -110,10 +110,12 @@ def gemm_efficiency(M, N, K, hw, precision: str = "bf16") -> np.ndarray:
 
 def gemm_time(M, N, K, hw, peak: float | None = None, precision: str = "bf16", elem_bytes: float = 2.0):
     """Seconds of one [M, K] x [K, N] GEMM: the roofline of compute at the shape's efficiency and of its
-    traffic, plus a fixed time per kernel (``matmul_overhead_s``: launch, the first tiles' loads, the
+    traffic, plus a fixed time per kernel (``matmul_overhead_s``: ramp-up, the first tiles' loads, the
     epilogue). 2MNK / (peak x ceiling x shape x K / (K + half_k)) simplifies to 2 x capacity x (K + half_k)
-    / (peak x ceiling); the cap bounds the whole from below by 2MNK / (peak x ceiling x max_shape_factor),
-    the measured maximum rate."""
+    / (peak x ceiling); the cap bounds the whole from below by 2MNK / (peak x sustained x ceiling x
+    max_shape_factor), the measured maximum rate at the sustained fraction. A GEMM with an empty
+    dimension launches nothing and costs nothing."""
+    empty = np.asarray(M) * np.asarray(N) * np.asarray(K) <= 0
     M = np.maximum(M, 1.0)
     N = np.maximum(N, 1.0)
     K = np.maximum(K, 1.0)
@@ -125,7 +127,7 @@ def gemm_time(M, N, K, hw, peak: float | None = None, precision: str = "bf16", e
     top = max_shape_factor(hw, precision)
     if top != float("inf"):
         t = np.maximum(t, M * N * K * (2.0 / (rate * top)))
-    return t
+    return np.where(empty, 0.0, t) if np.any(empty) else t
 
 
 def head_dim_factor(head_dim, factors) -> np.ndarray:

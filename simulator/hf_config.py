@@ -57,6 +57,10 @@ CONTAINERS = ("thinker_config",)
 # Recurrent and state-space model types (and hybrids of them): no attention layers to price.
 NOT_TRANSFORMERS = ("rwkv", "rwkv5", "rwkv6", "rwkv7", "mamba", "mamba2", "falcon_mamba", "recurrent_gemma",
                     "xlstm", "jamba", "zamba", "zamba2", "bamba", "falcon_h1", "nemotron_h", "lfm2", "lfm2_vl")
+# Layer kinds (in layer_types and the like) that are not softmax self-attention.
+NON_ATTENTION_LAYERS = ("mamba", "conv", "linear", "rwkv", "ssm", "recurrent", "lstm", "delta", "retention")
+# Decoders whose language model interleaves cross-attention layers to image states outside the sequence.
+CROSS_ATTENTION_TYPES = ("mllama", "mllama_text_model", "idefics")
 # Model types whose configuration class ties the input and output embeddings unless the file says otherwise
 # (PretrainedConfig's own default), for the fallback without transformers: the decoder and VLM types of
 # transformers 5.24 whose default configuration has tie_word_embeddings true (a test checks these against
@@ -109,43 +113,68 @@ def _transformers_mapping():
     return CONFIG_MAPPING
 
 
-def _sub_config(raw: dict, file: Path) -> tuple[dict, str, Path]:
-    """The language model's config dict, its key prefix, and the file it came from."""
+def _sub_config(raw: dict, file: Path, outer: str = "") -> tuple[dict, str, Path]:
+    """The language model's config dict, its key prefix, and the file it came from (``outer``: the prefix
+    of ``raw`` itself inside the file, for messages)."""
     for key in CONTAINERS:
         inner = raw.get(key)
-        if isinstance(inner, dict) and any(isinstance(inner.get(k), dict) for k in NESTED):
-            sub, prefix, src = _sub_config(inner, file)
-            return sub, f"{key}.{prefix}", src
+        if key in raw and inner is not None and not isinstance(inner, dict):
+            raise ScenarioError(str(file), f"{outer}{key}", f"a mapping holding the language model's config, got "
+                                f"{describe(inner)}")
+        if isinstance(inner, dict) and any(k in inner for k in NESTED):
+            return _sub_config(inner, file, f"{outer}{key}.")
     for key in NESTED:
         sub = raw.get(key)
         if isinstance(sub, dict):
-            return sub, f"{key}.", file
+            return sub, f"{outer}{key}.", file
         if key in raw and sub is not None and not isinstance(sub, (dict, str)):
-            raise ScenarioError(str(file), key, f"a mapping holding the language model's config, got {describe(sub)}")
+            raise ScenarioError(str(file), f"{outer}{key}", f"a mapping holding the language model's config, got "
+                                f"{describe(sub)}")
     if any(k in raw for k in ("llm_cfg", "llm_config")) or raw.get("model_type") == "llava_llama":
         llm = file.parent / "llm" / "config.json"
         if llm.is_file():
             return _load(llm), "", llm
-        raise ScenarioError(str(file), "llm_cfg", f"the language model's config, inline or in {llm}, got neither")
-    return raw, "", file
+        raise ScenarioError(str(file), f"{outer}llm_cfg", f"the language model's config, inline or in {llm}, got "
+                            f"neither")
+    return raw, outer, file
 
 
 def _load(file: Path) -> dict:
     return read_document(file, what="config.json", fmt="json")
 
 
-def _check_decoder(sub: dict, sub_type: str | None, prefix: str, file: Path) -> None:
-    """Refuse what a dense self-attention decoder cannot describe: recurrent and state-space models, and
-    decoders with cross-attention layers (Llama 3.2 Vision's, whose image states never enter the sequence)."""
-    if sub_type in NOT_TRANSFORMERS:
-        raise ScenarioError(str(file), f"{prefix}model_type", f"a transformer decoder (recurrent and state-space "
-                            f"layers are not modelled), got model_type {sub_type!r}")
-    cross = sub.get("cross_attention_layers")
-    if isinstance(cross, list) and cross:
-        shown = ", ".join(str(x) for x in cross[:8]) + (", ..." if len(cross) > 8 else "")
+def _check_decoder(cfg, types, prefix: str, file: Path) -> None:
+    """Refuse what a dense self-attention decoder cannot describe: recurrent and state-space models and their
+    hybrids, and decoders with cross-attention layers (Llama 3.2 Vision's, Idefics 1's, whose image states
+    never enter the sequence). ``cfg``: the file's dict or transformers' object; ``types``: the model types
+    that apply (the language model's and the file's)."""
+    get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
+    for t in types:
+        if t in NOT_TRANSFORMERS:
+            raise ScenarioError(str(file), f"{prefix}model_type", f"a transformer decoder (recurrent and state-space "
+                                f"layers are not modelled), got model_type {t!r}")
+    for key in ("layer_types", "layers_block_type", "block_types"):
+        kinds = get(key)
+        if isinstance(kinds, (list, tuple)):
+            other = sorted({str(k) for k in kinds if any(w in str(k).lower() for w in NON_ATTENTION_LAYERS)})
+            if other:
+                raise ScenarioError(str(file), f"{prefix}{key}", f"self-attention layers (recurrent, convolution and "
+                                    f"linear-attention layers are not modelled), got {', '.join(other)} layers")
+    cross = get("cross_attention_layers")
+    if cross is not None and not isinstance(cross, (list, tuple)):
+        raise ScenarioError(str(file), f"{prefix}cross_attention_layers", f"a list of layer indices, got "
+                            f"{describe(cross)}")
+    if cross:
+        shown = ", ".join(str(x) for x in list(cross)[:8]) + (", ..." if len(cross) > 8 else "")
+        plural = "layer" if len(cross) == 1 else "layers"
         raise ScenarioError(str(file), f"{prefix}cross_attention_layers", f"a decoder of self-attention layers "
                             f"(cross-attention layers reading image states outside the sequence are not "
-                            f"modelled), got {len(cross)} cross-attention layers [{shown}]")
+                            f"modelled), got {len(cross)} cross-attention {plural} [{shown}]")
+    for t in types:
+        if t in CROSS_ATTENTION_TYPES:
+            raise ScenarioError(str(file), f"{prefix}model_type", f"a decoder of self-attention layers "
+                                f"(cross-attention layers reading image states outside the sequence are not "
+                                f"modelled), got model_type {t!r}")
 
 
 def _check_dense(cfg, prefix: str, file: Path) -> None:
@@ -184,7 +213,8 @@ def read_hf_config(path: Path) -> HfModel:
         sub_type = "llama"
     elif sub_type is None and sub is not raw and top_type in NON_GATED:  # CLIP's text_config, say
         sub_type = top_type
-    _check_decoder(sub, sub_type if sub is not raw else top_type, prefix, src)
+    types = tuple(t for t in (sub_type, top_type) if t is not None)
+    _check_decoder(sub, types, prefix, src)
     _check_dense(sub, prefix, src)
 
     from .config import ModelSpec
@@ -198,6 +228,7 @@ def read_hf_config(path: Path) -> HfModel:
         obj = _with_transformers(mapping, raw, top_type, sub, sub_type, prefix, src)
     defaults = {} if obj is not None else FALLBACK_DEFAULTS.get(sub_type or "", {})
     if obj is not None:
+        _check_decoder(obj, (), prefix, src)
         _check_dense(obj, prefix, src)
 
     def lookup(keys):

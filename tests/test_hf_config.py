@@ -130,6 +130,37 @@ def test_decoders_that_are_not_self_attention_stacks_are_refused(tmp_path, tiny_
     assert len(err.splitlines()) == 1 and f"{DATA / name / 'config.json'}: {key}: {needle}" in err, err
 
 
+@pytest.mark.parametrize("edit,key,needle", [
+    # Llama 3.2 Vision without the list: its model type says it (transformers would fill the list in)
+    (lambda c: c["text_config"].pop("cross_attention_layers"), "text_config.model_type",
+     "expected a decoder of self-attention layers"),
+    (lambda c: c["text_config"].__setitem__("cross_attention_layers", 3), "text_config.cross_attention_layers",
+     "expected a list of layer indices, got 3"),
+    (lambda c: c.__setitem__("model_type", "llava") or c["text_config"].update(model_type="llama",
+                                                                                layer_types=["full_attention", "conv"])
+     or c["text_config"].pop("cross_attention_layers"), "text_config.layer_types",
+     "expected self-attention layers (recurrent, convolution and linear-attention layers are not modelled), got conv"),
+])
+def test_variants_of_non_self_attention_decoders_are_refused_naming_the_key(tmp_path, tiny_doc, backend, capsys,
+                                                                             edit, key, needle):
+    cfg = json.loads((DATA / "mllama-90b-4layer" / "config.json").read_text())
+    edit(cfg)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    _, err = _run(tmp_path, tiny_doc, path, capsys)
+    assert f"{path}: {key}: {needle}" in err, err
+
+
+@pytest.mark.parametrize("value,key", [("x", "thinker_config"), ({"text_config": [1]}, "thinker_config.text_config")])
+def test_malformed_omni_container_names_its_path(tmp_path, tiny_doc, backend, capsys, value, key):
+    cfg = json.loads((DATA / "qwen2.5-omni-7b-awq" / "config.json").read_text())
+    cfg["thinker_config"] = value
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    _, err = _run(tmp_path, tiny_doc, path, capsys)
+    assert f"{path}: {key}: expected a mapping holding the language model's config" in err, err
+
+
 def test_fallback_tie_defaults_agree_with_transformers():
     """Every model type the built-in fallback takes as tied by default ties in transformers' configuration
     class too, and every common decoder type transformers ties is in the fallback's list."""
