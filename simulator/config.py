@@ -114,10 +114,24 @@ def resolve_model(inp: ModelInput, base_dir: Path) -> ModelSpec:
     if hf is not None:
         for name, key in hf.missing.items():
             if name not in fields:
-                raise ScenarioError(hf.file, key, f"a value (model type {hf.model_type or 'unknown'} has no default "
+                kind = describe(hf.model_type) if hf.model_type else "unknown"
+                raise ScenarioError(hf.file, key, f"a value (model type {kind} has no default "
                                     f"for it; or give model.{name} in the scenario), got none")
+
+    def from_file(*names) -> bool:  # every one of these values is the config file's, none the scenario's
+        return hf is not None and all(n in hf.fields and fields.get(n) == hf.fields[n] for n in names)
+    heads, kv = fields.get("num_attention_heads"), fields.get("num_key_value_heads")
+    if from_file("num_attention_heads", "num_key_value_heads") and isinstance(heads, int) and isinstance(kv, int) \
+            and kv > 0 and heads % kv:
+        raise ScenarioError(hf.file, f"{hf.prefix}num_key_value_heads", f"a divisor of num_attention_heads "
+                            f"({heads}), got {kv}")
     if "head_dim" not in fields and "hidden_size" in fields and "num_attention_heads" in fields:
         if fields["hidden_size"] % fields["num_attention_heads"]:
+            if from_file("hidden_size", "num_attention_heads"):
+                raise ScenarioError(hf.file, f"{hf.prefix}head_dim", f"a value, since hidden_size "
+                                    f"({fields['hidden_size']}) is not a multiple of num_attention_heads "
+                                    f"({fields['num_attention_heads']}) (or give model.head_dim in the scenario), "
+                                    f"got none")
             raise ScenarioError(None, "model.head_dim", f"a value given explicitly, since hidden_size "
                                 f"({fields['hidden_size']}) is not a multiple of num_attention_heads "
                                 f"({fields['num_attention_heads']})")

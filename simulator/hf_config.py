@@ -52,6 +52,11 @@ MOE_COUNTS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_e
 MOE_FIELDS = ("num_experts_per_tok", "n_shared_experts", "moe_intermediate_size", "shared_expert_intermediate_size",
               "moe_top_k")
 MOE_NESTED = ("ffn_config", "moe_config")
+# Mixture-of-experts model types, refused even when the file leaves the expert count to the class default.
+MOE_TYPES = ("mixtral", "qwen2_moe", "qwen3_moe", "qwen3_next", "qwen3_vl_moe", "qwen3_vl_moe_text", "deepseek_v2",
+             "deepseek_v3", "dbrx", "olmoe", "phimoe", "granitemoe", "granitemoeshared", "granitemoehybrid", "jetmoe",
+             "llama4", "llama4_text", "gpt_oss", "glm4_moe", "ernie4_5_moe", "minimax", "hunyuan_v1_moe",
+             "cohere2_moe", "lfm2_moe", "flex_olmo", "bailing_moe", "dots1", "switch_transformers", "nllb-moe")
 # Where an omni model nests its decoder one level deeper (Qwen2.5-Omni: thinker_config.text_config).
 CONTAINERS = ("thinker_config",)
 # Recurrent and state-space model types (and hybrids of them): no attention layers to price.
@@ -82,6 +87,13 @@ FALLBACK_DEFAULTS = {
                   hidden_act="gelu_pytorch_tanh"),
     "gpt2": dict(n_layer=12, n_embd=768, n_head=12, n_inner=None, vocab_size=50257, tie_word_embeddings=True,
                  activation_function="gelu_new"),
+    # Gemma 2 and Gemma 3's head_dim (256) is not hidden / heads, and their files may omit it
+    "gemma2": dict(num_hidden_layers=26, hidden_size=2304, num_attention_heads=8, num_key_value_heads=4,
+                   head_dim=256, intermediate_size=9216, vocab_size=256000, tie_word_embeddings=True,
+                   hidden_activation="gelu_pytorch_tanh"),
+    "gemma3_text": dict(num_hidden_layers=26, hidden_size=2304, num_attention_heads=8, num_key_value_heads=4,
+                        head_dim=256, intermediate_size=9216, vocab_size=262208, tie_word_embeddings=True,
+                        hidden_activation="gelu_pytorch_tanh"),
 }
 
 
@@ -92,6 +104,7 @@ class HfModel:
     fields: dict[str, Any]
     missing: dict[str, str] = field(default_factory=dict)   # ModelSpec field -> key path in ``file``
     model_type: str | None = None
+    prefix: str = ""                                        # key path of the language model's config in ``file``
 
 
 def config_file(path: Path) -> Path:
@@ -127,7 +140,8 @@ def _sub_config(raw: dict, file: Path, outer: str = "") -> tuple[dict, str, Path
         sub = raw.get(key)
         if isinstance(sub, dict):
             return sub, f"{outer}{key}.", file
-        if key in raw and sub is not None and not isinstance(sub, (dict, str)):
+        # (VILA's llm_cfg / llm_config may name the llm/ sub-folder instead: a string there is not an error)
+        if key in raw and sub is not None and not (isinstance(sub, str) and key in ("llm_cfg", "llm_config")):
             raise ScenarioError(str(file), f"{outer}{key}", f"a mapping holding the language model's config, got "
                                 f"{describe(sub)}")
     if any(k in raw for k in ("llm_cfg", "llm_config")) or raw.get("model_type") == "llava_llama":
@@ -155,17 +169,20 @@ def _check_decoder(cfg, types, prefix: str, file: Path) -> None:
                                 f"layers are not modelled), got model_type {t!r}")
     for key in ("layer_types", "layers_block_type", "block_types"):
         kinds = get(key)
-        if isinstance(kinds, (list, tuple)):
+        if kinds is not None and not isinstance(kinds, (list, tuple)):
+            raise ScenarioError(str(file), f"{prefix}{key}", f"a list of layer kinds, got {describe(kinds)}")
+        if kinds is not None:
             other = sorted({str(k) for k in kinds if any(w in str(k).lower() for w in NON_ATTENTION_LAYERS)})
             if other:
+                shown = ", ".join(describe(k, 40) for k in other[:4]) + (", ..." if len(other) > 4 else "")
                 raise ScenarioError(str(file), f"{prefix}{key}", f"self-attention layers (recurrent, convolution and "
-                                    f"linear-attention layers are not modelled), got {', '.join(other)} layers")
+                                    f"linear-attention layers are not modelled), got {shown} layers")
     cross = get("cross_attention_layers")
     if cross is not None and not isinstance(cross, (list, tuple)):
         raise ScenarioError(str(file), f"{prefix}cross_attention_layers", f"a list of layer indices, got "
                             f"{describe(cross)}")
     if cross:
-        shown = ", ".join(str(x) for x in list(cross)[:8]) + (", ..." if len(cross) > 8 else "")
+        shown = ", ".join(describe(x, 20) for x in list(cross)[:8]) + (", ..." if len(cross) > 8 else "")
         plural = "layer" if len(cross) == 1 else "layers"
         raise ScenarioError(str(file), f"{prefix}cross_attention_layers", f"a decoder of self-attention layers "
                             f"(cross-attention layers reading image states outside the sequence are not "
@@ -177,7 +194,9 @@ def _check_decoder(cfg, types, prefix: str, file: Path) -> None:
                                 f"modelled), got model_type {t!r}")
 
 
-def _check_dense(cfg, prefix: str, file: Path) -> None:
+def _check_dense(cfg, prefix: str, file: Path, types=()) -> None:
+    """Refuse mixture-of-experts configs: an expert count above one, a router's top-k without a count, or a
+    mixture-of-experts model type whose file leaves the count to its class; counts must be integers."""
     get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
     for key in MOE_NESTED:
         nested = get(key)
@@ -185,14 +204,50 @@ def _check_dense(cfg, prefix: str, file: Path) -> None:
             _check_dense(nested, f"{prefix}{key}.", file)
         elif nested is not None and hasattr(nested, "to_dict"):  # transformers' nested config objects
             _check_dense(nested.to_dict(), f"{prefix}{key}.", file)
-    for key in MOE_COUNTS:
+        elif nested is not None and isinstance(cfg, dict):
+            raise ScenarioError(str(file), f"{prefix}{key}", f"a mapping, got {describe(nested)}")
+
+    def integer(key):
         n = get(key)
-        if isinstance(n, int) and not isinstance(n, bool) and n > 1:
-            extra = ", ".join(f"{k} {get(k)}" for k in MOE_FIELDS if get(k) is not None)
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool)):
+            raise ScenarioError(str(file), f"{prefix}{key}", f"an integer, got {describe(n)}")
+        return n
+
+    counts = {k: integer(k) for k in MOE_COUNTS}
+    topk = {k: integer(k) for k in ("num_experts_per_tok", "moe_top_k")}
+    def tail(named):
+        extra = ", ".join(f"{k} {describe(get(k), 20)}" for k in MOE_FIELDS if k != named and get(k) is not None)
+        return (f", {extra}" if extra else "") + "; to price its dense equivalent give the model fields " \
+            "explicitly instead of hf_config"
+    for key, n in counts.items():
+        if n is not None and n > 1:
             raise ScenarioError(str(file), f"{prefix}{key}", f"a dense decoder (mixture-of-experts layers are not "
-                                f"modelled), got a mixture-of-experts config with {key} {n}"
-                                + (f", {extra}" if extra else "") + "; to price its dense equivalent give the model "
-                                "fields explicitly instead of hf_config")
+                                f"modelled), got a mixture-of-experts config with {key} {n}" + tail(key))
+    given = [n for n in counts.values() if n is not None]
+    for key, k in topk.items():
+        if k is not None and (k > 1 or (k >= 1 and not given)):
+            raise ScenarioError(str(file), f"{prefix}{key}", f"a dense decoder (mixture-of-experts layers are not "
+                                f"modelled), got a router choosing {k} expert{'s' if k != 1 else ''} a token" + tail(key))
+    for t in types:
+        if t in MOE_TYPES and not given:
+            raise ScenarioError(str(file), f"{prefix}model_type", f"a dense decoder (mixture-of-experts layers are "
+                                f"not modelled), got model_type {describe(t)}" + tail(None))
+
+
+def _check_switches(sub: dict, prefix: str, file: Path) -> None:
+    """Values that decide the shape without being a size: true/false switches, the tie, the activation's name
+    and MPT's expansion ratio, checked strictly (a string "true" is not true)."""
+    for key in ("multi_query", "new_decoder_architecture", "multi_query_attention", "tie_word_embeddings"):
+        v = sub.get(key)
+        if v is not None and not isinstance(v, bool):
+            raise ScenarioError(str(file), f"{prefix}{key}", f"true or false, got {describe(v)}")
+    for key in ACTIVATION_KEYS:
+        v = sub.get(key)
+        if v is not None and not isinstance(v, str):
+            raise ScenarioError(str(file), f"{prefix}{key}", f"an activation function's name, got {describe(v)}")
+    v = sub.get("expansion_ratio")
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1e6):
+        raise ScenarioError(str(file), f"{prefix}expansion_ratio", f"a positive number, got {describe(v)}")
 
 
 def read_hf_config(path: Path) -> HfModel:
@@ -203,19 +258,20 @@ def read_hf_config(path: Path) -> HfModel:
     except UnreadableFile as err:
         raise err.for_field("model.hf_config")
     top_type = raw.get("model_type")
-    if top_type is not None and not isinstance(top_type, str):
-        raise ScenarioError(str(file), "model_type", f"a string, got {describe(top_type)}")
+    if top_type is not None and (not isinstance(top_type, str) or not top_type.strip()):
+        raise ScenarioError(str(file), "model_type", f"a model type name, got {describe(top_type)}")
     sub, prefix, src = _sub_config(raw, file)
     sub_type = sub.get("model_type") if sub is not raw else top_type
-    if sub_type is not None and not isinstance(sub_type, str):
-        raise ScenarioError(str(src), f"{prefix}model_type", f"a string, got {describe(sub_type)}")
+    if sub_type is not None and (not isinstance(sub_type, str) or not sub_type.strip()):
+        raise ScenarioError(str(src), f"{prefix}model_type", f"a model type name, got {describe(sub_type)}")
     if sub_type is None and sub is not raw and top_type in LLAMA_BY_DEFAULT:
         sub_type = "llama"
     elif sub_type is None and sub is not raw and top_type in NON_GATED:  # CLIP's text_config, say
         sub_type = top_type
     types = tuple(t for t in (sub_type, top_type) if t is not None)
     _check_decoder(sub, types, prefix, src)
-    _check_dense(sub, prefix, src)
+    _check_dense(sub, prefix, src, types)
+    _check_switches(sub, prefix, src)
 
     from .config import ModelSpec
     for name, keys in KEYS.items():  # the file's own values are checked before any library sees them
@@ -243,7 +299,7 @@ def read_hf_config(path: Path) -> HfModel:
                 return defaults[k], k
         return None, keys[0]
 
-    out = HfModel(file=str(src), fields={}, model_type=sub_type)
+    out = HfModel(file=str(src), fields={}, model_type=sub_type, prefix=prefix)
     # multi-query attention spelled as a switch: Falcon-7B and GPT-BigCode keep one K/V head (transformers'
     # Falcon object still reports one per head), ChatGLM multi_query_group_num of them
     kv_switch = None

@@ -139,7 +139,8 @@ def test_decoders_that_are_not_self_attention_stacks_are_refused(tmp_path, tiny_
     (lambda c: c.__setitem__("model_type", "llava") or c["text_config"].update(model_type="llama",
                                                                                 layer_types=["full_attention", "conv"])
      or c["text_config"].pop("cross_attention_layers"), "text_config.layer_types",
-     "expected self-attention layers (recurrent, convolution and linear-attention layers are not modelled), got conv"),
+     "expected self-attention layers (recurrent, convolution and linear-attention layers are not modelled), got "
+     "'conv' layers"),
 ])
 def test_variants_of_non_self_attention_decoders_are_refused_naming_the_key(tmp_path, tiny_doc, backend, capsys,
                                                                              edit, key, needle):
@@ -161,6 +162,65 @@ def test_malformed_omni_container_names_its_path(tmp_path, tiny_doc, backend, ca
     assert f"{path}: {key}: expected a mapping holding the language model's config" in err, err
 
 
+def _set(path, value):
+    """An edit of a config dict: set (or with value ``...``, delete) the key at a dotted path."""
+    def edit(cfg):
+        *outer, last = path.split(".")
+        for k in outer:
+            cfg = cfg[k]
+        if value is ...:
+            cfg.pop(last)
+        else:
+            cfg[last] = value
+    return edit
+
+
+@pytest.mark.parametrize("fixture,edits,key,needle", [
+    # mixture-of-experts configs refused whatever the spelling, never priced as dense
+    ("mixtral-8x7b", [_set("num_local_experts", "8")], "num_local_experts", "expected an integer, got '8'"),
+    ("mixtral-8x7b", [_set("num_local_experts", ...)], "num_experts_per_tok", "expected a dense decoder"),
+    ("mixtral-8x7b", [_set("num_local_experts", 0)], "num_experts_per_tok", "expected a dense decoder"),
+    ("mixtral-8x7b", [_set("num_local_experts", ...), _set("num_experts_per_tok", ...)], "model_type",
+     "expected a dense decoder (mixture-of-experts layers are not modelled), got model_type 'mixtral'"),
+    ("dbrx-base", [_set("ffn_config", "moe")], "ffn_config", "expected a mapping, got 'moe'"),
+    # switches, the tie and MPT's ratio are read strictly: a string "true" is not true
+    ("falcon-7b", [_set("multi_query", "true")], "multi_query", "expected true or false, got 'true'"),
+    ("chatglm3-6b", [_set("multi_query_attention", 1)], "multi_query_attention", "expected true or false, got 1"),
+    ("gpt2", [_set("tie_word_embeddings", "yes")], "tie_word_embeddings", "expected true or false, got 'yes'"),
+    ("mpt-7b", [_set("expansion_ratio", -8)], "expansion_ratio", "expected a positive number, got -8"),
+    ("gpt2", [_set("model_type", "")], "model_type", "expected a model type name, got ''"),
+    ("llava-1.5-7b", [_set("text_config", "llama")], "text_config",
+     "expected a mapping holding the language model's config, got 'llama'"),
+    ("gpt2", [_set("layer_types", "mamba")], "layer_types", "expected a list of layer kinds, got 'mamba'"),
+    # shapes that cannot be built are blamed on the config file's key, not on the scenario
+    ("gemma2-2b", [_set("num_key_value_heads", 3)], "num_key_value_heads",
+     "expected a divisor of num_attention_heads (8), got 3"),
+    ("gpt2", [_set("n_head", 7), _set("n_embd", 64)], "head_dim",
+     "expected a value, since hidden_size (64) is not a multiple of num_attention_heads (7)"),
+])
+def test_malformed_configs_are_refused_naming_the_key(tmp_path, tiny_doc, backend, capsys, fixture, edits, key,
+                                                      needle):
+    cfg = json.loads((DATA / fixture / "config.json").read_text())
+    for edit in edits:
+        edit(cfg)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    _, err = _run(tmp_path, tiny_doc, path, capsys)
+    assert f"{path}: {key}: {needle}" in err, err
+
+
+def test_gemma2_without_head_dim_takes_its_classes_default_in_both_backends(tmp_path, tiny_doc, backend):
+    """Gemma 2's head_dim (256) is not hidden / heads: a file that omits it (and the K/V heads, and the
+    activation) gets the class defaults, with or without transformers."""
+    cfg = json.loads((DATA / "gemma2-2b" / "config.json").read_text())
+    for k in ("head_dim", "num_key_value_heads", "hidden_activation", "hidden_act"):
+        cfg.pop(k, None)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    got = scenario_from_dict(_scenario(tiny_doc, path)).model
+    assert (got.head_dim, got.num_key_value_heads, got.mlp) == (256, 4, "geglu"), backend
+
+
 def test_fallback_tie_defaults_agree_with_transformers():
     """Every model type the built-in fallback takes as tied by default ties in transformers' configuration
     class too, and every common decoder type transformers ties is in the fallback's list."""
@@ -179,6 +239,12 @@ def test_fallback_tie_defaults_agree_with_transformers():
             assert t in TIED_BY_DEFAULT, t
         for t in ("llama", "mistral", "qwen2", "phi3", "gpt_neox", "mixtral"):
             assert t not in TIED_BY_DEFAULT and transformers.CONFIG_MAPPING[t]().tie_word_embeddings is False, t
+        # the built-in defaults are the configuration classes' own
+        from trsim.simulator.hf_config import FALLBACK_DEFAULTS
+        for t, defaults in FALLBACK_DEFAULTS.items():
+            cfg = transformers.CONFIG_MAPPING[t]()
+            for k, v in defaults.items():
+                assert getattr(cfg, k) == v, (t, k, getattr(cfg, k), v)
 
 
 def _run(tmp_path, tiny_doc, cfg_path, capsys, **model):
