@@ -2,6 +2,7 @@
 it; FLOPs mismatches fail the command; and the whole CPU path runs end to end."""
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,7 +210,10 @@ def test_calibrate_from_runs_recovers_step_times_and_names_fixed_parameters(tiny
     two = tmp_path / "two.yaml"
     two.write_text(yaml.safe_dump(runs_doc(tiny_doc, truth, configs=((4, 2, 10), (2, 2, 40)))))
     assert main(["calibrate", "--runs", str(two), "--out", str(skip), "--format", "json"]) == 0
-    assert "too few" in json.loads(skip.read_text())["fit"]["held_out"]["note"]
+    note = json.loads(skip.read_text())["fit"]["held_out"]["note"]
+    # and it says what the published sources say of so few runs, and where to read it
+    assert "too few" in note and "How many logged runs do you need?" in note
+    assert "How many logged runs do you need?" in Path(__file__).parents[1].joinpath("README.md").read_text()
 
 
 def test_calibration_files_without_a_held_out_record_still_load_and_say_so(tmp_path):

@@ -449,7 +449,10 @@ def held_out_record(items, hw0: HardwareSpec, k: int = HELD_OUT_FOLDS) -> dict:
     from .crossval import held_out
     n = len({it.signature for it in items})
     if k < 2 or n < 3:
-        why = "not requested" if k < 2 else f"{n} distinct configuration(s): too few to hold any out"
+        why = "not requested" if k < 2 else (f"{n} distinct configuration(s): too few to hold any out; on the "
+                                             f"published sources, calibrations from one or two runs were often worse "
+                                             f"than the presets: log three or more steps that differ in layout, "
+                                             f"micro-batch or depth (README \"How many logged runs do you need?\")")
         return {"scheme": "none" if k < 2 else f"k{k}", "folds": 0, "items": 0, "note": f"not cross-validated ({why})"}
     scheme = ("k", k)
     ho = held_out(items, hw0, scheme)
