@@ -112,11 +112,13 @@ def resolve_model(inp: ModelInput, base_dir: Path) -> ModelSpec:
     fields.update({k: v for k, v in inp.model_dump().items()
                    if v is not None and k not in ("preset", "hf_config")})
     if hf is not None:
-        for name, key in hf.missing.items():
-            if name not in fields:
-                kind = describe(hf.model_type) if hf.model_type else "unknown"
-                raise ScenarioError(hf.file, key, f"a value (model type {kind} has no default "
-                                    f"for it; or give model.{name} in the scenario), got none")
+        missing = [(name, key) for name, key in hf.missing.items() if name not in fields]
+        if missing:  # named all at once, so that filling them in takes one edit, not one run each
+            (name, key), rest = missing[0], [k for _, k in missing[1:]]
+            kind = describe(hf.model_type) if hf.model_type else "unknown"
+            also = f"; also missing: {', '.join(rest)}" if rest else ""
+            raise ScenarioError(hf.file, key, f"a value (model type {kind} has no default for it{also}; or give "
+                                f"model.{name} in the scenario), got none")
 
     def from_file(*names) -> bool:  # every one of these values is the config file's, none the scenario's
         return hf is not None and all(n in hf.fields and fields.get(n) == hf.fields[n] for n in names)

@@ -6,7 +6,7 @@ omits every value equal to the LLaMA default), Janus-Pro under ``language_config
 level. Defaults come from the ``transformers`` configuration classes when they are installed (the
 ``hf`` extra; ``CONFIG_MAPPING[model_type](**config)``, offline, nothing is downloaded): they know every
 model type's defaults. Without transformers a small built-in table covers the defaults that published
-VLM configs rely on (LLaMA, Gemma, GPT-2); anything else must be spelled out, and the error names the
+VLM configs rely on (LLaMA, Mistral, Qwen 2, Gemma 1-3, GPT-2); anything else must be spelled out, and the error names the
 missing key and the file. Mixture-of-experts configs are refused: experts are not modelled, and pricing
 one as dense would be silently wrong.
 """
@@ -87,6 +87,12 @@ FALLBACK_DEFAULTS = {
                   hidden_act="gelu_pytorch_tanh"),
     "gpt2": dict(n_layer=12, n_embd=768, n_head=12, n_inner=None, vocab_size=50257, tie_word_embeddings=True,
                  activation_function="gelu_new"),
+    # Mistral and Qwen 2 (LLaVA-NeXT's and LLaVA-OneVision's language models: llava-hf's files omit the
+    # values equal to these); head_dim is hidden / heads unless the file says otherwise
+    "mistral": dict(num_hidden_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=8,
+                    intermediate_size=14336, vocab_size=32000, tie_word_embeddings=False, hidden_act="silu"),
+    "qwen2": dict(num_hidden_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=32,
+                  intermediate_size=22016, vocab_size=151936, tie_word_embeddings=False, hidden_act="silu"),
     # Gemma 2 and Gemma 3's head_dim (256) is not hidden / heads, and their files may omit it
     "gemma2": dict(num_hidden_layers=26, hidden_size=2304, num_attention_heads=8, num_key_value_heads=4,
                    head_dim=256, intermediate_size=9216, vocab_size=256000, tie_word_embeddings=True,

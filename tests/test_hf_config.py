@@ -62,6 +62,10 @@ EXPECTED = {
                        intermediate_size=21504, vocab_size=262208, tie_word_embeddings=True, mlp="geglu"),
     "opt-125m": dict(num_layers=12, hidden_size=768, num_attention_heads=12, num_key_value_heads=12, head_dim=64,
                      intermediate_size=3072, vocab_size=50272, tie_word_embeddings=True, mlp="gelu"),
+    # LLaVA-NeXT with Mistral inside: llava-hf's text_config omits every value equal to Mistral's default
+    "llava-v1.6-mistral-7b": dict(num_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=8,
+                                  head_dim=128, intermediate_size=14336, vocab_size=32064, tie_word_embeddings=False,
+                                  mlp="swiglu"),
     # an omni model's decoder two levels down: thinker_config.text_config
     "qwen2.5-omni-7b-awq": dict(num_layers=28, hidden_size=3584, num_attention_heads=28, num_key_value_heads=4,
                                 head_dim=128, intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False,
@@ -207,6 +211,16 @@ def test_malformed_configs_are_refused_naming_the_key(tmp_path, tiny_doc, backen
     path.write_text(json.dumps(cfg))
     _, err = _run(tmp_path, tiny_doc, path, capsys)
     assert f"{path}: {key}: {needle}" in err, err
+
+
+def test_every_missing_key_is_named_at_once(tmp_path, tiny_doc, backend, capsys):
+    """A model type nobody knows, with only a vocabulary: one error names every missing size, so filling them
+    in takes one edit rather than one run each."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model_type": "nobody_knows_this", "vocab_size": 1000}))
+    _, err = _run(tmp_path, tiny_doc, path, capsys)
+    assert f"{path}: num_hidden_layers: expected a value (model type 'nobody_knows_this' has no default for it; " \
+        "also missing: hidden_size, num_attention_heads, intermediate_size" in err, err
 
 
 def test_gemma2_without_head_dim_takes_its_classes_default_in_both_backends(tmp_path, tiny_doc, backend):
