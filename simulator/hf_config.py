@@ -369,6 +369,7 @@ def _with_transformers(mapping, raw, top_type, sub, sub_type, prefix, src):
 
 
 def _construct(mapping, raw, top_type, sub, sub_type, prefix, src):
+    built = raw  # the mapping handed to the constructor that may fail
     try:
         if top_type in mapping and sub is raw:
             full = mapping[top_type](**{k: v for k, v in raw.items() if k != "model_type"})
@@ -377,10 +378,18 @@ def _construct(mapping, raw, top_type, sub, sub_type, prefix, src):
             full = mapping[top_type](**{k: v for k, v in raw.items() if k != "model_type"})
             return full.get_text_config(decoder=True)
         if sub_type in mapping:
+            built = sub
             return mapping[sub_type](**{k: v for k, v in sub.items() if k != "model_type"})
     except Exception as exc:  # noqa: BLE001 - a third-party constructor: any failure is a bad config file
-        raise ScenarioError(str(src), prefix.rstrip(".") or "<file>", f"a config transformers can read, got "
-                            f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+        text = " ".join(str(exc).split())
+        # name the key where the library names a field of the mapping it was given and nothing nested could
+        # hold a field of the same name (a vision_config beside the text_config, say)
+        import re
+        m = re.search(r"field '([A-Za-z_][A-Za-z0-9_]*)'", text)
+        nested = any(isinstance(v, dict) and k.endswith("_config") for k, v in built.items())
+        where = prefix if built is sub else ""
+        field = f"{where}{m.group(1)}" if m and m.group(1) in built and not nested else (prefix.rstrip(".") or "<file>")
+        raise ScenarioError(str(src), field, f"a config transformers can read, got {type(exc).__name__}: {text[:200]}")
     return None
 
 

@@ -213,6 +213,18 @@ def test_malformed_configs_are_refused_naming_the_key(tmp_path, tiny_doc, backen
     assert f"{path}: {key}: {needle}" in err, err
 
 
+def test_a_field_transformers_rejects_is_named_where_the_file_has_it(tmp_path, tiny_doc, capsys):
+    """transformers' strict configuration classes reject a mistyped field; the error names that key of the file
+    (where nothing nested could hold a field of the same name)."""
+    pytest.importorskip("transformers")
+    cfg = json.loads((DATA / "gpt2" / "config.json").read_text())
+    cfg["layer_norm_epsilon"] = "x"
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    _, err = _run(tmp_path, tiny_doc, path, capsys)
+    assert f"{path}: layer_norm_epsilon: expected a config transformers can read" in err, err
+
+
 def test_every_missing_key_is_named_at_once(tmp_path, tiny_doc, backend, capsys):
     """A model type nobody knows, with only a vocabulary: one error names every missing size, so filling them
     in takes one edit rather than one run each."""
