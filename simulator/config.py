@@ -17,8 +17,7 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloa
                       field_validator, model_validator)
 
 from .errors import ScenarioError, describe
-from .presets import HARDWARE_PRESETS, MODEL_PRESETS
-from .presets import NCCL_NETWORK_STEP_S
+from .presets import HARDWARE_PRESETS, MODEL_PRESETS, NCCL_NETWORK_STEP_S
 from .reader import UnreadableFile, read_document as _read_document
 from .strict import error_from_validation, refuse_coercions, validate  # noqa: F401  (error_from_validation re-exported)
 

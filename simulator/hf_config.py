@@ -12,6 +12,7 @@ one as dense would be silently wrong.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -163,12 +164,21 @@ def _load(file: Path) -> dict:
     return read_document(file, what="config.json", fmt="json")
 
 
+def _getter(cfg):
+    """``get(key)`` on a config.json mapping or on transformers' configuration object alike."""
+    return cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
+
+
+CROSS_ATTENTION_REFUSAL = ("a decoder of self-attention layers (cross-attention layers reading image states outside "
+                           "the sequence are not modelled)")
+
+
 def _check_decoder(cfg, types, prefix: str, file: Path) -> None:
     """Refuse what a dense self-attention decoder cannot describe: recurrent and state-space models and their
     hybrids, and decoders with cross-attention layers (Llama 3.2 Vision's, Idefics 1's, whose image states
     never enter the sequence). ``cfg``: the file's dict or transformers' object; ``types``: the model types
     that apply (the language model's and the file's)."""
-    get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
+    get = _getter(cfg)
     for t in types:
         if t in NOT_TRANSFORMERS:
             raise ScenarioError(str(file), f"{prefix}model_type", f"a transformer decoder (recurrent and state-space "
@@ -190,20 +200,17 @@ def _check_decoder(cfg, types, prefix: str, file: Path) -> None:
     if cross:
         shown = ", ".join(describe(x, 20) for x in list(cross)[:8]) + (", ..." if len(cross) > 8 else "")
         plural = "layer" if len(cross) == 1 else "layers"
-        raise ScenarioError(str(file), f"{prefix}cross_attention_layers", f"a decoder of self-attention layers "
-                            f"(cross-attention layers reading image states outside the sequence are not "
-                            f"modelled), got {len(cross)} cross-attention {plural} [{shown}]")
+        raise ScenarioError(str(file), f"{prefix}cross_attention_layers", f"{CROSS_ATTENTION_REFUSAL}, got "
+                            f"{len(cross)} cross-attention {plural} [{shown}]")
     for t in types:
         if t in CROSS_ATTENTION_TYPES:
-            raise ScenarioError(str(file), f"{prefix}model_type", f"a decoder of self-attention layers "
-                                f"(cross-attention layers reading image states outside the sequence are not "
-                                f"modelled), got model_type {t!r}")
+            raise ScenarioError(str(file), f"{prefix}model_type", f"{CROSS_ATTENTION_REFUSAL}, got model_type {t!r}")
 
 
 def _check_dense(cfg, prefix: str, file: Path, types=()) -> None:
     """Refuse mixture-of-experts configs: an expert count above one, a router's top-k without a count, or a
     mixture-of-experts model type whose file leaves the count to its class; counts must be integers."""
-    get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
+    get = _getter(cfg)
     for key in MOE_NESTED:
         nested = get(key)
         if isinstance(nested, dict):
@@ -384,7 +391,6 @@ def _construct(mapping, raw, top_type, sub, sub_type, prefix, src):
         text = " ".join(str(exc).split())
         # name the key where the library names a field of the mapping it was given and nothing nested could
         # hold a field of the same name (a vision_config beside the text_config, say)
-        import re
         m = re.search(r"field '([A-Za-z_][A-Za-z0-9_]*)'", text)
         nested = any(isinstance(v, dict) and k.endswith("_config") for k, v in built.items())
         where = prefix if built is sub else ""

@@ -63,8 +63,7 @@ def test_gemm_fixed_cost_reproduces_the_h200_profiles_matmul_time():
     52 cases with 100-7,000 token rows): the h200 preset, with its fixed time per GEMM kernel fitted there,
     prices each case's measured matmul time at median <= 5% and max <= 12% absolute error; without that
     fixed time the smallest cases are 18% too fast (max > 15%)."""
-    from trsim.validate.commands import _load
-    _, cases, _ = _load(sorted(str(p) for p in D.H200_PROFILE.glob("llama*.json")))
+    cases = D.h200_profile()
     measured = np.array([c.measured["classes_s"]["matmul"] for c in cases])
     hw = base_hardware("h200")
     assert hw.matmul_overhead_s > 1e-6

@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
 import sys
@@ -79,7 +80,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from trsim.simulator import efficiency as E
-from trsim.simulator.presets import NCCL_NETWORK_STEP_S  # NCCL's latency per ring step over the network
+from trsim.simulator.presets import HARDWARE_PRESETS, NCCL_NETWORK_STEP_S  # NCCL_NETWORK_STEP_S: one network ring step
 
 DATA_ENV = "TRSIM_PUBLISHED_DATA"
 
@@ -169,7 +170,6 @@ def gemm_table_model(rows: np.ndarray, preset: str, half_k: float, overhead: flo
     """The simulator's GEMM time (efficiency.gemm_time) for each table row, with the ceiling and cap
     re-derived from the mamf maximum for these two constants; the datasheet bandwidth at the unmeasured
     0.8 for the memory roofline."""
-    from trsim.simulator.presets import HARDWARE_PRESETS
     units, peak = GPUS[preset][2], PEAKS[preset][0]
     hw = _Shape(units, half_k, overhead, peak, HARDWARE_PRESETS[preset]["memory_bandwidth"])
     hw.bandwidth_efficiency = 0.8
@@ -196,9 +196,8 @@ def xla_gemm_check(directory: Path | None = None) -> dict:
 def derive_gemm_fixed(directory: Path | None = None) -> dict:
     """``matmul_overhead_s`` from this project's H200 profile: the matmul class time measured per case
     against the model's (half_k stated physics, the ceiling re-derived from mamf for each trial value)."""
-    from trsim.validate.commands import _load
     from trsim.validate.fit import base_hardware
-    _, cases, _ = _load(sorted(str(p) for p in H200_PROFILE.glob("llama*.json")))
+    cases = h200_profile()
     base = base_hardware("h200")
     measured = np.array([c.measured["classes_s"]["matmul"] for c in cases])
     half_k, row = PHYSICS["matmul_half_k"], _mamf_row("h200", "bf16", directory)
@@ -274,7 +273,6 @@ def allreduce_model(rows: np.ndarray, base: float, step: float, efficiency: floa
     from types import SimpleNamespace
 
     from trsim.simulator import collectives as C
-    from trsim.simulator.presets import HARDWARE_PRESETS
     link = HARDWARE_PRESETS["a100-sxm-80g"]["intranode_bandwidth"]  # the NVLink the all-reduces ran on
     hw = SimpleNamespace(collective_base_latency_s=base, collective_latency_s=step, internode_latency_s=0.0,
                          collective_efficiency=efficiency)
@@ -325,12 +323,20 @@ def derive_collectives() -> dict:
 H200_PROFILE = Path(__file__).resolve().parent / "data" / "h200" / "partial"
 
 
+@functools.lru_cache(maxsize=1)
+def h200_profile() -> tuple:
+    """The profiled cases of this project's H200 campaign (read once: the GEMM fixed cost and the memory
+    bandwidth are both derived from them)."""
+    from trsim.validate.commands import _load
+    return tuple(_load(sorted(str(p) for p in H200_PROFILE.glob("llama*.json")))[1])
+
+
 def derive_memory_bound() -> dict:
     """The h200 preset's bandwidth efficiency from its own profile: the preset's value over the slope of
     the measured memory-bound class time on the preset's price for it (a floor a layer beside it)."""
-    from trsim.validate.commands import _load, memory_bound_floor
+    from trsim.validate.commands import memory_bound_floor
     from trsim.validate.fit import base_hardware
-    _, cases, _ = _load(sorted(str(p) for p in H200_PROFILE.glob("llama*.json")))
+    cases = h200_profile()
     hw = base_hardware("h200")
     priced = [c.predict(hw)["time_s"]["memory_bound"] for c in cases]
     f = memory_bound_floor([c.measured.get("classes_s", {}).get("memory_bound") for c in cases], priced,
@@ -451,7 +457,7 @@ def derive(directory: Path | None = None) -> dict:
 
 def check(derived: dict) -> list[str]:
     """Differences between the derivation and presets.py (empty when they agree)."""
-    from trsim.simulator.presets import ATTENTION_KERNELS, ATTENTION_MASKED_FACTOR, HARDWARE_PRESETS
+    from trsim.simulator.presets import ATTENTION_KERNELS, ATTENTION_MASKED_FACTOR
     bad = []
     for preset, vals in derived["gemm"].items():
         for k, v in vals.items():
