@@ -39,6 +39,7 @@ class TrafficCounter(TorchDispatchMode):
         self.bytes: Counter = Counter()      # class -> bytes
         self.ops: Counter = Counter()        # class -> operators dispatched (views excluded)
         self.layer_bytes: Counter = Counter()
+        self.layer_ops: Counter = Counter()   # memory-bound operators per executor layer (key -1: outside)
         self._stack: list[int] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -56,6 +57,9 @@ class TrafficCounter(TorchDispatchMode):
         if cls is None or func.is_view or "empty" in name or name in _NO_TRAFFIC or name == "aten::promote_types":
             return out
         self.ops[cls] += 1
+        layer = next((l for l in reversed(self._stack) if l >= 0), -1)
+        if cls == "memory_bound":
+            self.layer_ops[layer] += 1
         if cls in ("memory_bound", "gather"):
             # factories (new_zeros, zeros_like, ...) take a tensor only as a template: they write, not read
             ins = [] if name in _FACTORIES else [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
@@ -63,7 +67,6 @@ class TrafficCounter(TorchDispatchMode):
             moved = sum(t.numel() * t.element_size() for t in ins + outs)
             self.bytes[cls] += moved
             if cls == "memory_bound":
-                layer = next((l for l in reversed(self._stack) if l >= 0), -1)
                 self.layer_bytes[layer] += moved
         return out
 
@@ -79,7 +82,9 @@ def count_step(model, ids, labels) -> dict:
     model.zero_grad(set_to_none=True)
     return {"forward": {"bytes": dict(fwd.bytes), "ops": dict(fwd.ops),
                         "layer_bytes": [fwd.layer_bytes[l] for l in range(len(model.layers))],
-                        "outside_layers_bytes": fwd.layer_bytes[-1]},
+                        "outside_layers_bytes": fwd.layer_bytes[-1],
+                        "layer_ops": [fwd.layer_ops[l] for l in range(len(model.layers))],
+                        "outside_layers_ops": fwd.layer_ops[-1]},
             "backward": {"bytes": dict(bwd.bytes), "ops": dict(bwd.ops)}}
 
 

@@ -190,6 +190,9 @@ class HardwareSpec(_Strict):
     attention_backward_ratio: PositiveFloat
     # memory-bound work, fixed costs, communication
     bandwidth_efficiency: _Eff
+    # fixed device seconds per memory-bound kernel (norms, elementwise, casts) whatever its bytes: launch,
+    # ramp-up and tail of a kernel too small to fill the GPU (the counts: costs.executor_layer_kernels)
+    memory_bound_kernel_s: float = Field(default=0.0, ge=0)
     gather_efficiency: _Eff
     layer_overhead_s: float = Field(ge=0)
     step_overhead_s: float = Field(ge=0)
@@ -251,6 +254,7 @@ class HardwareInput(_Strict):
     attention_masked_factor: Optional[float] = None
     attention_backward_ratio: Optional[float] = None
     bandwidth_efficiency: Optional[float] = None
+    memory_bound_kernel_s: Optional[float] = None
     gather_efficiency: Optional[float] = None
     layer_overhead_s: Optional[float] = None
     step_overhead_s: Optional[float] = None

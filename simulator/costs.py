@@ -43,6 +43,11 @@ class Counts:
     # reference executor splits them by segment and concatenates the projections (0 elsewhere)
     split_q: np.ndarray = 0.0
     split_kvo: np.ndarray = 0.0
+    # how many segment pieces those rows come in (0 where they are not split)
+    split_q_pieces: np.ndarray = 0.0
+    split_kvo_pieces: np.ndarray = 0.0
+    split_q_text_pieces: np.ndarray = 0.0    # of which text (sharing the text projections)
+    split_kvo_text_pieces: np.ndarray = 0.0
 
 
 def counts(plan: Plan, lm_head: str = "all") -> Counts:
@@ -70,14 +75,24 @@ def counts(plan: Plan, lm_head: str = "all") -> Counts:
                   change_rows=_change_rows(nq, nkvo, change, gathered, total),
                   total=total, n_lm=n_lm, weights=plan.weights(),
                   split_q=_split_rows(plan, FULL, plan.sep_q | plan.sep_kv, nq),
-                  split_kvo=_split_rows(plan, KV_ONLY, plan.sep_kv, nkvo))
+                  split_kvo=_split_rows(plan, KV_ONLY, plan.sep_kv, nkvo),
+                  split_q_pieces=_split_rows(plan, FULL, plan.sep_q | plan.sep_kv, None),
+                  split_kvo_pieces=_split_rows(plan, KV_ONLY, plan.sep_kv, None),
+                  split_q_text_pieces=_split_rows(plan, FULL, plan.sep_q | plan.sep_kv, "text"),
+                  split_kvo_text_pieces=_split_rows(plan, KV_ONLY, plan.sep_kv, "text"))
 
 
-def _split_rows(plan: Plan, kind: int, separate: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def _split_rows(plan: Plan, kind: int, separate: np.ndarray, rows) -> np.ndarray:
     """``rows`` where a layer with image-specific weights (``separate``) works on segments of ``kind``
-    that include an image segment and are more than one (profiler/model.py DecoderLayer._split), else 0."""
+    that include an image segment and are more than one (profiler/model.py DecoderLayer._split), else 0;
+    ``rows`` None: the number of those segments (the pieces the executor splits the rows into); "text":
+    how many of them are text."""
     on = (plan.mode == kind) & (plan.present > 0)
     several = (on.sum(-1) > 1) & (on & plan.layout.is_image).any(-1)
+    if rows is None:
+        rows = on.sum(-1) * 1.0
+    elif isinstance(rows, str):
+        rows = (on & ~plan.layout.is_image).sum(-1) * 1.0
     return np.where(separate & several, rows, 0.0)
 
 
@@ -292,6 +307,51 @@ def executor_layer_bytes(c: Counts, m: ModelSpec, B: int, e: int, shard: Shard =
     return fwd, bwd
 
 
+
+def executor_layer_kernels(c: Counts, m: ModelSpec, B: int, e: int, shard: Shard = NO_SHARD):
+    """Memory-bound kernels the reference executor launches per layer and micro-batch, forward and
+    backward, [P, L] each: the operators ``executor_layer_bytes`` prices, counted one by one as
+    ``profiler/traffic.py`` counts them (tests/test_traffic.py holds the two together). Each pays
+    ``memory_bound_kernel_s`` of device time whatever its size.
+
+    An RMSNorm is 6 kernels forward in fp32 (square, mean, add, rsqrt, two products) and 9 backward, plus
+    3 and 6 casts below fp32; two residual adds; rotary on q and k, 5 each (and, in backward, the copy
+    back to the row layout where more than one head makes it one); the activation (gated: 2 forward, 3
+    backward; else 1 and 1); backward's gradient accumulations (5 gated, 4 not). Rows kept as keys only
+    add a norm and the two concatenations of K and V (backward: the norm's and 2 more, 4 more with more
+    than one sample). A gather of rows from the whole sequence adds a zero-fill and an accumulation in
+    backward. A layer with image-specific weights over n segment pieces concatenates Q, K and V (3),
+    copies the pieces with more than one sample (n); backward it accumulates each piece's gradient from
+    three projections and joins them (2n - 1), sums the weight gradients of each text projection over
+    its text pieces (3 per text piece beyond the first), and with more than one sample copies the
+    projections' gradient slices (3n). Not counted: for attention-ranked dropping, the ranking's and the
+    index building's small kernels (a few a layer)."""
+    low = e < 4
+    norm_f, norm_b = 6 + 3 * low, 9 + 6 * low
+    gated = m.mlp_matrices == 3
+    t = shard.tensor
+    H, Hkv = m.num_attention_heads, m.num_key_value_heads
+    many = (np.asarray(B) > 1) * 1.0
+    kv = (c.nkvo > 0) * 1.0
+    fwd = 2 * norm_f + 2 + 10 + (2 if gated else 1) + kv * (norm_f + 2)
+    bwd = (2 * norm_b + 10 + (H > t) + (Hkv > t) + (3 if gated else 1) + (5 if gated else 4)
+           + kv * (norm_b + 2 + 4 * many) + 2 * (c.regathered * 1.0 + kv))
+    for pieces, text, projections in ((c.split_q_pieces, c.split_q_text_pieces, 3),
+                                      (c.split_kvo_pieces, c.split_kvo_text_pieces, 2)):
+        on = (np.asarray(pieces) > 0) * 1.0
+        fwd = fwd + on * projections + many * pieces
+        bwd = bwd + on * (2 * pieces - 1 + projections * np.maximum(text - 1, 0)) + many * 3 * pieces
+    return fwd + 0.0 * c.nq, bwd + 0.0 * c.nq
+
+
+# the reference executor's memory-bound kernels outside its layers, per micro-batch, forward and backward
+# (embedding, final norm, logits cast, cross-entropy), fp32 and below: counted by profiler/traffic.py
+EXECUTOR_OUTSIDE_KERNELS = {True: (13, 20), False: (9, 13)}
+# fused training stacks (Megatron-LM, Transformer Engine) launch fewer: per layer forward two norms,
+# rotary (one fused kernel), two bias-dropout-adds, the activation (six); backward about twice as many
+FUSED_LAYER_KERNELS = (6, 12)
+FUSED_OUTSIDE_KERNELS = (3, 4)
+
 def microbatch_terms(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int, act_bytes: int,
                      shard: Shard = NO_SHARD, dropout: Dropout = NO_DROPOUT, kernels: str = "unfused",
                      gathers: str = "per_layer") -> dict:
@@ -308,7 +368,8 @@ def microbatch_terms(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int
     explicit mask is used) at the kernel's efficiency for that length (``attention_core_time``), heads
     sharded by tensor, pairs by context (load-balanced causal chunks);
     memory-bound work (norms, rotary, residuals, activation function, loss) and gathers of token rows:
-    bytes / (bandwidth x efficiency); the hidden-size part is sharded over tensor ranks only with
+    bytes / (bandwidth x efficiency), and each memory-bound kernel a fixed time (``layer_kernels``,
+    ``loss_kernels_*``: counts, priced in ``stage_times``); the hidden-size part is sharded over tensor ranks only with
     sequence parallelism; dropout's masks and passes (``dropout_bytes``).
     """
     B = micro_batch
@@ -330,6 +391,8 @@ def microbatch_terms(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int
 
     if kernels == "unfused":  # the reference executor's kernels, operator by operator
         layer_bytes, layer_bytes_backward = executor_layer_bytes(c, m, B, e, shard, gathers == "per_layer")
+        layer_kernels, layer_kernels_backward = executor_layer_kernels(c, m, B, e, shard)
+        loss_kernels = EXECUTOR_OUTSIDE_KERNELS[e < 4]
     else:  # fused kernels: one pass forward, about two backward
         act = 3 * I if m.mlp_matrices == 3 else 2 * I
         hidden = c.nq * (4 * d + 6 * d) + c.nkvo * 2 * d
@@ -337,6 +400,9 @@ def microbatch_terms(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int
         heads = c.nq * (2 * H * hd + act) + c.nkv * 2 * Hkv * hd
         layer_bytes = per_rank(B * e * (per_rank(hidden, shard.hidden) + per_rank(heads, t)), cp)
         layer_bytes_backward = 2 * layer_bytes
+        layer_kernels = np.full_like(layer_bytes, FUSED_LAYER_KERNELS[0], dtype=float)
+        layer_kernels_backward = np.full_like(layer_bytes, FUSED_LAYER_KERNELS[1], dtype=float)
+        loss_kernels = FUSED_OUTSIDE_KERNELS
     loss_bytes = per_rank(per_rank(B * c.n_lm * V * (e + 4 + 4 + 4), t), cp)
     # token rows moved: a gather where the query set changes, a scatter before the next change, kv_only rows
     gather_bytes = per_rank(per_rank(B * e * d * 2 * (c.nq_regathered + c.nq_written_back + c.nkvo),
@@ -348,7 +414,9 @@ def microbatch_terms(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int
                 gather_bytes=gather_bytes,
                 change_bytes=change_bytes, cast_bytes=cast_bytes, lm_matmul=lm_matmul, loss_bytes=loss_bytes,
                 dropout_forward_bytes=drop["forward"], dropout_backward_bytes=drop["backward"],
-                dropout_attention_forward_bytes=drop["attention_forward"])
+                dropout_attention_forward_bytes=drop["attention_forward"],
+                layer_kernels=layer_kernels, layer_kernels_backward=layer_kernels_backward,
+                loss_kernels_forward=loss_kernels[0], loss_kernels_backward=loss_kernels[1])
 
 
 def fp8_cast_bytes(c: Counts, m: ModelSpec, B: int, e: int, tensor: int, context: int, hidden: int = 1) -> np.ndarray:
@@ -392,8 +460,14 @@ def stage_times(terms: dict, c: Counts, hw: HardwareSpec, stages, last: np.ndarr
     layers_fwd = stage_sums(terms["layer_bytes"] * w, stages)
     loss = np.where(last, terms["loss_bytes"], 0)
     cast = stage_sums(terms["cast_bytes"] * w, stages)
-    forward = (layers_fwd + loss + cast / 3) / bw
-    membound = (layers_fwd + stage_sums(terms["layer_bytes_backward"] * w, stages) + 3 * loss + cast) / bw
+    # each memory-bound kernel also pays a fixed device time, whatever its bytes
+    k = hw.memory_bound_kernel_s
+    kernels_fwd = k * (stage_sums(terms["layer_kernels"] * w, stages) + np.where(last, terms["loss_kernels_forward"], 0))
+    kernels_bwd = k * (stage_sums(terms["layer_kernels_backward"] * w, stages)
+                       + np.where(last, terms["loss_kernels_backward"], 0))
+    forward = (layers_fwd + loss + cast / 3) / bw + kernels_fwd
+    membound = (layers_fwd + stage_sums(terms["layer_bytes_backward"] * w, stages) + 3 * loss + cast) / bw \
+        + kernels_fwd + kernels_bwd
     rerun = forward + dropout["forward"]  # the memory-bound part of a forward run again
     membound = membound + dropout["forward"] + dropout["backward"]
     if gathers == "per_layer":

@@ -147,3 +147,49 @@ def test_backward_traffic_of_gathering_layers_is_priced_exactly(tiny, schedule, 
         base_counted, base_priced = counted("baseline", B)
         got, priced = counted(schedule, B)
         assert got - (base_counted - base_priced) == priced
+
+
+@pytest.mark.parametrize("dtype,e", [(torch.bfloat16, 2), (torch.float32, 4)])
+@pytest.mark.parametrize("heads,mlp", [((4, 2, 16), "swiglu"), ((6, 6, 8), "swiglu"), ((1, 1, 32), "swiglu"),
+                                       ((4, 2, 16), "geglu"), ((4, 2, 16), "gelu")])
+def test_simulator_counts_the_executor_layers_memory_bound_kernels_exactly(tiny_doc, dtype, e, heads, mlp):
+    """costs.executor_layer_kernels (each pays memory_bound_kernel_s) against the operators the executor
+    dispatches: forward per layer, backward as the difference one more layer makes, and the whole step
+    less its layers as EXECUTOR_OUTSIDE_KERNELS."""
+    from trsim.simulator import costs
+    H, Hkv, hd = heads
+    shape = dict(hidden_size=80, num_attention_heads=H, num_key_value_heads=Hkv, head_dim=hd, intermediate_size=112,
+                 mlp=mlp)
+    one, _, _ = _layer_traffic(tiny_doc, shape, 1, dtype)
+    two, scn, plan = _layer_traffic(tiny_doc, shape, 2, dtype)
+    fwd, bwd = costs.executor_layer_kernels(costs.counts(plan, "all"), scn.model, 2, e)
+    assert two["forward"]["layer_ops"] == [fwd[0, 0], fwd[0, 1]]
+    assert two["backward"]["ops"]["memory_bound"] - one["backward"]["ops"]["memory_bound"] == bwd[0, 1]
+    outside = costs.EXECUTOR_OUTSIDE_KERNELS[e < 4]
+    assert two["forward"]["ops"]["memory_bound"] == fwd.sum() + outside[0]
+    assert two["backward"]["ops"]["memory_bound"] == bwd.sum() + outside[1]
+
+
+@pytest.mark.parametrize("schedule", ["baseline", "himix", "hmgen", "drop", "pyramid", "table"])
+@pytest.mark.parametrize("dtype,e", [(torch.bfloat16, 2), (torch.float32, 4)])
+def test_every_schedules_memory_bound_kernels_are_counted(tiny, schedule, dtype, e):
+    """Per schedule, at one and three samples: each forward layer's kernels and the whole step's
+    backward exactly (pyramid's ranking layers launch a few more forward, not counted: at most 10 a
+    layer)."""
+    from trsim.simulator import costs
+    plan = compile_schedule(tiny, schedule, "u")
+    torch.manual_seed(0)
+    m = Decoder(tiny.model, plan, attention="sdpa").to(dtype)
+    m.build_io(torch.device("cpu"), dtype)
+    outside = costs.EXECUTOR_OUTSIDE_KERNELS[e < 4]
+    for B in (1, 3):
+        ids, labels = m.make_batch(B, torch.device("cpu"), generator=torch.Generator().manual_seed(1))
+        got = count_step(m, ids, labels)
+        fwd, bwd = costs.executor_layer_kernels(costs.counts(plan, "all"), tiny.model, B, e)
+        if schedule == "pyramid":
+            extra = [g - int(f) for g, f in zip(got["forward"]["layer_ops"], fwd[0])]
+            assert all(0 <= x <= 10 for x in extra) and sum(extra) > 0, extra
+        else:
+            assert got["forward"]["layer_ops"] == [int(x) for x in fwd[0]]
+            assert got["forward"]["ops"]["memory_bound"] == fwd.sum() + outside[0]
+        assert got["backward"]["ops"]["memory_bound"] == bwd.sum() + outside[1]

@@ -11,57 +11,15 @@ Inputs (read from ``../shared/data/published/`` beside the repository, or ``$TRS
   K fall-off), the fixed time per kernel taken out first, so the model reproduces the measured maximum at
   its own shape exactly; the measured rate over peak x ceiling caps every GEMM's whole time
   (``matmul_max_shape_factor``), since the table's shape search found nothing faster.
-* ``validate/data/h200/partial/llama*.json`` (this project's own H200 profile, see below) for the GEMM
-  model's fixed time per kernel, ``matmul_overhead_s`` (device time inside each GEMM kernel whatever its
-  size: ramp-up, the first tiles' loads, the epilogue's stores), which the mamf maximum cannot show: a least-squares fit in log time of the matmul
-  class time the profiler measured (cuBLAS under PyTorch, forward and backward of 52 cases with 100-7,000
-  token rows) to the model's, the ceiling re-derived from mamf inside the fit (the mamf rate is a
-  wall-clock mean that includes the fixed time). 3.18 us; every GPU preset takes it (the H100, A100
-  and B200 as an extrapolation: a fixed cost in time rather than in cycles, from the library training
-  stacks use). ``matmul_half_k`` stays stated physics (below).
-* ``validate/data/h100_gemm_xla.csv`` (transcribed from OpenXLA's default matmul performance table, cited
-  there): bf16 GEMM kernel times measured with CUPTI over every shape with m, n, k in 256-4096 on an H100.
-  A check of the model's form, not a source of preset values: with its two fixed constants fitted to the
-  table (robust loss: a few split-K shapes the tile model does not have) the model prices its 125
-  unbatched rows at a 2.8% median. XLA's own GEMM kernels carry a larger fixed time (about 5.5 us) and
-  reduction fall-off than cuBLAS does in this project's profile, so the constants are the library's, not
-  the GPU's, and are not carried over.
-* ``flashattention_kernel_tflops.csv`` (Dao-AILab/flash-attention benchmark figures): kernel TFLOP/s by
-  sequence length, head dim, causal mask and implementation. For each GPU and kernel, the attention
-  curve (ceiling, head-dim factors, half_keys, causal_half_keys) is a least-squares fit in log space to
-  the forward+backward rows. Kernels with forward-only rows (H100 FlashAttention-3 and cuDNN) get their
-  forward+backward rate as their forward rate times FlashAttention-2's forward+backward / forward ratio on
-  the same GPU, head dim, mask and length (head dim 256, which has no backward row, uses head dim 128's).
-  The masked-attention factor is the memory-efficient kernel's (xformers) rate over FlashAttention-2's on
-  the A100 without a causal mask, the only table with both.
-
-* ``validate/data/b200_gemm_in_training.csv`` (transcribed from SimuMax's B200 system file, cited there):
-  bf16 GEMM efficiencies measured inside Megatron-LM training steps on B200. Their median ratio to the
-  shape model (with the mamf-derived ceiling and cap) is the b200 preset's ``sustained_compute_fraction``:
-  under continuous training load a B200 holds about two thirds of the microbenchmark's rate (its 1,000 W
-  budget limits clocks), which scales every GEMM and attention rate of the preset. The other GPUs have no
-  in-training kernel table; their fraction stays 1 (the mamf rates are taken as sustained).
-
-* ``validate/data/a100_nvlink_allreduce.csv`` (transcribed from vTrain's all-reduce look-up table, cited
-  there): NCCL all-reduce times on 2, 4 and 8 A100s of one NVLink node, 1-256 MiB. The collective
-  latency (``collective_base_latency_s`` once per collective, ``collective_latency_s`` per ring step inside
-  a node) and bus efficiency (``collective_efficiency``) of the A100, H100 and H200 presets are a
-  least-squares fit in log space of the simulator's own all-reduce (collectives.py) to that table; the
-  H100 and H200 (NVLink 4) have no table and take the A100's. The B200's come from SimuMax's in-training
-  fits on its B200 node (``validate/data/b200_collectives_in_training.csv``): the all-gather and
-  reduce-scatter efficiency restated over 900 GB/s (SimuMax divides by GiB/s), the latency fitted to its
-  per-op latencies at 2-8 ranks. Outside 1-256 MiB (the cross-entropy's KB-sized all-reduces, small
-  sends) the latency is extrapolated. A ring step between nodes costs ``internode_latency_s``, the
-  constant of NCCL 2.8-era src/graph/tuning.cc (hwLat[NET][Ring][Simple] = 9.6 us; later releases use
-  14): no table here measures it.
-
 * ``validate/data/h200/partial/llama*.json`` (this project's own H200 profile, its GPU campaign): the
-  memory-bound kernels' measured time against the preset's price over 52 cases (one depth, micro-batch
-  1-8). The slope of measured on priced (with a fixed cost a layer beside it, ``validate.commands.
-  memory_bound_floor``) rescales the h200 preset's ``bandwidth_efficiency``: eager PyTorch elementwise and
-  normalisation kernels reach 0.57 of the H200's 4.8 TB/s. It is not carried to the other GPUs: the H200
-  has the H100's SMs and 43% more bandwidth, and kernels that cannot keep that much traffic in flight reach
-  a smaller share of it than they would of the H100's; the others keep 0.8 (no table).
+  memory-bound kernels' measured time over 52 cases (one depth, micro-batch 1-8), fitted as bytes over
+  bandwidth plus a fixed time for each kernel (``memory_bound_kernel_s``; the kernels counted by the model,
+  ``costs.executor_layer_kernels``, 85 a layer at the median). Eager PyTorch elementwise and normalisation
+  kernels reach 0.59 of the H200's 4.8 TB/s and pay about 2.5 us each; bytes alone, with one scale, miss
+  the small-batch cases by half. The fixed time goes to every GPU preset, like the GEMM's. The efficiency
+  is not carried to the other GPUs: the H200 has the H100's SMs and 43% more bandwidth, and kernels that
+  cannot keep that much traffic in flight reach a smaller share of it than they would of the H100's; the
+  others keep 0.8 (no table).
 
 Nothing here reads a training run: the training-run sources are the validation suite's, and tuning to
 them is what this derivation avoids.
@@ -332,18 +290,34 @@ def h200_profile() -> tuple:
 
 
 def derive_memory_bound() -> dict:
-    """The h200 preset's bandwidth efficiency from its own profile: the preset's value over the slope of
-    the measured memory-bound class time on the preset's price for it (a floor a layer beside it)."""
-    from trsim.validate.commands import memory_bound_floor
+    """The memory-bound kernels' two constants from this project's H200 profile: measured class time =
+    bytes / (bandwidth x ``bandwidth_efficiency``) + ``memory_bound_kernel_s`` x kernels, the kernels
+    counted per case by the model (costs.executor_layer_kernels, which tests hold to the counted
+    executor), least squares on the log ratio as for the GEMM fixed time. Beside it, the scale alone
+    (no fixed time per kernel) for comparison."""
     from trsim.validate.fit import base_hardware
     cases = h200_profile()
-    hw = base_hardware("h200")
-    priced = [c.predict(hw)["time_s"]["memory_bound"] for c in cases]
-    f = memory_bound_floor([c.measured.get("classes_s", {}).get("memory_bound") for c in cases], priced,
-                           [c.model.num_layers for c in cases])
-    return {"h200": {"bandwidth_efficiency": round(hw.bandwidth_efficiency / f["scale"], 3), "cases": f["cases"],
-                     "scale_at_preset": round(f["scale"], 4), "floor_per_layer_s": f["floor_per_layer_s"],
-                     "median_abs_pct": round(f["median_abs_pct"], 2), "max_abs_pct": round(f["max_abs_pct"], 2)}}
+    base = base_hardware("h200")
+    measured = np.array([c.measured["classes_s"]["memory_bound"] for c in cases])
+
+    def priced(kernel_s):
+        hw = base.model_copy(update=dict(memory_bound_kernel_s=kernel_s))
+        return np.array([c.predict(hw)["time_s"]["memory_bound"] for c in cases])
+
+    by_bytes = priced(0.0)
+    kernels = (priced(1e-6) - by_bytes) / 1e-6
+    fit = least_squares(lambda p: np.log((p[0] * by_bytes + p[1] * 1e-6 * kernels) / measured), [1.0, 2.0],
+                        bounds=([1e-3, 0.0], [1e3, 100.0]), x_scale=[1.0, 1.0], xtol=1e-12, ftol=1e-12)
+    scale, kernel_s = float(fit.x[0]), round(float(fit.x[1]) * 1e-6, 8)
+    efficiency = round(base.bandwidth_efficiency / scale, 3)
+    err = np.abs((by_bytes * base.bandwidth_efficiency / efficiency + kernel_s * kernels) / measured - 1) * 100
+    alone = float(np.exp(np.median(np.log(measured / by_bytes))))
+    before = np.abs(alone * by_bytes / measured - 1) * 100
+    return {"h200": {"bandwidth_efficiency": efficiency, "memory_bound_kernel_s": kernel_s, "cases": int(len(cases)),
+                     "kernels_per_layer_median": round(float(np.median(kernels / [c.model.num_layers for c in cases])), 1),
+                     "median_abs_pct": round(float(np.median(err)), 2), "max_abs_pct": round(float(err.max()), 2),
+                     "scale_only_median_abs_pct": round(float(np.median(before)), 2),
+                     "scale_only_max_abs_pct": round(float(before.max()), 2)}}
 
 
 def _kernel_rows(directory: Path | None = None):
@@ -479,6 +453,11 @@ def check(derived: dict) -> list[str]:
         have = HARDWARE_PRESETS[preset]["bandwidth_efficiency"]
         if not np.isclose(have, vals["bandwidth_efficiency"], atol=0.002):
             bad.append(f"HARDWARE_PRESETS[{preset!r}]['bandwidth_efficiency'] = {have}, derived {vals['bandwidth_efficiency']}")
+        for gpu in GPUS:  # the fixed time per kernel is carried to every GPU preset, like the GEMM's
+            have = HARDWARE_PRESETS[gpu].get("memory_bound_kernel_s", 0.0)
+            if not np.isclose(have, vals["memory_bound_kernel_s"], rtol=1e-3):
+                bad.append(f"HARDWARE_PRESETS[{gpu!r}]['memory_bound_kernel_s'] = {have}, derived "
+                           f"{vals['memory_bound_kernel_s']}")
     for preset, vals in derived["collectives"]["presets"].items():
         for k, v in vals.items():
             have = HARDWARE_PRESETS[preset].get(k, np.nan)
@@ -520,6 +499,11 @@ def main(argv=None) -> int:
     print(f"XLA H100 GEMM table ({x['rows']} rows), the model's form with its own two constants "
           f"(half_k {x['matmul_half_k']}, {x['matmul_overhead_s'] * 1e6:.2f} us): median {x['median_abs_pct']:.1f}%  "
           f"90th percentile {x['p90_abs_pct']:.1f}%  max {x['max_abs_pct']:.1f}%", file=sys.stderr)
+    m = derived["memory_bound"]["h200"]
+    print(f"H200 profile's memory-bound time ({m['cases']} cases) priced with {m['memory_bound_kernel_s'] * 1e6:.2f} us "
+          f"a kernel at {m['bandwidth_efficiency']} of the bandwidth: median {m['median_abs_pct']:.1f}%  max "
+          f"{m['max_abs_pct']:.1f}% (bytes alone, one scale: {m['scale_only_median_abs_pct']:.1f}% / "
+          f"{m['scale_only_max_abs_pct']:.1f}%)", file=sys.stderr)
     c, b = derived["collectives"]["a100_all_reduce_table"], derived["collectives"]["b200_in_training"]
     print(f"A100 all-reduce table ({c['rows']} rows) priced by the fitted constants: median {c['median_abs_pct']:.1f}%  "
           f"max {c['max_abs_pct']:.1f}%", file=sys.stderr)
