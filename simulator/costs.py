@@ -46,8 +46,9 @@ class Counts:
     # how many segment pieces those rows come in (0 where they are not split)
     split_q_pieces: np.ndarray = 0.0
     split_kvo_pieces: np.ndarray = 0.0
-    split_q_text_pieces: np.ndarray = 0.0    # of which text (sharing the text projections)
-    split_kvo_text_pieces: np.ndarray = 0.0
+    # weight-gradient sums over those pieces (a projection applied to k pieces sums k gradients: k - 1)
+    split_q_weight_sums: np.ndarray = 0.0
+    split_kvo_weight_sums: np.ndarray = 0.0
 
 
 def counts(plan: Plan, lm_head: str = "all") -> Counts:
@@ -78,22 +79,35 @@ def counts(plan: Plan, lm_head: str = "all") -> Counts:
                   split_kvo=_split_rows(plan, KV_ONLY, plan.sep_kv, nkvo),
                   split_q_pieces=_split_rows(plan, FULL, plan.sep_q | plan.sep_kv, None),
                   split_kvo_pieces=_split_rows(plan, KV_ONLY, plan.sep_kv, None),
-                  split_q_text_pieces=_split_rows(plan, FULL, plan.sep_q | plan.sep_kv, "text"),
-                  split_kvo_text_pieces=_split_rows(plan, KV_ONLY, plan.sep_kv, "text"))
+                  split_q_weight_sums=_split_weight_sums(plan, FULL, plan.sep_q | plan.sep_kv),
+                  split_kvo_weight_sums=_split_weight_sums(plan, KV_ONLY, plan.sep_kv))
 
 
 def _split_rows(plan: Plan, kind: int, separate: np.ndarray, rows) -> np.ndarray:
     """``rows`` where a layer with image-specific weights (``separate``) works on segments of ``kind``
     that include an image segment and are more than one (profiler/model.py DecoderLayer._split), else 0;
-    ``rows`` None: the number of those segments (the pieces the executor splits the rows into); "text":
-    how many of them are text."""
+    ``rows`` None: the number of those segments (the pieces the executor splits the rows into)."""
     on = (plan.mode == kind) & (plan.present > 0)
     several = (on.sum(-1) > 1) & (on & plan.layout.is_image).any(-1)
-    if rows is None:
-        rows = on.sum(-1) * 1.0
-    elif isinstance(rows, str):
-        rows = (on & ~plan.layout.is_image).sum(-1) * 1.0
-    return np.where(separate & several, rows, 0.0)
+    return np.where(separate & several, on.sum(-1) * 1.0 if rows is None else rows, 0.0)
+
+
+def _split_weight_sums(plan: Plan, kind: int, separate: np.ndarray) -> np.ndarray:
+    """Weight-gradient sums of a split layer's projections, [P, L]: each projection applied to k of the
+    pieces sums k gradients (k - 1 kernels). Q, K and V over the query rows (Q shares one weight over
+    text and image pieces unless the layer has image queries), K and V over kv_only rows; image pieces
+    take the image weights, text pieces the text weights."""
+    on = (plan.mode == kind) & (plan.present > 0)
+    img = (on & plan.layout.is_image).sum(-1) * 1.0
+    txt = (on & ~plan.layout.is_image).sum(-1) * 1.0
+    apart = np.maximum(txt - 1, 0) + np.maximum(img - 1, 0)     # text and image weights apart
+    together = np.maximum(txt + img - 1, 0)                      # one weight over every piece
+    if kind == FULL:
+        sums = np.where(plan.sep_q, apart, together) + 2 * np.where(plan.sep_kv, apart, together)
+    else:
+        sums = 2 * apart
+    pieces = _split_rows(plan, kind, separate, None)
+    return np.where(pieces > 0, sums, 0.0)
 
 
 def _change_rows(nq, nkvo, change, gathered, total) -> np.ndarray:
@@ -308,7 +322,8 @@ def executor_layer_bytes(c: Counts, m: ModelSpec, B: int, e: int, shard: Shard =
 
 
 
-def executor_layer_kernels(c: Counts, m: ModelSpec, B: int, e: int, shard: Shard = NO_SHARD):
+def executor_layer_kernels(c: Counts, m: ModelSpec, B: int, e: int, shard: Shard = NO_SHARD,
+                           per_layer_gathers: bool = True):
     """Memory-bound kernels the reference executor launches per layer and micro-batch, forward and
     backward, [P, L] each: the operators ``executor_layer_bytes`` prices, counted one by one as
     ``profiler/traffic.py`` counts them (tests/test_traffic.py holds the two together). Each pays
@@ -320,11 +335,13 @@ def executor_layer_kernels(c: Counts, m: ModelSpec, B: int, e: int, shard: Shard
     backward; else 1 and 1); backward's gradient accumulations (5 gated, 4 not). Rows kept as keys only
     add a norm and the two concatenations of K and V (backward: the norm's and 2 more, 4 more with more
     than one sample). A gather of rows from the whole sequence adds a zero-fill and an accumulation in
-    backward. A layer with image-specific weights over n segment pieces concatenates Q, K and V (3),
+    backward (``per_layer_gathers``, as in the bytes). A layer with image-specific weights over n segment pieces concatenates Q, K and V (3),
     copies the pieces with more than one sample (n); backward it accumulates each piece's gradient from
-    three projections and joins them (2n - 1), sums the weight gradients of each text projection over
-    its text pieces (3 per text piece beyond the first), and with more than one sample copies the
-    projections' gradient slices (3n). Not counted: for attention-ranked dropping, the ranking's and the
+    three projections and joins them (2n - 1), sums each projection's weight gradients over the pieces
+    it is applied to (``Counts.split_q_weight_sums``), and with more than one sample copies the
+    projections' gradient slices (3n). Kept-as-keys rows split into n pieces: 2 concatenations (and the
+    n copies) forward; backward n, the weight sums, and 2(n - 1) slice copies with more than one sample.
+    Not counted: for attention-ranked dropping, the ranking's and the
     index building's small kernels (a few a layer)."""
     low = e < 4
     norm_f, norm_b = 6 + 3 * low, 9 + 6 * low
@@ -335,12 +352,12 @@ def executor_layer_kernels(c: Counts, m: ModelSpec, B: int, e: int, shard: Shard
     kv = (c.nkvo > 0) * 1.0
     fwd = 2 * norm_f + 2 + 10 + (2 if gated else 1) + kv * (norm_f + 2)
     bwd = (2 * norm_b + 10 + (H > t) + (Hkv > t) + (3 if gated else 1) + (5 if gated else 4)
-           + kv * (norm_b + 2 + 4 * many) + 2 * (c.regathered * 1.0 + kv))
-    for pieces, text, projections in ((c.split_q_pieces, c.split_q_text_pieces, 3),
-                                      (c.split_kvo_pieces, c.split_kvo_text_pieces, 2)):
-        on = (np.asarray(pieces) > 0) * 1.0
-        fwd = fwd + on * projections + many * pieces
-        bwd = bwd + on * (2 * pieces - 1 + projections * np.maximum(text - 1, 0)) + many * 3 * pieces
+           + kv * (norm_b + 2 + 4 * many) + 2 * (c.regathered * 1.0 + kv) * per_layer_gathers)
+    q, kvo = c.split_q_pieces, c.split_kvo_pieces
+    on_q, on_kvo = (np.asarray(q) > 0) * 1.0, (np.asarray(kvo) > 0) * 1.0
+    fwd = fwd + on_q * 3 + many * q + on_kvo * 2 + many * kvo
+    bwd = (bwd + on_q * (2 * q - 1) + c.split_q_weight_sums + many * 3 * q
+           + on_kvo * kvo + c.split_kvo_weight_sums + many * 2 * np.maximum(kvo - 1, 0))
     return fwd + 0.0 * c.nq, bwd + 0.0 * c.nq
 
 
@@ -391,7 +408,7 @@ def microbatch_terms(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int
 
     if kernels == "unfused":  # the reference executor's kernels, operator by operator
         layer_bytes, layer_bytes_backward = executor_layer_bytes(c, m, B, e, shard, gathers == "per_layer")
-        layer_kernels, layer_kernels_backward = executor_layer_kernels(c, m, B, e, shard)
+        layer_kernels, layer_kernels_backward = executor_layer_kernels(c, m, B, e, shard, gathers == "per_layer")
         loss_kernels = EXECUTOR_OUTSIDE_KERNELS[e < 4]
     else:  # fused kernels: one pass forward, about two backward
         act = 3 * I if m.mlp_matrices == 3 else 2 * I
@@ -410,13 +427,21 @@ def microbatch_terms(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int
     change_bytes = per_rank(B * INDEX_BYTES * c.change_rows, cp)
     cast_bytes = fp8_cast_bytes(c, m, B, e, t, cp, shard.hidden) if pr == "fp8" else 0.0 * layer_bytes
     drop = dropout_bytes(c, m, hw, B, e, shard, dropout)
+    # kernels beside the layer's own, as their bytes are priced: FP8 casts (Transformer Engine's
+    # cast-transpose of the four GEMM inputs forward and four output gradients backward), dropout's
+    # (hidden: a kernel a site forward unless fused, and backward; attention: where ``math`` materialises it)
+    attention_drop = float(dropout.attention and hw.attention_kernel == "math")
+    extra_f = (4.0 if pr == "fp8" else 0.0) + 2.0 * dropout.hidden * (not dropout.fused_hidden) + attention_drop
+    extra_b = (4.0 if pr == "fp8" else 0.0) + 2.0 * dropout.hidden + attention_drop
+    layer_kernels, layer_kernels_backward = layer_kernels + extra_f, layer_kernels_backward + extra_b
     return dict(matmul=mm, attention=att + rank, layer_bytes=layer_bytes, layer_bytes_backward=layer_bytes_backward,
                 gather_bytes=gather_bytes,
                 change_bytes=change_bytes, cast_bytes=cast_bytes, lm_matmul=lm_matmul, loss_bytes=loss_bytes,
                 dropout_forward_bytes=drop["forward"], dropout_backward_bytes=drop["backward"],
                 dropout_attention_forward_bytes=drop["attention_forward"],
                 layer_kernels=layer_kernels, layer_kernels_backward=layer_kernels_backward,
-                loss_kernels_forward=loss_kernels[0], loss_kernels_backward=loss_kernels[1])
+                loss_kernels_forward=loss_kernels[0], loss_kernels_backward=loss_kernels[1],
+                dropout_attention_kernels=attention_drop)
 
 
 def fp8_cast_bytes(c: Counts, m: ModelSpec, B: int, e: int, tensor: int, context: int, hidden: int = 1) -> np.ndarray:
@@ -461,14 +486,15 @@ def stage_times(terms: dict, c: Counts, hw: HardwareSpec, stages, last: np.ndarr
     loss = np.where(last, terms["loss_bytes"], 0)
     cast = stage_sums(terms["cast_bytes"] * w, stages)
     # each memory-bound kernel also pays a fixed device time, whatever its bytes
+    # (the embedding's few kernels are counted with the loss's, on the last stage)
     k = hw.memory_bound_kernel_s
-    kernels_fwd = k * (stage_sums(terms["layer_kernels"] * w, stages) + np.where(last, terms["loss_kernels_forward"], 0))
-    kernels_bwd = k * (stage_sums(terms["layer_kernels_backward"] * w, stages)
-                       + np.where(last, terms["loss_kernels_backward"], 0))
-    forward = (layers_fwd + loss + cast / 3) / bw + kernels_fwd
+    kernels_fwd = k * stage_sums(terms["layer_kernels"] * w, stages)
+    kernels_bwd = k * stage_sums(terms["layer_kernels_backward"] * w, stages)
+    kernels_loss = k * np.where(last, terms["loss_kernels_forward"] + terms["loss_kernels_backward"], 0)
     membound = (layers_fwd + stage_sums(terms["layer_bytes_backward"] * w, stages) + 3 * loss + cast) / bw \
-        + kernels_fwd + kernels_bwd
-    rerun = forward + dropout["forward"]  # the memory-bound part of a forward run again
+        + kernels_fwd + kernels_bwd + kernels_loss
+    # the memory-bound part of the layers' forward run again (recompute leaves the LM head and loss alone)
+    rerun = (layers_fwd + cast / 3) / bw + kernels_fwd + dropout["forward"]
     membound = membound + dropout["forward"] + dropout["backward"]
     if gathers == "per_layer":
         gather = 3 * stage_sums(terms["gather_bytes"] * w, stages) / (hw.memory_bandwidth * hw.gather_efficiency)
@@ -478,11 +504,12 @@ def stage_times(terms: dict, c: Counts, hw: HardwareSpec, stages, last: np.ndarr
                                matmul.shape).astype(float)
     out = {"matmul": matmul, "attention": attention, "memory_bound": membound, "gather": gather,
            "overhead": overhead}
-    if recompute == "full":  # the forward runs again inside backward
-        out["recompute"] = (out["matmul"] / 3 + out["attention"] / (1 + hw.attention_backward_ratio)
-                            + rerun + out["gather"] / 3)
+    if recompute == "full":  # the layers' forward runs again inside backward (not the LM head's)
+        out["recompute"] = (stage_sums(terms["matmul"] * w, stages) / 3
+                            + out["attention"] / (1 + hw.attention_backward_ratio) + rerun + out["gather"] / 3)
     elif recompute == "selective":  # the attention core's forward (with its dropout) runs again inside backward
-        out["recompute"] = out["attention"] / (1 + hw.attention_backward_ratio) + dropout["attention_forward"]
+        out["recompute"] = (out["attention"] / (1 + hw.attention_backward_ratio) + dropout["attention_forward"]
+                            + k * stage_sums(terms["dropout_attention_kernels"] * w, stages))
     return out
 
 

@@ -214,8 +214,8 @@ def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
         per_task_stage.append((t, stage_t, f, acts, c))
         if tr.task_mixing != "mixed":
             act_peak = np.maximum(act_peak, act + transient)
-        if tr.recompute == "full":
-            recompute_flops = recompute_flops + f * fwd
+        if tr.recompute == "full":  # the layers' forward again; the LM head is outside the checkpoints
+            recompute_flops = recompute_flops + f * per_layer.sum(-1)
         elif tr.recompute == "selective":
             recompute_flops = recompute_flops + f * (ops["attention"] * w).sum(-1)
     fr = [frac[n] for n in plans]

@@ -623,3 +623,25 @@ def test_a_host_bound_micro_batch_pays_its_work_outside_the_layers_on_the_host(t
                                      rel=1e-9)
     per_layer = layer_costs(scn, schedule_plans(scn, next(iter(scn.schedules))))
     assert per_layer[:-1] == pytest.approx(hw.host_layer_s * again, rel=1e-12)  # the last one holds the LM head
+
+
+def test_full_recompute_reruns_the_layers_not_the_lm_head(tiny_doc):
+    """Activation checkpointing wraps the decoder layers, so full recompute runs their forward again but
+    not the LM head's (Megatron's hardware-FLOPs formula, 96Bslh^2(1 + s/6h + V/16lh), counts its LM head
+    three times, not four): hardware FLOPs = model FLOPs + the layers' forward, and the recompute time
+    holds no LM-head GEMM or loss (a vocabulary 64 times larger leaves it where it was)."""
+    from trsim.simulator import costs
+    from trsim.simulator.plan import compile_schedule
+
+    def step(vocab):
+        doc = _with(tiny_doc, recompute="full")
+        doc["model"]["vocab_size"] = vocab
+        scn = scenario_from_dict(doc)
+        res = simulate(scn).schedules[0]
+        c = costs.counts(compile_schedule(scn, "baseline", "u"), scn.conventions.lm_head)
+        return res.step, costs.lm_head_flops(c, scn.model), scn.training.global_batch_size
+    s, lm, G = step(64)
+    assert s.hardware_flops - s.flops == pytest.approx(s.flops / 3 - G * lm, rel=1e-12)
+    big, _, _ = step(64 * 64)
+    assert big.time_breakdown_s["recompute"] == pytest.approx(s.time_breakdown_s["recompute"], rel=1e-9)
+    assert big.time_breakdown_s["matmul"] > s.time_breakdown_s["matmul"]

@@ -63,10 +63,12 @@ def _layer_traffic(tiny_doc, shape, layers, dtype):
 @pytest.mark.parametrize("heads,mlp", [((4, 2, 16), "swiglu"), ((6, 6, 8), "swiglu"), ((4, 1, 32), "swiglu"),
                                        ((1, 1, 32), "swiglu"), ((4, 2, 16), "geglu"), ((4, 2, 16), "gelu")])
 def test_simulator_prices_the_executor_layer_traffic_exactly(tiny_doc, dtype, e, heads, mlp):
-    """costs.executor_layer_bytes (the trsim stack's memory-bound bytes) against the counted traffic of a
-    layer: forward per layer, backward as the difference one more layer makes to the whole step (layers
-    that gather rows also zero-fill and accumulate the whole sequence's gradient in backward, which the
-    model leaves out, so backward is checked on a baseline layer)."""
+    """costs.executor_layer_bytes (the trsim stack's memory-bound bytes) and costs.executor_layer_kernels
+    (each pays memory_bound_kernel_s) against the counted traffic and operators of a layer: forward per
+    layer, backward as the difference one more layer makes to the whole step (layers that gather rows
+    also zero-fill and accumulate the whole sequence's gradient in backward, which the bytes leave out,
+    so backward is checked on a baseline layer); the whole step's kernels less its layers'
+    are EXECUTOR_OUTSIDE_KERNELS."""
     from trsim.simulator import costs
     H, Hkv, hd = heads
     shape = dict(hidden_size=80, num_attention_heads=H, num_key_value_heads=Hkv, head_dim=hd, intermediate_size=112,
@@ -76,6 +78,12 @@ def test_simulator_prices_the_executor_layer_traffic_exactly(tiny_doc, dtype, e,
     fwd, bwd = costs.executor_layer_bytes(costs.counts(plan, "all"), scn.model, 2, e)
     assert two["forward"]["layer_bytes"] == [fwd[0, 0], fwd[0, 1]]
     assert two["backward"]["bytes"]["memory_bound"] - one["backward"]["bytes"]["memory_bound"] == bwd[0, 1]
+    kf, kb = costs.executor_layer_kernels(costs.counts(plan, "all"), scn.model, 2, e)
+    assert two["forward"]["layer_ops"] == [kf[0, 0], kf[0, 1]]
+    assert two["backward"]["ops"]["memory_bound"] - one["backward"]["ops"]["memory_bound"] == kb[0, 1]
+    outside = costs.EXECUTOR_OUTSIDE_KERNELS[e < 4]
+    assert two["forward"]["ops"]["memory_bound"] == kf.sum() + outside[0]
+    assert two["backward"]["ops"]["memory_bound"] == kb.sum() + outside[1]
 
 
 @pytest.mark.parametrize("schedule", ["baseline", "himix", "hmgen", "drop"])
@@ -149,27 +157,6 @@ def test_backward_traffic_of_gathering_layers_is_priced_exactly(tiny, schedule, 
         assert got - (base_counted - base_priced) == priced
 
 
-@pytest.mark.parametrize("dtype,e", [(torch.bfloat16, 2), (torch.float32, 4)])
-@pytest.mark.parametrize("heads,mlp", [((4, 2, 16), "swiglu"), ((6, 6, 8), "swiglu"), ((1, 1, 32), "swiglu"),
-                                       ((4, 2, 16), "geglu"), ((4, 2, 16), "gelu")])
-def test_simulator_counts_the_executor_layers_memory_bound_kernels_exactly(tiny_doc, dtype, e, heads, mlp):
-    """costs.executor_layer_kernels (each pays memory_bound_kernel_s) against the operators the executor
-    dispatches: forward per layer, backward as the difference one more layer makes, and the whole step
-    less its layers as EXECUTOR_OUTSIDE_KERNELS."""
-    from trsim.simulator import costs
-    H, Hkv, hd = heads
-    shape = dict(hidden_size=80, num_attention_heads=H, num_key_value_heads=Hkv, head_dim=hd, intermediate_size=112,
-                 mlp=mlp)
-    one, _, _ = _layer_traffic(tiny_doc, shape, 1, dtype)
-    two, scn, plan = _layer_traffic(tiny_doc, shape, 2, dtype)
-    fwd, bwd = costs.executor_layer_kernels(costs.counts(plan, "all"), scn.model, 2, e)
-    assert two["forward"]["layer_ops"] == [fwd[0, 0], fwd[0, 1]]
-    assert two["backward"]["ops"]["memory_bound"] - one["backward"]["ops"]["memory_bound"] == bwd[0, 1]
-    outside = costs.EXECUTOR_OUTSIDE_KERNELS[e < 4]
-    assert two["forward"]["ops"]["memory_bound"] == fwd.sum() + outside[0]
-    assert two["backward"]["ops"]["memory_bound"] == bwd.sum() + outside[1]
-
-
 @pytest.mark.parametrize("schedule", ["baseline", "himix", "hmgen", "drop", "pyramid", "table"])
 @pytest.mark.parametrize("dtype,e", [(torch.bfloat16, 2), (torch.float32, 4)])
 def test_every_schedules_memory_bound_kernels_are_counted(tiny, schedule, dtype, e):
@@ -192,4 +179,36 @@ def test_every_schedules_memory_bound_kernels_are_counted(tiny, schedule, dtype,
         else:
             assert got["forward"]["layer_ops"] == [int(x) for x in fwd[0]]
             assert got["forward"]["ops"]["memory_bound"] == fwd.sum() + outside[0]
+        assert got["backward"]["ops"]["memory_bound"] == bwd.sum() + outside[1]
+
+
+@pytest.mark.parametrize("images,texts", [(2, 1), (3, 2)])
+@pytest.mark.parametrize("schedule", ["himix", "hmgen", "table"])
+def test_memory_bound_kernels_of_split_layers_over_several_images_are_counted(tiny_doc, images, texts, schedule):
+    """Layers with image-specific weights over several text and image segments (each projection's weight
+    gradient summed over the pieces it applies to; kept-as-keys rows split by image), at one and three
+    samples: the whole step's kernels, forward per layer and backward, exactly."""
+    from trsim.simulator import costs
+    segments = []
+    for i in range(max(images, texts)):
+        if i < texts:
+            segments.append(dict(name=f"text{i}", kind="text", tokens=3))
+        if i < images:
+            segments.append(dict(name=f"image{i}", kind="image", tokens=6))
+    segments[-1]["target"] = True
+    doc = copy.deepcopy(tiny_doc)
+    doc["tasks"] = {"u": dict(samples=10, segments=segments)}
+    scn = scenario_from_dict(doc)
+    plan = compile_schedule(scn, schedule, "u")
+    c = costs.counts(plan, "all")
+    assert (c.split_q_pieces > 0).any()
+    torch.manual_seed(0)
+    m = Decoder(scn.model, plan, attention="sdpa").to(torch.bfloat16)
+    m.build_io(torch.device("cpu"), torch.bfloat16)
+    outside = costs.EXECUTOR_OUTSIDE_KERNELS[True]
+    for B in (1, 3):
+        ids, labels = m.make_batch(B, torch.device("cpu"), generator=torch.Generator().manual_seed(1))
+        got = count_step(m, ids, labels)
+        fwd, bwd = costs.executor_layer_kernels(c, scn.model, B, 2)
+        assert got["forward"]["layer_ops"] == [int(x) for x in fwd[0]]
         assert got["backward"]["ops"]["memory_bound"] == bwd.sum() + outside[1]

@@ -11,6 +11,50 @@ Inputs (read from ``../shared/data/published/`` beside the repository, or ``$TRS
   K fall-off), the fixed time per kernel taken out first, so the model reproduces the measured maximum at
   its own shape exactly; the measured rate over peak x ceiling caps every GEMM's whole time
   (``matmul_max_shape_factor``), since the table's shape search found nothing faster.
+* ``validate/data/h200/partial/llama*.json`` (this project's own H200 profile, see below) for the GEMM
+  model's fixed time per kernel, ``matmul_overhead_s`` (device time inside each GEMM kernel whatever its
+  size: ramp-up, the first tiles' loads, the epilogue's stores), which the mamf maximum cannot show: a least-squares fit in log time of the matmul
+  class time the profiler measured (cuBLAS under PyTorch, forward and backward of 52 cases with 100-7,000
+  token rows) to the model's, the ceiling re-derived from mamf inside the fit (the mamf rate is a
+  wall-clock mean that includes the fixed time). 3.38 us; every GPU preset takes it (the H100, A100
+  and B200 as an extrapolation: a fixed cost in time rather than in cycles, from the library training
+  stacks use). ``matmul_half_k`` stays stated physics (below).
+* ``validate/data/h100_gemm_xla.csv`` (transcribed from OpenXLA's default matmul performance table, cited
+  there): bf16 GEMM kernel times measured with CUPTI over every shape with m, n, k in 256-4096 on an H100.
+  A check of the model's form, not a source of preset values: with its two fixed constants fitted to the
+  table (robust loss: a few split-K shapes the tile model does not have) the model prices its 125
+  unbatched rows at a 2.8% median. XLA's own GEMM kernels carry a larger fixed time (about 5.5 us) and
+  reduction fall-off than cuBLAS does in this project's profile, so the constants are the library's, not
+  the GPU's, and are not carried over.
+* ``flashattention_kernel_tflops.csv`` (Dao-AILab/flash-attention benchmark figures): kernel TFLOP/s by
+  sequence length, head dim, causal mask and implementation. For each GPU and kernel, the attention
+  curve (ceiling, head-dim factors, half_keys, causal_half_keys) is a least-squares fit in log space to
+  the forward+backward rows. Kernels with forward-only rows (H100 FlashAttention-3 and cuDNN) get their
+  forward+backward rate as their forward rate times FlashAttention-2's forward+backward / forward ratio on
+  the same GPU, head dim, mask and length (head dim 256, which has no backward row, uses head dim 128's).
+  The masked-attention factor is the memory-efficient kernel's (xformers) rate over FlashAttention-2's on
+  the A100 without a causal mask, the only table with both.
+
+* ``validate/data/b200_gemm_in_training.csv`` (transcribed from SimuMax's B200 system file, cited there):
+  bf16 GEMM efficiencies measured inside Megatron-LM training steps on B200. Their median ratio to the
+  shape model (with the mamf-derived ceiling and cap) is the b200 preset's ``sustained_compute_fraction``:
+  under continuous training load a B200 holds about two thirds of the microbenchmark's rate (its 1,000 W
+  budget limits clocks), which scales every GEMM and attention rate of the preset. The other GPUs have no
+  in-training kernel table; their fraction stays 1 (the mamf rates are taken as sustained).
+
+* ``validate/data/a100_nvlink_allreduce.csv`` (transcribed from vTrain's all-reduce look-up table, cited
+  there): NCCL all-reduce times on 2, 4 and 8 A100s of one NVLink node, 1-256 MiB. The collective
+  latency (``collective_base_latency_s`` once per collective, ``collective_latency_s`` per ring step inside
+  a node) and bus efficiency (``collective_efficiency``) of the A100, H100 and H200 presets are a
+  least-squares fit in log space of the simulator's own all-reduce (collectives.py) to that table; the
+  H100 and H200 (NVLink 4) have no table and take the A100's. The B200's come from SimuMax's in-training
+  fits on its B200 node (``validate/data/b200_collectives_in_training.csv``): the all-gather and
+  reduce-scatter efficiency restated over 900 GB/s (SimuMax divides by GiB/s), the latency fitted to its
+  per-op latencies at 2-8 ranks. Outside 1-256 MiB (the cross-entropy's KB-sized all-reduces, small
+  sends) the latency is extrapolated. A ring step between nodes costs ``internode_latency_s``, the
+  constant of NCCL 2.8-era src/graph/tuning.cc (hwLat[NET][Ring][Simple] = 9.6 us; later releases use
+  14): no table here measures it.
+
 * ``validate/data/h200/partial/llama*.json`` (this project's own H200 profile, its GPU campaign): the
   memory-bound kernels' measured time over 52 cases (one depth, micro-batch 1-8), fitted as bytes over
   bandwidth plus a fixed time for each kernel (``memory_bound_kernel_s``; the kernels counted by the model,

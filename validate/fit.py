@@ -475,13 +475,16 @@ def calibration_document(fitres: FitResult, sources: list[str], environment: dic
     from trsim.simulator.calibration import calibration_document as _document
     fitted = [k for k in fitres.values if k not in fitres.fixed]
     fixed = {**{k: fitres.values[k] for k in fitres.fixed},
-             "attention_backward_ratio": fitres.hardware.attention_backward_ratio}
+             "attention_backward_ratio": fitres.hardware.attention_backward_ratio,
+             "memory_bound_kernel_s": fitres.hardware.memory_bound_kernel_s}
     notes = [f"{k} fixed at the preset: {why}" for k, why in fitres.fixed.items()]
     notes += [f"{k} not in this calibration: {why}" for k, why in fitres.varies.items()]
     if fitres.from_runs and "attention_efficiency" in fitres.values:
         notes.append(f"attention parameters are those of the {fitres.hardware.attention_kernel} kernel the "
                      "measurements ran (apply with the same hardware.attention_kernel)")
     notes.append("attention_backward_ratio not fitted: the FLOP convention of the attention efficiency")
+    notes.append("memory_bound_kernel_s not fitted: the fixed time a memory-bound kernel the fit assumed (derived "
+                 "from kernel measurements), written among the parameters so the fit is applied as it was made")
     if fitres.condition_number is not None:
         notes.append(f"condition number of the fitted parameters {fitres.condition_number:.3g}")
     fit_record = {"method": "bounded nonlinear least squares (scipy.optimize.least_squares, trf)",
@@ -491,6 +494,7 @@ def calibration_document(fitres: FitResult, sources: list[str], environment: dic
                   "residual_rms_log": fitres.residual_rms, "at_bounds": list(fitres.at_bound), "notes": notes}
     if held_out is not None:
         fit_record["held_out"] = held_out
-    return _document(dict(fitres.values), hardware_preset=preset, environment=environment,
+    values = {**fitres.values, "memory_bound_kernel_s": fitres.hardware.memory_bound_kernel_s}
+    return _document(values, hardware_preset=preset, environment=environment,
                      results_files=sources, cases=fitres.cases, fit=fit_record,
                      std={k: v for k, v in fitres.std.items() if v is not None}, provenance=provenance(sources))
