@@ -29,12 +29,18 @@ NESTED = ("text_config", "language_config", "llm_cfg", "llm_config", "text_model
 LLAMA_BY_DEFAULT = ("llava", "llava_llama", "llava_next", "vipllava", "multi_modality", "janus")
 # ModelSpec field -> config keys, first present wins (GPT-2 and others spell them differently).
 KEYS = {"num_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers"),
-        "hidden_size": ("hidden_size", "n_embd", "d_model"),
+        "hidden_size": ("hidden_size", "n_embd", "n_embed", "d_model", "dim"),
         "num_attention_heads": ("num_attention_heads", "n_head", "num_heads", "n_heads", "attention_heads"),
-        "num_key_value_heads": ("num_key_value_heads", "num_kv_heads", "n_head_kv"),
+        "num_key_value_heads": ("num_key_value_heads", "num_kv_heads", "n_head_kv", "n_kv_heads"),
         "head_dim": ("head_dim", "kv_channels"),
         "intermediate_size": ("intermediate_size", "n_inner", "ffn_dim", "ffn_hidden_size"),
         "vocab_size": ("vocab_size", "padded_vocab_size")}
+# Model types published under an older name, read as the type transformers knows (Falcon's first
+# remote-code releases: tiiuae/falcon-7b and -40b's RWConfig, a two-matrix GELU MLP and a tied LM head).
+TYPE_ALIASES = {"RefinedWeb": "falcon", "RefinedWebModel": "falcon"}
+# ... and their keys, renamed to what that type's configuration class reads (RWConfig's n_head, n_layer)
+ALIAS_KEYS = {"n_head": "num_attention_heads", "n_layer": "num_hidden_layers", "n_head_kv": "num_kv_heads",
+              "n_embed": "hidden_size"}
 # Qwen (1) and Molmo give each of their MLP's two input projections intermediate_size // 2 (one fused
 # projection, split in two by the modeling code); every other model type gives the per-projection width.
 HALVED_INTERMEDIATE = ("qwen", "molmo")
@@ -277,6 +283,12 @@ def read_hf_config(path: Path) -> HfModel:
     sub_type = sub.get("model_type") if sub is not raw else top_type
     if sub_type is not None and (not isinstance(sub_type, str) or not sub_type.strip()):
         raise ScenarioError(str(src), f"{prefix}model_type", f"a model type name, got {describe(sub_type)}")
+    if sub_type in TYPE_ALIASES:  # an older name of a known type: read it as that type, keys included
+        renamed = {ALIAS_KEYS.get(k, k) if ALIAS_KEYS.get(k) not in sub else k: v for k, v in sub.items()}
+        renamed["model_type"] = TYPE_ALIASES[sub_type]
+        raw = renamed if sub is raw else raw
+        sub = renamed
+    top_type, sub_type = TYPE_ALIASES.get(top_type, top_type), TYPE_ALIASES.get(sub_type, sub_type)
     if sub_type is None and sub is not raw and top_type in LLAMA_BY_DEFAULT:
         sub_type = "llama"
     elif sub_type is None and sub is not raw and top_type in NON_GATED:  # CLIP's text_config, say

@@ -55,6 +55,17 @@ EXPECTED = {
     # Phi-2's original remote-code config (model_type phi-msft): fc1/fc2 with gelu_new, not gated
     "phi-2-msft": dict(num_layers=32, hidden_size=2560, num_attention_heads=32, num_key_value_heads=32, head_dim=80,
                        intermediate_size=10240, vocab_size=51200, mlp="gelu"),
+    # Falcon's first remote-code releases (model_type RefinedWeb / RefinedWebModel, RWConfig's n_head, n_layer):
+    # read as falcon, a two-matrix GELU MLP of 4 x hidden and a tied LM head, not as an unknown gated type
+    "falcon-40b-refinedweb": dict(num_layers=60, hidden_size=8192, num_attention_heads=128, num_key_value_heads=8,
+                                  head_dim=64, intermediate_size=32768, vocab_size=65024, tie_word_embeddings=True,
+                                  mlp="gelu"),
+    "falcon-7b-refinedwebmodel": dict(num_layers=32, hidden_size=4544, num_attention_heads=71, num_key_value_heads=1,
+                                      head_dim=64, intermediate_size=18176, vocab_size=65024,
+                                      tie_word_embeddings=True, mlp="gelu"),
+    # Meta-style spellings (dim, n_layers, n_heads, n_kv_heads, ffn_dim)
+    "falcon-perception": dict(num_layers=28, hidden_size=1024, num_attention_heads=16, num_key_value_heads=8,
+                              head_dim=128, intermediate_size=3072, vocab_size=65536, mlp="swiglu"),
     # files that omit tie_word_embeddings on model types that tie by default (the fallback must know it too)
     "gemma2-2b": dict(num_layers=26, hidden_size=2304, num_attention_heads=8, num_key_value_heads=4, head_dim=256,
                       intermediate_size=9216, vocab_size=256000, tie_word_embeddings=True, mlp="geglu"),
