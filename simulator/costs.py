@@ -75,39 +75,29 @@ def counts(plan: Plan, lm_head: str = "all") -> Counts:
                   live=present.sum(-1),
                   change_rows=_change_rows(nq, nkvo, change, gathered, total),
                   total=total, n_lm=n_lm, weights=plan.weights(),
-                  split_q=_split_rows(plan, FULL, plan.sep_q | plan.sep_kv, nq),
-                  split_kvo=_split_rows(plan, KV_ONLY, plan.sep_kv, nkvo),
-                  split_q_pieces=_split_rows(plan, FULL, plan.sep_q | plan.sep_kv, None),
-                  split_kvo_pieces=_split_rows(plan, KV_ONLY, plan.sep_kv, None),
-                  split_q_weight_sums=_split_weight_sums(plan, FULL, plan.sep_q | plan.sep_kv),
-                  split_kvo_weight_sums=_split_weight_sums(plan, KV_ONLY, plan.sep_kv))
+                  **_splits(plan, FULL, "q", nq), **_splits(plan, KV_ONLY, "kvo", nkvo))
 
 
-def _split_rows(plan: Plan, kind: int, separate: np.ndarray, rows) -> np.ndarray:
-    """``rows`` where a layer with image-specific weights (``separate``) works on segments of ``kind``
-    that include an image segment and are more than one (profiler/model.py DecoderLayer._split), else 0;
-    ``rows`` None: the number of those segments (the pieces the executor splits the rows into)."""
+def _splits(plan: Plan, kind: int, name: str, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Where a layer with image-specific weights works on segments of ``kind`` that include an image segment
+    and are more than one (profiler/model.py DecoderLayer._split; query rows: image queries or image K/V,
+    kv_only rows: image K/V), [P, L] each, 0 elsewhere: ``split_{name}`` the rows, ``split_{name}_pieces``
+    the segments they come in, ``split_{name}_weight_sums`` the weight-gradient sums of the projections
+    over those pieces (each applied to k pieces sums k gradients: k - 1; image pieces take the image
+    weights, text pieces the text weights; Q shares one weight over both unless the layer has image
+    queries; kv_only rows feed K and V only). One pass over the plan's arrays (the sweep's hot path)."""
     on = (plan.mode == kind) & (plan.present > 0)
-    several = (on.sum(-1) > 1) & (on & plan.layout.is_image).any(-1)
-    return np.where(separate & several, on.sum(-1) * 1.0 if rows is None else rows, 0.0)
-
-
-def _split_weight_sums(plan: Plan, kind: int, separate: np.ndarray) -> np.ndarray:
-    """Weight-gradient sums of a split layer's projections, [P, L]: each projection applied to k of the
-    pieces sums k gradients (k - 1 kernels). Q, K and V over the query rows (Q shares one weight over
-    text and image pieces unless the layer has image queries), K and V over kv_only rows; image pieces
-    take the image weights, text pieces the text weights."""
-    on = (plan.mode == kind) & (plan.present > 0)
+    n = on.sum(-1) * 1.0
     img = (on & plan.layout.is_image).sum(-1) * 1.0
-    txt = (on & ~plan.layout.is_image).sum(-1) * 1.0
-    apart = np.maximum(txt - 1, 0) + np.maximum(img - 1, 0)     # text and image weights apart
-    together = np.maximum(txt + img - 1, 0)                      # one weight over every piece
-    if kind == FULL:
-        sums = np.where(plan.sep_q, apart, together) + 2 * np.where(plan.sep_kv, apart, together)
-    else:
+    separate = plan.sep_kv if kind == KV_ONLY else plan.sep_q | plan.sep_kv
+    split = separate & (n > 1) & (img > 0)
+    apart = np.maximum(n - img - 1, 0) + np.maximum(img - 1, 0)     # text and image weights apart
+    if kind == KV_ONLY:
         sums = 2 * apart
-    pieces = _split_rows(plan, kind, separate, None)
-    return np.where(pieces > 0, sums, 0.0)
+    else:
+        sums = np.where(plan.sep_q, apart, np.maximum(n - 1, 0)) + 2 * np.where(plan.sep_kv, apart, np.maximum(n - 1, 0))
+    return {f"split_{name}": np.where(split, rows, 0.0), f"split_{name}_pieces": np.where(split, n, 0.0),
+            f"split_{name}_weight_sums": np.where(split, sums, 0.0)}
 
 
 def _change_rows(nq, nkvo, change, gathered, total) -> np.ndarray:
