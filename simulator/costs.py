@@ -311,7 +311,6 @@ def executor_layer_bytes(c: Counts, m: ModelSpec, B: int, e: int, shard: Shard =
     return fwd, bwd
 
 
-
 def executor_layer_kernels(c: Counts, m: ModelSpec, B: int, e: int, shard: Shard = NO_SHARD,
                            per_layer_gathers: bool = True):
     """Memory-bound kernels the reference executor launches per layer and micro-batch, forward and
@@ -325,13 +324,13 @@ def executor_layer_kernels(c: Counts, m: ModelSpec, B: int, e: int, shard: Shard
     backward; else 1 and 1); backward's gradient accumulations (5 gated, 4 not). Rows kept as keys only
     add a norm and the two concatenations of K and V (backward: the norm's and 2 more, 4 more with more
     than one sample). A gather of rows from the whole sequence adds a zero-fill and an accumulation in
-    backward (``per_layer_gathers``, as in the bytes). A layer with image-specific weights over n segment pieces concatenates Q, K and V (3),
-    copies the pieces with more than one sample (n); backward it accumulates each piece's gradient from
-    three projections and joins them (2n - 1), sums each projection's weight gradients over the pieces
-    it is applied to (``Counts.split_q_weight_sums``), and with more than one sample copies the
-    projections' gradient slices (3n). Kept-as-keys rows split into n pieces: 2 concatenations (and the
-    n copies) forward; backward n, the weight sums, and 2(n - 1) slice copies with more than one sample.
-    Not counted: for attention-ranked dropping, the ranking's and the
+    backward (``per_layer_gathers``, as in the bytes). A layer with image-specific weights over n segment
+    pieces concatenates Q, K and V (3), copies the pieces with more than one sample (n); backward it
+    accumulates each piece's gradient from three projections and joins them (2n - 1), sums each
+    projection's weight gradients over the pieces it is applied to (``Counts.split_q_weight_sums``), and
+    with more than one sample copies the projections' gradient slices (3n). Kept-as-keys rows split into n
+    pieces: 2 concatenations (and the n copies) forward; backward n, the weight sums, and 2(n - 1) slice
+    copies with more than one sample. Not counted: for attention-ranked dropping, the ranking's and the
     index building's small kernels (a few a layer)."""
     low = e < 4
     norm_f, norm_b = 6 + 3 * low, 9 + 6 * low
@@ -359,6 +358,7 @@ EXECUTOR_OUTSIDE_KERNELS = {True: (13, 20), False: (9, 13)}
 FUSED_LAYER_KERNELS = (6, 12)
 FUSED_OUTSIDE_KERNELS = (3, 4)
 
+
 def microbatch_terms(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int, act_bytes: int,
                      shard: Shard = NO_SHARD, dropout: Dropout = NO_DROPOUT, kernels: str = "unfused",
                      gathers: str = "per_layer") -> dict:
@@ -376,7 +376,7 @@ def microbatch_terms(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int
     sharded by tensor, pairs by context (load-balanced causal chunks);
     memory-bound work (norms, rotary, residuals, activation function, loss) and gathers of token rows:
     bytes / (bandwidth x efficiency), and each memory-bound kernel a fixed time (``layer_kernels``,
-    ``loss_kernels_*``: counts, priced in ``stage_times``); the hidden-size part is sharded over tensor ranks only with
+    ``loss_kernels``: counts, priced in ``stage_times``); the hidden-size part is sharded over tensor ranks only with
     sequence parallelism; dropout's masks and passes (``dropout_bytes``).
     """
     B = micro_batch
@@ -421,8 +421,9 @@ def microbatch_terms(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int
     # cast-transpose of the four GEMM inputs forward and four output gradients backward), dropout's
     # (hidden: a kernel a site forward unless fused, and backward; attention: where ``math`` materialises it)
     attention_drop = float(dropout.attention and hw.attention_kernel == "math")
-    extra_f = (4.0 if pr == "fp8" else 0.0) + 2.0 * dropout.hidden * (not dropout.fused_hidden) + attention_drop
-    extra_b = (4.0 if pr == "fp8" else 0.0) + 2.0 * dropout.hidden + attention_drop
+    casts = 4.0 if pr == "fp8" else 0.0
+    extra_f = casts + 2.0 * dropout.hidden * (not dropout.fused_hidden) + attention_drop
+    extra_b = casts + 2.0 * dropout.hidden + attention_drop
     layer_kernels, layer_kernels_backward = layer_kernels + extra_f, layer_kernels_backward + extra_b
     return dict(matmul=mm, attention=att + rank, layer_bytes=layer_bytes, layer_bytes_backward=layer_bytes_backward,
                 gather_bytes=gather_bytes,
@@ -430,7 +431,7 @@ def microbatch_terms(c: Counts, m: ModelSpec, hw: HardwareSpec, micro_batch: int
                 dropout_forward_bytes=drop["forward"], dropout_backward_bytes=drop["backward"],
                 dropout_attention_forward_bytes=drop["attention_forward"],
                 layer_kernels=layer_kernels, layer_kernels_backward=layer_kernels_backward,
-                loss_kernels_forward=loss_kernels[0], loss_kernels_backward=loss_kernels[1],
+                loss_kernels=sum(loss_kernels),  # forward and backward, on the last stage
                 dropout_attention_kernels=attention_drop)
 
 
@@ -468,7 +469,8 @@ def stage_times(terms: dict, c: Counts, hw: HardwareSpec, stages, last: np.ndarr
     from .parallel import stage_sums
     w = c.weights
     bw = hw.memory_bandwidth * hw.bandwidth_efficiency
-    matmul = stage_sums(terms["matmul"] * w, stages) + np.where(last, terms["lm_matmul"], 0.0)
+    layers_matmul = stage_sums(terms["matmul"] * w, stages)
+    matmul = layers_matmul + np.where(last, terms["lm_matmul"], 0.0)
     attention = stage_sums(terms["attention"] * w, stages)
     dropout = {k: stage_sums(terms[f"dropout_{k}_bytes"] * w, stages) / bw
                for k in ("forward", "backward", "attention_forward")}
@@ -480,7 +482,7 @@ def stage_times(terms: dict, c: Counts, hw: HardwareSpec, stages, last: np.ndarr
     k = hw.memory_bound_kernel_s
     kernels_fwd = k * stage_sums(terms["layer_kernels"] * w, stages)
     kernels_bwd = k * stage_sums(terms["layer_kernels_backward"] * w, stages)
-    kernels_loss = k * np.where(last, terms["loss_kernels_forward"] + terms["loss_kernels_backward"], 0)
+    kernels_loss = k * np.where(last, terms["loss_kernels"], 0)
     membound = (layers_fwd + stage_sums(terms["layer_bytes_backward"] * w, stages) + 3 * loss + cast) / bw \
         + kernels_fwd + kernels_bwd + kernels_loss
     # the memory-bound part of the layers' forward run again (recompute leaves the LM head and loss alone)
@@ -495,7 +497,7 @@ def stage_times(terms: dict, c: Counts, hw: HardwareSpec, stages, last: np.ndarr
     out = {"matmul": matmul, "attention": attention, "memory_bound": membound, "gather": gather,
            "overhead": overhead}
     if recompute == "full":  # the layers' forward runs again inside backward (not the LM head's)
-        out["recompute"] = (stage_sums(terms["matmul"] * w, stages) / 3
+        out["recompute"] = (layers_matmul / 3
                             + out["attention"] / (1 + hw.attention_backward_ratio) + rerun + out["gather"] / 3)
     elif recompute == "selective":  # the attention core's forward (with its dropout) runs again inside backward
         out["recompute"] = (out["attention"] / (1 + hw.attention_backward_ratio) + dropout["attention_forward"]

@@ -286,7 +286,8 @@ def read_hf_config(path: Path) -> HfModel:
     if sub_type in TYPE_ALIASES:  # an older name of a known type: read it as that type, keys included
         renamed = {ALIAS_KEYS.get(k, k) if ALIAS_KEYS.get(k) not in sub else k: v for k, v in sub.items()}
         renamed["model_type"] = TYPE_ALIASES[sub_type]
-        raw = renamed if sub is raw else raw
+        if sub is raw:
+            raw = renamed
         sub = renamed
     top_type, sub_type = TYPE_ALIASES.get(top_type, top_type), TYPE_ALIASES.get(sub_type, sub_type)
     if sub_type is None and sub is not raw and top_type in LLAMA_BY_DEFAULT:
