@@ -12,6 +12,8 @@ profile and the sizes::
     threads: 1                          # torch.set_num_threads while profiling (CPU)
     warmup: 2                           # untimed steps per case
     rounds: 5                           # timing rounds; each times every case in turn
+    max_rounds: 15                      # optional: more rounds, for the cases whose fastest sample is not
+    stable_within: 0.01                 #   yet stable to this fraction (default: exactly ``rounds``)
     steps_per_round: 2
     class_repeats: 0                    # profiled steps for per-operator-class times (0: none)
 
@@ -28,6 +30,15 @@ caches and memory bandwidth) only ever adds time, so the results file declares t
 the median, the step time (``settings.statistic: min``); the per-class times likewise. Per-class times
 come from torch.profiler (wall clock, about a second of profiler work per case); a CPU fit does not use
 them (validate/fit.py ``CPU_CLASSES``), so the grid takes them only when ``class_repeats`` asks.
+
+How many samples make the fastest one stable depends on the machine: on an idle one a few rounds do; beside
+neighbours that come and go, a case can go on finding faster samples. With ``max_rounds`` the grid keeps
+timing, round by round (still interleaved), only the cases that are not yet stable, up to ``max_rounds``
+rounds: a case is stable when the fastest of the first half of its samples is within ``stable_within``
+of the fastest of all of them (``stable``), so that doubling its samples is not expected to move its
+time by more than that. Each case's own sample count is in its record (``samples``);
+``settings.repeats`` is the least a case got (``rounds`` x ``steps_per_round``). Against a neighbour that
+loads the machine the whole time, no number of samples helps: what it adds to every sample stays.
 """
 from __future__ import annotations
 
@@ -64,6 +75,8 @@ class GridSpec(BaseModel):
     threads: _Pos = 1
     warmup: Annotated[int, Field(ge=0)] = 2
     rounds: _Pos = 5
+    max_rounds: Optional[_Pos] = None
+    stable_within: Annotated[float, Field(gt=0, lt=1)] = 0.01
     steps_per_round: _Pos = 2
     class_repeats: Annotated[int, Field(ge=0)] = 0
 
@@ -79,7 +92,16 @@ def load_grid(path: str | Path) -> tuple[GridSpec, dict, Path]:
         base = read_document(sp)
     else:
         base = grid.scenario
+    if grid.max_rounds is not None and grid.max_rounds < grid.rounds:
+        raise ScenarioError(str(p), "max_rounds", f"at least rounds ({grid.rounds}), got {grid.max_rounds}")
     return grid, base, p.parent
+
+
+def stable(samples, within: float) -> bool:
+    """Whether the fastest of a case's samples is already the fastest of their first half, to ``within``
+    (a fraction): the minimum a grid reports has stopped moving (see the module docstring)."""
+    half = samples[:max(1, len(samples) // 2)]
+    return min(half) <= (1.0 + within) * min(samples)
 
 
 def size_scenario(base: dict, size: GridSize, source: str, base_dir: Path):
@@ -146,8 +168,11 @@ def profile_grid(path: str | Path, *, use_fvcore: bool = False, on_case=None) ->
         with no_gc():
             for n in list(samples):  # warm-up
                 run(n, grid.warmup)
-            for _ in range(grid.rounds):
-                for n in list(samples):
+            for r in range(grid.max_rounds or grid.rounds):
+                todo = [n for n in samples if r < grid.rounds or not stable(samples[n][0], grid.stable_within)]
+                if not todo:
+                    break
+                for n in todo:
                     fb, opt = run(n, grid.steps_per_round)
                     if n in samples:
                         samples[n][0].extend(fb)

@@ -43,6 +43,8 @@ def test_grid_sizes_scale_the_base_model():
     (lambda g: g["sizes"][0].update(micro_batch=0), "sizes.0.micro_batch"),
     (lambda g: g.update(pairs=[["nope", "understanding"]]), "pairs"),
     (lambda g: g.update(rounds="many"), "rounds"),
+    (lambda g: g.update(rounds=8, max_rounds=4), "max_rounds"),
+    (lambda g: g.update(stable_within=0), "stable_within"),
 ])
 def test_bad_grid_files_are_refused_in_one_line(tmp_path, capsys, edit, field):
     import yaml
@@ -82,24 +84,31 @@ def test_results_declaring_the_fastest_sample_are_fitted_on_it(tmp_path):
 COMMITTED = Path(__file__).resolve().parents[1] / "validate" / "data" / "cpu_grid"
 
 
-def _held_out(tmp_path, files) -> dict:
+def _held_out(tmp_path, files, capsys) -> dict:
     from trsim.cli import main
     report = tmp_path / "report.json"
     assert main(["validate", *files, "--out", str(report), "--format", "json"]) == 0
-    s = json.loads(report.read_text())["summary"]
+    capsys.readouterr()  # (the whole report; a failure shows the short account below instead)
+    doc = json.loads(report.read_text())
+    s = doc["summary"]
     print(json.dumps(s, indent=1))  # the table README quotes (pytest -s shows it)
+    # the worst cases held out, with their measured times and samples: what a failure needs explained
+    worst = sorted(doc["cases"], key=lambda c: -max(abs(c[f"leave-one-{k}-out_error_pct"]) for k in ("schedule", "size")))
+    for c in worst[:8]:
+        print(f"{c['case']}: measured {c['measured_fwd_bwd_s'] * 1e3:.2f} ms, held out by schedule "
+              f"{c['leave-one-schedule-out_error_pct']:+.1f}%, by size {c['leave-one-size-out_error_pct']:+.1f}%")
     return {scheme: (s[f"step_time_leave-one-{scheme}-out"], s[f"step_time_flops-only-{scheme}-out"])
             for scheme in ("schedule", "size")}
 
 
-def test_committed_cpu_grid_holds_out_within_targets_and_beats_flops(tmp_path):
+def test_committed_cpu_grid_holds_out_within_targets_and_beats_flops(tmp_path, capsys):
     """The targets of issue #8 item 4 on the grid as profiled on a quiet machine (validate/data/cpu_grid/:
-    ``trsim profile-grid scenarios/grids/cpu_grid.yaml --out-dir validate/data/cpu_grid``, 2026-11-27,
+    ``trsim profile-grid scenarios/grids/cpu_grid.yaml --out-dir validate/data/cpu_grid``, 2026-11-28 09:40 UTC,
     this project's 2-core CPU machine): median <= 5% and max <= 10% held out by schedule and by size,
     the FLOPs predictor beaten on both. Deterministic: the fit runs here, the timings are the file's."""
     files = sorted(str(p) for p in COMMITTED.glob("*.json"))
     assert len(files) == 9
-    for scheme, (model, flops) in _held_out(tmp_path, files).items():
+    for scheme, (model, flops) in _held_out(tmp_path, files, capsys).items():
         assert model["median_abs_pct"] <= 5.0, (scheme, model)
         assert model["max_abs_pct"] <= 10.0, (scheme, model)
         assert model["median_abs_pct"] < flops["median_abs_pct"], (scheme, model, flops)
@@ -107,12 +116,14 @@ def test_committed_cpu_grid_holds_out_within_targets_and_beats_flops(tmp_path):
 
 
 @pytest.mark.slow
-def test_cpu_grid_profiled_live_holds_out_and_beats_flops(tmp_path):
+def test_cpu_grid_profiled_live_holds_out_and_beats_flops(tmp_path, capsys):
     """The same grid profiled live in this run. On a quiet machine it meets the targets too (maxima 5-9%
     over five runs); the suite also runs beside other jobs, where neighbours' cache and memory traffic
-    inflate some cases (a max of 12.9% was seen beside a second test suite). So live, the model must hold
-    the median target and beat the FLOPs predictor on median and max, and its max may not pass 15%; the
-    10% max is asserted on the committed quiet-machine profile above."""
+    inflate some cases (a max of 12.9% was seen beside a second test suite, and 15.4% in CI on
+    2026-11-28, with the grid's 8 fixed rounds: the grid now times the cases whose fastest sample is not
+    yet stable for up to 24 rounds). So live, the model must hold the median target and beat the FLOPs
+    predictor on median and max, and its max may not pass 15%; the 10% max is asserted on the committed
+    quiet-machine profile above. A failure prints the worst cases with their measured times."""
     from trsim.cli import main
     out = tmp_path / "grid"
     assert main(["profile-grid", str(GRID), "--out-dir", str(out), "--format", "json"]) == 0
@@ -122,7 +133,7 @@ def test_cpu_grid_profiled_live_holds_out_and_beats_flops(tmp_path):
     assert all(d["settings"]["clock"] == "thread_cpu" and d["settings"]["statistic"] == "min"
                and d["environment"]["cpu_threads"] == 1 for d in docs)
     assert all(c["status"] == "ok" and c["flops_match"] for d in docs for c in d["cases"])
-    for scheme, (model, flops) in _held_out(tmp_path, files).items():
+    for scheme, (model, flops) in _held_out(tmp_path, files, capsys).items():
         assert model["median_abs_pct"] <= 5.0, (scheme, model)
         assert model["max_abs_pct"] <= 15.0, (scheme, model)
         assert model["median_abs_pct"] < flops["median_abs_pct"], (scheme, model, flops)
@@ -152,6 +163,46 @@ def test_cpu_cases_are_fitted_on_their_step_time_only():
     assert c.device == "cpu" and c.residuals({}, hw) == [pytest.approx(want)]
     c.device = "cuda"
     assert len(c.residuals({}, hw)) >= 3  # matmul, attention, ... and the total
+
+
+def test_stability_compares_the_first_half_of_the_samples_with_all():
+    from trsim.profiler.grid import stable
+    assert stable([1.0, 1.0, 1.005, 1.02], 0.01)
+    assert not stable([1.1, 1.05, 1.0, 1.2], 0.01)        # the minimum moved 5% in the second half
+    assert stable([1.1, 1.05, 1.0, 1.2], 0.06)
+    assert stable([3.0], 0.01)
+
+
+def test_rounds_go_on_only_for_cases_whose_fastest_sample_is_not_stable(tmp_path, monkeypatch):
+    """With max_rounds, a case whose samples keep getting faster is timed in more rounds (until stable or
+    max_rounds); a steady case gets exactly ``rounds``; each case's record counts its own samples."""
+    import yaml
+
+    from trsim.profiler import grid as G
+    from trsim.profiler import measure
+    g = yaml.safe_load(GRID.read_text())
+    g.update(sizes=g["sizes"][:1], pairs=g["pairs"][:2], rounds=2, max_rounds=6, stable_within=0.01,
+             warmup=0, steps_per_round=1)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(g))
+    calls = {}
+
+    def fake(model, ids, labels, opt, steps):
+        task = "generation" if model.plan.layout.total == 208 else "understanding"
+        calls[task] = calls.get(task, 0) + 1
+        # understanding: steady; generation: 10% faster every round until its fifth, then steady
+        t = 1.0 if task == "understanding" else 0.9 ** min(calls[task], 5)
+        return [t] * steps, [1e-3] * steps
+    monkeypatch.setattr(measure, "step_samples", fake)
+    (doc,) = G.profile_grid(path)
+    samples = {c["task"]: c["time"]["forward_backward"]["samples"] for c in doc["cases"]}
+    assert samples == {"understanding": 2, "generation": 6}  # still not stable after 6: capped
+    assert doc["settings"]["repeats"] == 2
+    g.update(max_rounds=None)
+    path.write_text(yaml.safe_dump(g))
+    calls.clear()
+    (doc,) = G.profile_grid(path)
+    assert [c["time"]["forward_backward"]["samples"] for c in doc["cases"]] == [2, 2]
 
 
 def test_a_case_that_fails_while_timed_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
