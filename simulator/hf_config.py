@@ -8,7 +8,11 @@ level. Defaults come from the ``transformers`` configuration classes when they a
 model type's defaults. Without transformers a small built-in table covers the defaults that published
 VLM configs rely on (LLaMA, Mistral, Qwen 2, Gemma 1-3, GPT-2); anything else must be spelled out, and the error names the
 missing key and the file. Mixture-of-experts configs are refused: experts are not modelled, and pricing
-one as dense would be silently wrong.
+one as dense would be silently wrong. So are the other shapes a stack of alike dense self-attention layers cannot
+describe: multi-head latent attention, encoder-decoders, state-space and linear-attention layers, cross-attention
+layers, layers that differ from one another (per-layer lists that disagree, NAS block configs, Gemma 3n) and
+modality-expert weights (CogVLM). A remote-code layout published under a model type transformers also knows
+(OLMo's hf_olmo) is read from the file's own keys, not from that class's defaults.
 """
 from __future__ import annotations
 
@@ -28,12 +32,15 @@ NESTED = ("text_config", "language_config", "llm_cfg", "llm_config", "text_model
 # LlavaConfig does).
 LLAMA_BY_DEFAULT = ("llava", "llava_llama", "llava_next", "vipllava", "multi_modality", "janus")
 # ModelSpec field -> config keys, first present wins (GPT-2 and others spell them differently).
-KEYS = {"num_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers"),
-        "hidden_size": ("hidden_size", "n_embd", "n_embed", "d_model", "dim"),
+# (Kosmos-2's text model: embed_dim, layers; Phi-3-small: ff_intermediate_size; DeciLM: one K/V head count a
+# layer, num_key_value_heads_per_layer; a list of per-layer values is read only where every layer agrees)
+KEYS = {"num_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "layers"),
+        "hidden_size": ("hidden_size", "n_embd", "n_embed", "d_model", "dim", "embed_dim"),
         "num_attention_heads": ("num_attention_heads", "n_head", "num_heads", "n_heads", "attention_heads"),
-        "num_key_value_heads": ("num_key_value_heads", "num_kv_heads", "n_head_kv", "n_kv_heads"),
+        "num_key_value_heads": ("num_key_value_heads", "num_kv_heads", "n_head_kv", "n_kv_heads",
+                                "num_key_value_heads_per_layer"),
         "head_dim": ("head_dim", "kv_channels"),
-        "intermediate_size": ("intermediate_size", "n_inner", "ffn_dim", "ffn_hidden_size"),
+        "intermediate_size": ("intermediate_size", "n_inner", "ffn_dim", "ffn_hidden_size", "ff_intermediate_size"),
         "vocab_size": ("vocab_size", "padded_vocab_size")}
 # Model types published under an older name, read as the type transformers knows (Falcon's first
 # remote-code releases: tiiuae/falcon-7b and -40b's RWConfig, a two-matrix GELU MLP and a tied LM head).
@@ -44,7 +51,13 @@ ALIAS_KEYS = {"n_head": "num_attention_heads", "n_layer": "num_hidden_layers", "
 # Qwen (1) and Molmo give each of their MLP's two input projections intermediate_size // 2 (one fused
 # projection, split in two by the modeling code); every other model type gives the per-projection width.
 HALVED_INTERMEDIATE = ("qwen", "molmo")
-ACTIVATION_KEYS = ("hidden_act", "hidden_activation", "activation_function")
+ACTIVATION_KEYS = ("hidden_act", "hidden_activation", "activation_function", "activation_type")
+# Activations that are themselves gated linear units (OLMo's activation_type, Jais's and Phi-3-small's
+# hidden_act): the MLP is gated whatever the model type.
+GLU_ACTIVATIONS = ("swiglu", "geglu", "reglu", "gegelu")
+# OLMo's own (hf_olmo) layout gives the MLP's fused input projection: mlp_hidden_size, or mlp_ratio x d_model;
+# with a GLU activation its code halves it between the gate and the up projection.
+FUSED_MLP_KEYS = ("mlp_hidden_size", "mlp_ratio")
 # Two-matrix (non-gated) MLPs, whatever their activation (Persimmon/Fuyu and Nemotron use squared ReLU, the
 # BERT/CLIP/SigLIP/Whisper-style encoders GELU); every other model type is taken as gated (LLaMA-style).
 NON_GATED = ("gpt2", "gpt_neox", "gptj", "gpt_neo", "gpt_neox_japanese", "opt", "phi", "phi-msft",
@@ -69,6 +82,20 @@ CONTAINERS = ("thinker_config",)
 # Recurrent and state-space model types (and hybrids of them): no attention layers to price.
 NOT_TRANSFORMERS = ("rwkv", "rwkv5", "rwkv6", "rwkv7", "mamba", "mamba2", "falcon_mamba", "recurrent_gemma",
                     "xlstm", "jamba", "zamba", "zamba2", "bamba", "falcon_h1", "nemotron_h", "lfm2", "lfm2_vl")
+# ... and keys only state-space models carry (the mamba_ssm package's config.json has no model_type at all)
+SSM_KEYS = ("ssm_cfg", "ssm_config", "ssm_state_size", "mamba_d_state", "d_state", "state_size", "time_step_rank")
+# Encoder-decoder model types (T5 is BLIP-2's and InstructBLIP's other language model): two stacks, one of
+# them reading the other through cross-attention; priced as one decoder they would be silently wrong.
+ENCODER_DECODER_TYPES = ("t5", "mt5", "umt5", "longt5", "switch_transformers", "bart", "mbart", "pegasus",
+                         "pegasus_x", "marian", "blenderbot", "blenderbot-small", "m2m_100", "nllb-moe", "plbart",
+                         "prophetnet", "led", "fsmt", "whisper", "florence2_language", "pix2struct",
+                         "pop2piano", "seamless_m4t", "t5gemma")
+# Decoders whose layers differ in kind from one another beyond their widths: Gemma 3n (per-layer embeddings,
+# AltUp, LAuReL, layers sharing another's K/V cache); Nemotron-NAS/DeciLM's block_configs (layers without
+# attention or MLP, each its own width); CogVLM/CogAgent (a second, "visual expert", set of weights in every
+# layer for the image tokens: as many weights again as the language model's, not modelled).
+UNLIKE_LAYER_TYPES = ("gemma3n", "gemma3n_text", "nemotron-nas", "cogvlm", "cogvlm2", "cogagent")
+UNLIKE_LAYER_ARCHITECTURES = ("CogVLM", "CogAgent")
 # Layer kinds (in layer_types and the like) that are not softmax self-attention.
 NON_ATTENTION_LAYERS = ("mamba", "conv", "linear", "rwkv", "ssm", "recurrent", "lstm", "delta", "retention")
 # Decoders whose language model interleaves cross-attention layers to image states outside the sequence.
@@ -76,12 +103,13 @@ CROSS_ATTENTION_TYPES = ("mllama", "mllama_text_model", "idefics")
 # Model types whose configuration class ties the input and output embeddings unless the file says otherwise
 # (PretrainedConfig's own default), for the fallback without transformers: the decoder and VLM types of
 # transformers 5.24 whose default configuration has tie_word_embeddings true (a test checks these against
-# the installed transformers). Every other type defaults to untied, as LlamaConfig does.
+# the installed transformers), and remote-code types whose class keeps PretrainedConfig's tie (Phi-3-small's
+# phi3small: its LM head is the embedding). Every other type defaults to untied, as LlamaConfig does.
 TIED_BY_DEFAULT = ("aya_vision", "biogpt", "bloom", "cohere", "cohere2", "cohere2_vision", "csm", "ctrl",
                    "ernie4_5", "falcon", "gemma", "gemma2", "gemma3", "gemma3_text", "gemma3n", "gemma3n_text",
                    "gemma4", "gemma4_text", "got_ocr2", "gpt-sw3", "gpt2", "gpt_bigcode", "gpt_neo",
-                   "gpt_neox_japanese", "hunyuan_vl", "hunyuan_vl_text", "kosmos-2", "minicpm3",
-                   "modernbert-decoder", "mpt", "openai-gpt", "opt", "paligemma", "qwen2_5_omni",
+                   "gpt_neox_japanese", "hunyuan_vl", "hunyuan_vl_text", "kosmos-2", "kosmos_2_text_model", "minicpm3",
+                   "modernbert-decoder", "mpt", "openai-gpt", "opt", "paligemma", "phi3small", "qwen2_5_omni",
                    "qwen2_5_omni_text", "qwen2_5_omni_thinker", "smollm3", "starcoder2", "vaultgemma", "xglm")
 
 # Built-in fallback: the defaults of transformers' LlamaConfig, GemmaConfig and GPT2Config, which published
@@ -175,6 +203,9 @@ def _getter(cfg):
     return cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
 
 
+ENCODER_DECODER_REFUSAL = "a decoder-only language model (encoder-decoder models are not modelled)"
+UNLIKE_LAYERS_REFUSAL = ("a decoder of alike layers (per-layer embeddings, layers without attention or MLP, shared K/V "
+                         "caches and modality-expert weights are not modelled)")
 CROSS_ATTENTION_REFUSAL = ("a decoder of self-attention layers (cross-attention layers reading image states outside "
                            "the sequence are not modelled)")
 
@@ -189,6 +220,27 @@ def _check_decoder(cfg, types, prefix: str, file: Path) -> None:
         if t in NOT_TRANSFORMERS:
             raise ScenarioError(str(file), f"{prefix}model_type", f"a transformer decoder (recurrent and state-space "
                                 f"layers are not modelled), got model_type {t!r}")
+    if isinstance(cfg, dict):
+        for key in SSM_KEYS:
+            if cfg.get(key) is not None:
+                raise ScenarioError(str(file), f"{prefix}{key}", f"a transformer decoder (recurrent and state-space "
+                                    f"layers are not modelled), got the state-space setting {key}")
+    encdec = get("is_encoder_decoder")
+    if isinstance(cfg, dict) and encdec is not None and not isinstance(encdec, bool):
+        raise ScenarioError(str(file), f"{prefix}is_encoder_decoder", f"true or false, got {describe(encdec)}")
+    for t in types:
+        if t in ENCODER_DECODER_TYPES:
+            raise ScenarioError(str(file), f"{prefix}model_type", f"{ENCODER_DECODER_REFUSAL}, got model_type {t!r}")
+    if encdec is True:
+        raise ScenarioError(str(file), f"{prefix}is_encoder_decoder", f"{ENCODER_DECODER_REFUSAL}, got "
+                            f"is_encoder_decoder true")
+    for t in types:
+        if t in UNLIKE_LAYER_TYPES:
+            raise ScenarioError(str(file), f"{prefix}model_type", f"{UNLIKE_LAYERS_REFUSAL}, got model_type {t!r}")
+    blocks = get("block_configs")
+    if blocks is not None:
+        shown = f"a list of {len(blocks)} per-layer blocks" if isinstance(blocks, (list, tuple)) else describe(blocks)
+        raise ScenarioError(str(file), f"{prefix}block_configs", f"{UNLIKE_LAYERS_REFUSAL}, got {shown}")
     for key in ("layer_types", "layers_block_type", "block_types"):
         kinds = get(key)
         if kinds is not None and not isinstance(kinds, (list, tuple)):
@@ -251,6 +303,13 @@ def _check_dense(cfg, prefix: str, file: Path, types=()) -> None:
         if t in MOE_TYPES and not given:
             raise ScenarioError(str(file), f"{prefix}model_type", f"a dense decoder (mixture-of-experts layers are "
                                 f"not modelled), got model_type {describe(t)}" + tail(None))
+    # multi-head latent attention (DeepSeek-V2/V3, MiniCPM3, Kimi): K and V are projected up from a compressed
+    # latent of kv_lora_rank, with their own head dims; priced as heads x head_dim attention it would be wrong
+    for key in ("kv_lora_rank", "q_lora_rank"):
+        r = get(key)
+        if r is not None and not (isinstance(r, int) and not isinstance(r, bool) and r == 0):
+            raise ScenarioError(str(file), f"{prefix}{key}", f"a decoder of multi-head attention (multi-head latent "
+                                f"attention, MLA, is not modelled), got {key} {describe(r, 20)}")
 
 
 def _check_switches(sub: dict, prefix: str, file: Path) -> None:
@@ -298,20 +357,27 @@ def read_hf_config(path: Path) -> HfModel:
     _check_decoder(sub, types, prefix, src)
     _check_dense(sub, prefix, src, types)
     _check_switches(sub, prefix, src)
+    archs = raw.get("architectures")
+    for arch in archs if isinstance(archs, list) else []:
+        if isinstance(arch, str) and any(arch.startswith(a) for a in UNLIKE_LAYER_ARCHITECTURES):
+            raise ScenarioError(str(file), "architectures", f"{UNLIKE_LAYERS_REFUSAL}, got {arch!r}")
 
     from .config import ModelSpec
+    sub = _per_layer_values(sub, prefix, src)
     for name, keys in KEYS.items():  # the file's own values are checked before any library sees them
-        for k in keys:
-            if sub.get(k) is not None:
-                _checked(ModelSpec, name, sub[k], str(src), f"{prefix}{k}")
+        k = next((k for k in keys if sub.get(k) is not None), None)
+        if k is not None:
+            _checked(ModelSpec, name, sub[k], str(src), f"{prefix}{k}")
     mapping = _transformers_mapping()
     obj = None
     if mapping is not None:
         obj = _with_transformers(mapping, raw, top_type, sub, sub_type, prefix, src)
-    defaults = {} if obj is not None else FALLBACK_DEFAULTS.get(sub_type or "", {})
     if obj is not None:
         _check_decoder(obj, (), prefix, src)
         _check_dense(obj, prefix, src)
+        if not _reads_this_layout(obj, sub):
+            obj = None
+    defaults = {} if obj is not None else FALLBACK_DEFAULTS.get(sub_type or "", {})
 
     def lookup(keys):
         """(value, key found) from the language config, then transformers' object, then the fallback table."""
@@ -334,6 +400,12 @@ def read_hf_config(path: Path) -> HfModel:
         kv_switch = (1, "multi_query")
     elif sub.get("multi_query_attention") is True and sub.get("multi_query_group_num") is not None:
         kv_switch = (sub["multi_query_group_num"], "multi_query_group_num")
+    elif sub.get("multi_query_attention") is True and all(sub.get(k) is None for k in KEYS["num_key_value_heads"]):
+        kv_switch = (1, "multi_query_attention")  # OLMo's: one K/V head
+    act, _ = lookup(ACTIVATION_KEYS)
+    act = act if isinstance(act, str) else "silu"
+    glu = act.lower() in GLU_ACTIVATIONS
+    gated = glu or sub_type not in NON_GATED
     for name, keys in KEYS.items():
         if name == "num_key_value_heads" and kv_switch is not None:
             out.fields[name] = _checked(ModelSpec, name, kv_switch[0], str(src), f"{prefix}{kv_switch[1]}")
@@ -345,6 +417,17 @@ def read_hf_config(path: Path) -> HfModel:
             if name == "intermediate_size" and hidden is not None and isinstance(ratio, (int, float)) \
                     and not isinstance(ratio, bool) and ratio > 0 and float(ratio * hidden).is_integer():
                 out.fields[name] = _checked(ModelSpec, name, int(ratio * hidden), str(src), f"{prefix}expansion_ratio")
+                continue
+            fused = next((k for k in FUSED_MLP_KEYS if sub.get(k) is not None), None)
+            if name == "intermediate_size" and fused is not None and hidden is not None:
+                width = sub[fused] * hidden if fused == "mlp_ratio" else sub[fused]
+                if isinstance(width, float) and not isinstance(width, bool) and width.is_integer():
+                    width = int(width)
+                width = _checked(ModelSpec, name, width, str(src), f"{prefix}{fused}")
+                if glu and width % 2:
+                    raise ScenarioError(str(src), f"{prefix}{fused}", f"an even width (a {act} MLP halves it "
+                                        f"between its gate and up projections), got {width}")
+                out.fields[name] = width // 2 if glu else width
                 continue
             if name == "intermediate_size" and (sub_type in NON_GATED or "n_inner" in sub):
                 if hidden is not None:  # GPT-2 style: n_inner null means 4 x hidden
@@ -361,20 +444,50 @@ def read_hf_config(path: Path) -> HfModel:
             out.fields[name] //= 2
     if "num_key_value_heads" not in out.fields and "num_attention_heads" in out.fields:
         out.fields["num_key_value_heads"] = out.fields["num_attention_heads"]  # no GQA key: one K/V head per head
-    tie = next((d["tie_word_embeddings"] for d in (sub, raw) if isinstance(d.get("tie_word_embeddings"), bool)), None)
+    # (OLMo's own layout says weight_tying)
+    tie = next((d[k] for d in (sub, raw) for k in ("tie_word_embeddings", "weight_tying") if isinstance(d.get(k), bool)),
+               None)
     if tie is None:
         tie = getattr(obj, "tie_word_embeddings", None) if obj is not None else defaults.get("tie_word_embeddings")
     if tie is None and obj is None and (sub_type or top_type) is not None:
         tie = (sub_type or top_type) in TIED_BY_DEFAULT
     if tie is not None:
         out.fields["tie_word_embeddings"] = bool(tie)
-    act, _ = lookup(ACTIVATION_KEYS)
-    act = act if isinstance(act, str) else "silu"
-    gated = sub_type not in NON_GATED
     out.fields["mlp"] = ("geglu" if gated else "gelu") if "gelu" in act else ("swiglu" if gated else "gelu")
     name = raw.get("_name_or_path") or sub.get("_name_or_path") or top_type or sub_type or "hf_config"
     out.fields["name"] = str(name)[:200]
     return out
+
+
+def _per_layer_values(sub: dict, prefix: str, file: Path) -> dict:
+    """``sub`` with a per-layer list of a size (Gemma 3n's intermediate_size, DeciLM's K/V heads a layer) read as
+    its one value where every layer agrees; layers of different widths are refused, naming the key."""
+    out = dict(sub)
+    for keys in KEYS.values():
+        for k in keys:
+            v = sub.get(k)
+            if not isinstance(v, list) or not v:
+                continue
+            distinct = sorted({repr(x) for x in v})
+            if len(distinct) > 1:
+                shown = ", ".join(distinct[:4]) + (", ..." if len(distinct) > 4 else "")
+                raise ScenarioError(str(file), f"{prefix}{k}", f"the same value for every layer (layers of different "
+                                    f"shapes are not modelled), got {len(distinct)} different values: {shown}")
+            out[k] = v[0]
+    return out
+
+
+def _reads_this_layout(obj, sub: dict) -> bool:
+    """Whether transformers' configuration object holds the file's own sizes. A remote-code config published
+    under a model type transformers also knows (OLMo's first release, hf_olmo: d_model, n_heads, mlp_ratio under
+    model_type olmo) builds an object that ignores those keys and reports its class defaults instead; that
+    object's defaults belong to another layout and must not fill in what the file omits."""
+    for keys in KEYS.values():
+        mine = next((sub[k] for k in keys if sub.get(k) is not None), None)
+        theirs = next((getattr(obj, k) for k in keys if getattr(obj, k, None) is not None), None)
+        if mine is not None and theirs is not None and mine != theirs and not isinstance(theirs, (list, dict)):
+            return False
+    return True
 
 
 def _with_transformers(mapping, raw, top_type, sub, sub_type, prefix, src):

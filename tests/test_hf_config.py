@@ -81,6 +81,12 @@ EXPECTED = {
     "qwen2.5-omni-7b-awq": dict(num_layers=28, hidden_size=3584, num_attention_heads=28, num_key_value_heads=4,
                                 head_dim=128, intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False,
                                 mlp="swiglu"),
+    # GLM-4.1V: a glm4v config with its decoder's sizes at the top level
+    "glm-4.1v-9b": dict(num_layers=40, hidden_size=4096, num_attention_heads=32, num_key_value_heads=2, head_dim=128,
+                        intermediate_size=13696, vocab_size=151552, tie_word_embeddings=False, mlp="swiglu"),
+    # GPT-J: n_inner null = 4 x hidden, head_dim 256, two-matrix GELU MLP, untied (6.05e9 parameters)
+    "gpt-j-6b": dict(num_layers=28, hidden_size=4096, num_attention_heads=16, num_key_value_heads=16, head_dim=256,
+                     intermediate_size=16384, vocab_size=50400, tie_word_embeddings=False, mlp="gelu"),
     # Qwen-VL's LLM: intermediate_size is the two gated projections together (its code halves it)
     "qwen-vl-chat": dict(num_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=32,
                          head_dim=128, intermediate_size=11008, vocab_size=151936, tie_word_embeddings=False,
@@ -345,3 +351,127 @@ def test_unreadable_config_paths(tmp_path, tiny_doc, capsys):
         (tmp_path / "secret.json").chmod(0)
         _, err = _run(tmp_path, tiny_doc, tmp_path / "secret.json", capsys)
         assert "permission denied" in err
+
+
+@pytest.mark.parametrize("name,edits,key,needle", [
+    # MiniCPM-V 4.6's Qwen3.5 decoder: three linear-attention layers for each softmax one
+    ("minicpm-v-4.6", [], "text_config.layer_types", "expected self-attention layers (recurrent, convolution and "
+     "linear-attention layers are not modelled), got 'linear_attention' layers"),
+    # DeepSeek-V2-Lite: mixture of experts, and multi-head latent attention (named once the experts are gone)
+    ("deepseek-v2-lite", [], "n_routed_experts", "expected a dense decoder"),
+    ("deepseek-v2-lite", [_set(k, ...) for k in ("n_routed_experts", "num_experts_per_tok", "n_shared_experts",
+                                                  "moe_intermediate_size")] + [_set("model_type", "my_mla")],
+     "kv_lora_rank", "expected a decoder of multi-head attention (multi-head latent attention, MLA, is not "
+     "modelled), got kv_lora_rank 512"),
+])
+def test_new_published_configs_refused_naming_what_is_not_modelled(tmp_path, tiny_doc, backend, capsys, name, edits,
+                                                                   key, needle):
+    cfg = json.loads((DATA / name / "config.json").read_text())
+    for edit in edits:
+        edit(cfg)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    _, err = _run(tmp_path, tiny_doc, path, capsys)
+    assert f"{path}: {key}: {needle}" in err, err
+
+
+# Configs modelled on published ones (their keys and sizes; long lists shortened), each exposing a way the reader
+# used to go wrong: priced silently with the wrong shape, or refused with a misleading message.
+OLMO_1B = {  # allenai/OLMo-1B, OLMo's own (hf_olmo) layout under model_type olmo, which transformers also knows
+    "activation_type": "swiglu", "alibi": False, "architectures": ["OLMoForCausalLM"], "block_type": "sequential",
+    "d_model": 2048, "embedding_size": 50304, "eos_token_id": 50279, "include_bias": False,
+    "max_sequence_length": 2048, "mlp_hidden_size": None, "mlp_ratio": 8, "model_type": "olmo",
+    "multi_query_attention": False, "n_heads": 16, "n_layers": 16, "pad_token_id": 1, "rope": True,
+    "vocab_size": 50280, "weight_tying": True}
+MINICPM3_4B = {  # openbmb/MiniCPM3-4B: multi-head latent attention in a dense decoder
+    "architectures": ["MiniCPM3ForCausalLM"], "hidden_act": "silu", "hidden_size": 2560, "num_hidden_layers": 62,
+    "intermediate_size": 6400, "num_attention_heads": 40, "num_key_value_heads": 40, "qk_nope_head_dim": 64,
+    "qk_rope_head_dim": 32, "q_lora_rank": 768, "kv_lora_rank": 256, "vocab_size": 73448, "scale_emb": 12,
+    "dim_model_base": 256, "scale_depth": 1.4, "model_type": "minicpm3"}
+BLIP2_FLAN_T5 = {  # Salesforce/blip2-flan-t5-xl: T5 (encoder-decoder) as the language model
+    "model_type": "blip-2", "num_query_tokens": 32, "architectures": ["Blip2ForConditionalGeneration"],
+    "text_config": {"architectures": ["T5ForConditionalGeneration"], "d_ff": 5120, "d_kv": 64, "d_model": 2048,
+                    "feed_forward_proj": "gated-gelu", "model_type": "t5", "num_decoder_layers": 24,
+                    "num_heads": 32, "num_layers": 24, "tie_word_embeddings": False, "vocab_size": 32128}}
+MAMBA_SSM = {"d_model": 2560, "n_layer": 64, "vocab_size": 50277, "ssm_cfg": {}, "rms_norm": True,
+             "residual_in_fp32": True, "fused_add_norm": True, "pad_vocab_size_multiple": 8}  # state-spaces/mamba-2.8b
+DECILM_7B = {  # Deci/DeciLM-7B: grouped-query attention with 2 or 4 K/V heads, layer by layer
+    "architectures": ["DeciLMForCausalLM"], "hidden_act": "silu", "hidden_size": 4096, "intermediate_size": 14336,
+    "model_type": "deci", "num_attention_heads": 32, "num_hidden_layers": 4,
+    "num_key_value_heads_per_layer": [4, 4, 2, 2], "tie_word_embeddings": False, "vocab_size": 32000}
+NEMOTRON_51B = {  # nvidia/Llama-3_1-Nemotron-51B-Instruct: layers pruned each its own way (two of them here)
+    "architectures": ["DeciLMForCausalLM"], "block_configs": [
+        {"attention": {"n_heads_in_group": 8, "no_op": False}, "ffn": {"ffn_mult": 2.625, "no_op": False}},
+        {"attention": {"n_heads_in_group": None, "no_op": True}, "ffn": {"ffn_mult": 1.3125, "no_op": False}}],
+    "hidden_act": "silu", "hidden_size": 8192, "model_type": "nemotron-nas", "num_attention_heads": 64,
+    "num_hidden_layers": 2, "tie_word_embeddings": False, "vocab_size": 128256}
+GEMMA3N = {"architectures": ["Gemma3nForConditionalGeneration"], "model_type": "gemma3n", "text_config": {
+    "model_type": "gemma3n_text", "hidden_size": 2048, "num_hidden_layers": 2, "intermediate_size": [8192, 8192],
+    "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 256, "vocab_size": 262400,
+    "hidden_size_per_layer_input": 256, "vocab_size_per_layer_input": 262144, "altup_num_inputs": 4,
+    "laurel_rank": 64, "num_kv_shared_layers": 10}}  # google/gemma-3n-E2B
+COGVLM = {"architectures": ["CogVLMForCausalLM"], "hidden_act": "silu", "hidden_size": 4096,
+          "intermediate_size": 11008, "num_attention_heads": 32, "num_hidden_layers": 32, "vocab_size": 32000,
+          "template_version": "chat", "vision_config": {"hidden_size": 1792, "num_hidden_layers": 63}}  # THUDM/cogvlm
+KOSMOS_2 = {"architectures": ["Kosmos2ForConditionalGeneration"], "model_type": "kosmos-2", "text_config": {
+    "activation_function": "gelu", "attention_heads": 32, "embed_dim": 2048, "ffn_dim": 8192, "layers": 24,
+    "model_type": "kosmos_2_text_model", "vocab_size": 65037}}  # microsoft/kosmos-2-patch14-224
+PHI3_SMALL = {  # microsoft/Phi-3-small-8k-instruct (remote code; its class ties the LM head to the embedding)
+    "architectures": ["Phi3SmallForCausalLM"], "dense_attention_every_n_layers": 2, "ff_intermediate_size": 14336,
+    "gegelu_limit": 20.0, "hidden_act": "gegelu", "hidden_size": 4096, "model_type": "phi3small",
+    "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8, "vocab_size": 100352}
+
+
+@pytest.mark.parametrize("cfg,expected", [
+    # OLMo-1B (1.18e9 parameters): transformers' OlmoConfig ignores d_model/n_heads/mlp_ratio and used to answer
+    # with its defaults (a K/V head count of 32 for 16 heads: refused, or LLaMA-7B's MLP width); mlp_ratio x d_model
+    # is the fused gate-and-up projection (halved by SwiGLU) and weight_tying ties the LM head
+    (OLMO_1B, dict(num_layers=16, hidden_size=2048, num_attention_heads=16, num_key_value_heads=16, head_dim=128,
+                   intermediate_size=8192, vocab_size=50280, tie_word_embeddings=True, mlp="swiglu")),
+    (dict(OLMO_1B, mlp_hidden_size=22016, mlp_ratio=None, d_model=4096, n_heads=32, n_layers=32,
+          weight_tying=False), dict(num_layers=32, hidden_size=4096, num_attention_heads=32, intermediate_size=11008,
+                                    tie_word_embeddings=False, mlp="swiglu")),   # OLMo-7B (6.9e9)
+    # Kosmos-2's text model spells its sizes embed_dim / layers (the fallback used to miss them)
+    (KOSMOS_2, dict(num_layers=24, hidden_size=2048, num_attention_heads=32, num_key_value_heads=32,
+                    intermediate_size=8192, vocab_size=65037, tie_word_embeddings=True, mlp="gelu")),
+    # Phi-3-small (7.39e9): ff_intermediate_size, a gated GeGLU ("gegelu"), tied (used to be refused as missing
+    # intermediate_size)
+    (PHI3_SMALL, dict(num_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                      intermediate_size=14336, vocab_size=100352, tie_word_embeddings=True, mlp="geglu")),
+    # a per-layer list whose layers all agree is that one value
+    (dict(DECILM_7B, num_key_value_heads_per_layer=[8, 8, 8, 8]), dict(num_key_value_heads=8)),
+])
+def test_other_spellings_of_published_configs(tmp_path, tiny_doc, backend, cfg, expected):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    got = scenario_from_dict(_scenario(tiny_doc, path)).model.model_dump()
+    for k, v in expected.items():
+        assert got[k] == v, (backend, k, got[k], v)
+
+
+@pytest.mark.parametrize("cfg,key,needle", [
+    (MINICPM3_4B, "kv_lora_rank", "expected a decoder of multi-head attention (multi-head latent attention, MLA, is "
+     "not modelled), got kv_lora_rank 256"),
+    (BLIP2_FLAN_T5, "text_config.model_type", "expected a decoder-only language model (encoder-decoder models are not "
+     "modelled), got model_type 't5'"),
+    (dict(BLIP2_FLAN_T5["text_config"], model_type="my_seq2seq", is_encoder_decoder=True), "is_encoder_decoder",
+     "expected a decoder-only language model (encoder-decoder models are not modelled), got is_encoder_decoder true"),
+    (MAMBA_SSM, "ssm_cfg", "expected a transformer decoder (recurrent and state-space layers are not modelled), got "
+     "the state-space setting ssm_cfg"),
+    (DECILM_7B, "num_key_value_heads_per_layer", "expected the same value for every layer (layers of different shapes "
+     "are not modelled), got 2 different values: 2, 4"),
+    (NEMOTRON_51B, "model_type", "expected a decoder of alike layers"),
+    (dict(NEMOTRON_51B, model_type="my_nas"), "block_configs", "expected a decoder of alike layers (per-layer "
+     "embeddings, layers without attention or MLP, shared K/V caches and modality-expert weights are not modelled), "
+     "got a list of 2 per-layer blocks"),
+    (GEMMA3N, "text_config.model_type", "expected a decoder of alike layers"),
+    (COGVLM, "architectures", "expected a decoder of alike layers"),
+])
+def test_shapes_a_dense_decoder_cannot_describe_are_refused(tmp_path, tiny_doc, backend, capsys, cfg, key, needle):
+    """Each used to be priced silently with the wrong shape (MiniCPM3's latent attention as 40 heads of 32 or 64,
+    DeciLM's 2-4 K/V heads as 32, CogVLM's visual expert not at all) or refused by a missing size that was not the
+    point (T5's, Mamba's, Nemotron-NAS's)."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    _, err = _run(tmp_path, tiny_doc, path, capsys)
+    assert f"{path}: {key}: {needle}" in err, err
