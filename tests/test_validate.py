@@ -402,6 +402,25 @@ def test_published_runs_files_are_what_the_transcription_writes(tmp_path, monkey
         assert f.read_text() == (src.parent / f.name).read_text(), f.name
 
 
+@pytest.mark.parametrize("name, rows", [("mpt_h100", 70), ("mpt_a100", 139)])
+def test_llmfoundry_runs_files_load_and_price_every_row(name, rows):
+    """validate/data/llmfoundry/: every row of the cited tables is a run trsim prices (none unsupported), each
+    a pure data-parallel FSDP layout whose micro-batches fill the global batch, with a finite prediction."""
+    import math
+    import pathlib
+    from trsim.validate.runs import load_runs
+    path = pathlib.Path(__file__).resolve().parents[1] / "validate" / "data" / "llmfoundry" / f"{name}.yaml"
+    runs, unsupported, _ = load_runs(path)
+    assert len(runs) == rows and not unsupported
+    assert len({r.name for r in runs}) == rows
+    for r in runs:
+        t, tags = r.scenario.training, r.tags
+        assert r.scenario.num_gpus == tags["gpus"] and t.zero_stage in (2, 3)
+        assert tags["gpus"] * tags["mbs"] * tags["ga"] == t.global_batch_size
+        assert (t.recompute == "full") == (tags["ac"] == "True")
+        assert math.isfinite(r.predicted_time()) and r.predicted_time() > 0
+
+
 def test_calibrate_from_runs_recovers_the_host_dispatch_cost(tiny_doc, tmp_path):
     """Dispatch-bound runs (a tiny model on an H100: the GPU waits for the host) determine host_layer_s:
     synthetic runs made with 3 ms per layer give it back, and the fit predicts unseen depths."""
