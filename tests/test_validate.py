@@ -342,7 +342,7 @@ def test_simulate_quotes_the_published_evidence_for_its_preset_and_none_when_cal
     assert main(["simulate", "scenarios/paper_vila_u_3b.yaml", "--format", "json", "--out", str(out)]) == 0
     ev = json.loads(out.read_text())["evidence"]
     assert ev["preset"] == "h100-sxm" and ev["applies"] and ev["runs"] > 0
-    assert set(ev["sources"]) == {"mcore_h100", "nemo_h100"}
+    assert set(ev["sources"]) == {"llmfoundry_mpt_h100", "mcore_h100", "nemo_h100"}
     from trsim.validate.suite import EVIDENCE
     shipped = json.loads(EVIDENCE.read_text())["presets"]["h100-sxm"]
     assert ev["max_abs_pct"] == shipped["max_abs_pct"] and ev["sources"] == shipped["sources"]
@@ -404,12 +404,12 @@ def test_published_runs_files_are_what_the_transcription_writes(tmp_path, monkey
 
 @pytest.mark.parametrize("name, rows", [("mpt_h100", 70), ("mpt_a100", 139)])
 def test_llmfoundry_runs_files_load_and_price_every_row(name, rows):
-    """validate/data/llmfoundry/: every row of the cited tables is a run trsim prices (none unsupported), each
+    """validate/published/llmfoundry_mpt_*.yaml: every row of the cited tables is a run trsim prices (none unsupported), each
     a pure data-parallel FSDP layout whose micro-batches fill the global batch, with a finite prediction."""
     import math
     import pathlib
     from trsim.validate.runs import load_runs
-    path = pathlib.Path(__file__).resolve().parents[1] / "validate" / "data" / "llmfoundry" / f"{name}.yaml"
+    path = pathlib.Path(__file__).resolve().parents[1] / "validate" / "published" / f"llmfoundry_{name}.yaml"
     runs, unsupported, _ = load_runs(path)
     assert len(runs) == rows and not unsupported
     assert len({r.name for r in runs}) == rows
