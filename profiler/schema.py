@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from trsim.simulator.config import MAX_SEGMENTS, Tokens
 from trsim.simulator.errors import ScenarioError
 
 SCHEMA = "trsim.profile/1"
@@ -18,7 +19,11 @@ class _M(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-_Count = Annotated[int, Field(ge=0)]
+# Counts (FLOPs, bytes, tokens) are bounded far beyond any profiled step, as the scenario's are
+# (simulator/config.py), so that a hostile file cannot reach the simulator's int64 arithmetic with a value it
+# cannot hold; the micro-batch has TrainingSpec's bound, a segment's tokens the scenario's.
+_Count = Annotated[int, Field(ge=0, le=2**62)]
+_MicroBatch = Annotated[int, Field(ge=1, le=2**20)]
 _Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]      # a measured time: positive
 _Spread = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
@@ -75,7 +80,7 @@ class Memory(_M):
 class PlanSegment(_M):
     name: str
     kind: Literal["text", "image"]
-    tokens: Annotated[int, Field(ge=1)]
+    tokens: Tokens
     target: bool
 
 
@@ -83,7 +88,7 @@ class PlanDoc(BaseModel):
     """An executed plan as Plan.to_dict writes it; every per-layer array has one row per profiled layer and
     one column per segment. Keys added by later versions of Plan.to_dict are kept, not refused."""
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
-    segments: list[PlanSegment] = Field(min_length=1)
+    segments: list[PlanSegment] = Field(min_length=1, max_length=MAX_SEGMENTS)
     mode: list[list[Annotated[int, Field(ge=0, le=2)]]] = Field(min_length=1)
     present: list[list[_Count]]
     sep_q: list[bool]
@@ -102,11 +107,12 @@ class PlanDoc(BaseModel):
             for i, row in enumerate(getattr(self, name)):
                 if len(row) != S:
                     raise ValueError(f"{name}[{i}] with one value per segment ({S}), got {len(row)}")
-        for i, row in enumerate(self.present):
-            for seg, n in zip(self.segments, row):
-                if n > seg.tokens:
-                    raise ValueError(f"present[{i}] at most each segment's tokens, got {n} of segment "
-                                     f"{seg.name!r}'s {seg.tokens}")
+        for name in ("present", "rank"):
+            for i, row in enumerate(getattr(self, name)):
+                for seg, n in zip(self.segments, row):
+                    if n > seg.tokens:
+                        raise ValueError(f"{name}[{i}] at most each segment's tokens, got {n} of segment "
+                                         f"{seg.name!r}'s {seg.tokens}")
         return self
 
 
@@ -115,7 +121,7 @@ class Case(_M):
     task: str
     status: Literal["ok", "oom", "error"]
     error: Optional[str] = None
-    micro_batch: Annotated[int, Field(ge=1)]
+    micro_batch: _MicroBatch
     layers: list[_Count]
     layer_weights: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]]
     plan: dict                            # validated as a PlanDoc by parse_results
@@ -158,7 +164,7 @@ class Environment(_M):
 
 
 class Settings(_M):
-    micro_batch: Annotated[int, Field(ge=1)]
+    micro_batch: _MicroBatch
     repeats: Annotated[int, Field(ge=1)]
     warmup: _Count
     layers: Optional[Annotated[int, Field(ge=1)]]

@@ -135,12 +135,13 @@ def analytic_counts(plan, spec, micro_batch: int, attention: str, lm_head: str) 
     Lives here, not in the profiler, so that validate and calibrate check counts without torch."""
     c = counts(plan, lm_head)
     ops = op_flops(c, spec, attention)
-    per_layer = (micro_batch * sum(ops.values())[0]).astype(np.int64)
-    lm = micro_batch * lm_head_flops(c, spec)
-    fwd = int(per_layer.sum() + lm)
-    rank = int(micro_batch * ops["rank"][0].sum())
-    return {"per_layer_forward": [int(x) for x in per_layer], "lm_head_forward": int(lm), "forward": fwd,
-            "backward": 2 * (fwd - rank)}
+    # Python integers from float64 counts (exact below 2**53, far above any profiled step): fixed-width
+    # integers would wrap silently on a results file's largest allowed sizes
+    per_layer = [int(x) for x in micro_batch * sum(np.asarray(v, dtype=float) for v in ops.values())[0]]
+    lm = int(micro_batch * float(lm_head_flops(c, spec)))
+    fwd = sum(per_layer) + lm
+    rank = int(micro_batch * np.asarray(ops["rank"], dtype=float)[0].sum())
+    return {"per_layer_forward": per_layer, "lm_head_forward": lm, "forward": fwd, "backward": 2 * (fwd - rank)}
 
 
 def paper_layer_cost(c: Counts, m: ModelSpec) -> np.ndarray:

@@ -37,6 +37,13 @@ BAD_CONTENTS = [
     (lambda d: d.update(schema="trsim.profile/0"), "schema", "trsim.profile/1"),
     (lambda d: d.update(cases="none"), "cases", "a list"),
     (lambda d: _case(d).update(status="fine"), "cases.0.status", "one of ok, oom or error"),
+    # integers the simulator's arithmetic cannot hold, or the scenario's bounds refuse (the fuzzer found
+    # tracebacks from int64 conversion and from TrainingSpec's own bound)
+    (lambda d: _case(d)["plan"]["segments"][0].update(tokens=2**64), "cases.0.plan.segments.0.tokens",
+     "<= 1,000,000,000"),
+    (lambda d: _case(d)["plan"]["rank"][0].__setitem__(0, 2**64), "cases.0.plan.rank.0.0", "<= 4,611,686"),
+    (lambda d: _case(d)["plan"]["rank"][0].__setitem__(0, 10**6), "cases.0.plan", "rank[0] at most each segment"),
+    (lambda d: _case(d).update(micro_batch=2**20 + 1), "cases.0.micro_batch", "<= 1,048,576"),
 ]
 
 
@@ -63,6 +70,27 @@ def _one_line_error(capsys, args, needle):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("trsim: error: ") and needle in err, err
+
+
+def test_a_flops_mismatch_leaves_json_output_strict(tmp_path, capsys):
+    """validate --format json with counted FLOPs that differ from the simulator's: exit 1, the report alone on
+    stdout (strict JSON), the mismatch on stderr; at the largest micro-batch a results file may hold the
+    analytic counts are exact integers, not wrapped int64."""
+    doc = copy.deepcopy(RESULTS)
+    _case(doc)["flops"]["flop_counter"]["forward"] += 2
+    doc["cases"][1]["micro_batch"] = 2**20
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(doc))
+    assert main(["validate", str(path), "--format", "json"]) == 1
+    out, err = capsys.readouterr()
+    json.loads(out, parse_constant=lambda c: pytest.fail(f"non-finite {c} in the JSON"))
+    assert err.count("FLOPs mismatch") == 2, err  # the edited case and the one at 2**20 (counted at 2)
+    from trsim.profiler.schema import parse_results
+    from trsim.simulator.costs import analytic_counts
+    from trsim.validate.fit import cases_from_results
+    c = cases_from_results([(str(path), parse_results(doc))])[1]
+    a = analytic_counts(c.plan, c.model, c.micro_batch, c.settings["attention"], c.settings["lm_head"])
+    assert c.micro_batch == 2**20 and isinstance(a["forward"], int) and a["forward"] == sum(a["per_layer_forward"]) + a["lm_head_forward"] > 2**40
 
 
 def test_bad_flags_are_one_line(capsys):

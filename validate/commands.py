@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 from rich.table import Table
@@ -254,8 +255,11 @@ def validate_command(args, console) -> int:
     if args.plot:
         _plot(report, preds, args.plot)
     if mismatches:
-        for m in mismatches:
-            console.print(f"[red]FLOPs mismatch[/red] {m}")
+        for m in mismatches:  # (with --format json, stdout carries the report alone: strict JSON)
+            if args.format == "json":
+                print(f"FLOPs mismatch {m}", file=sys.stderr)
+            else:
+                console.print(f"[red]FLOPs mismatch[/red] {m}")
         return 1
     return 0
 
