@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trsim.simulator.config import MAX_SEGMENTS, Tokens
+from trsim.simulator.config import MAX_SEGMENTS, MicroBatch, Tokens
 from trsim.simulator.errors import ScenarioError
 
 SCHEMA = "trsim.profile/1"
@@ -21,9 +21,8 @@ class _M(BaseModel):
 
 # Counts (FLOPs, bytes, tokens) are bounded far beyond any profiled step, as the scenario's are
 # (simulator/config.py), so that a hostile file cannot reach the simulator's int64 arithmetic with a value it
-# cannot hold; the micro-batch has TrainingSpec's bound, a segment's tokens the scenario's.
+# cannot hold; the micro-batch and a segment's tokens have the scenario's own bounds (MicroBatch, Tokens).
 _Count = Annotated[int, Field(ge=0, le=2**62)]
-_MicroBatch = Annotated[int, Field(ge=1, le=2**20)]
 _Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]      # a measured time: positive
 _Spread = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
@@ -121,7 +120,7 @@ class Case(_M):
     task: str
     status: Literal["ok", "oom", "error"]
     error: Optional[str] = None
-    micro_batch: _MicroBatch
+    micro_batch: MicroBatch
     layers: list[_Count]
     layer_weights: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]]
     plan: dict                            # validated as a PlanDoc by parse_results
@@ -164,7 +163,7 @@ class Environment(_M):
 
 
 class Settings(_M):
-    micro_batch: _MicroBatch
+    micro_batch: MicroBatch
     repeats: Annotated[int, Field(ge=1)]
     warmup: _Count
     layers: Optional[Annotated[int, Field(ge=1)]]

@@ -44,6 +44,7 @@ Ffn = _count(2**20)                  # intermediate_size
 Layers = _count(2**12)
 Vocab = _count(2**24)
 Tokens = _count(10**9)               # tokens of one segment
+MicroBatch = _count(2**20)           # samples in a micro-batch
 Samples = _count(10**15, lo=0)
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 MAX_SEGMENTS = 1024
@@ -327,7 +328,7 @@ def resolve_hardware(inp: HardwareInput, base_dir: Path, force_calibration: bool
 
 # -------------------------------------------------------------------------------------- training
 class TrainingSpec(_Strict):
-    micro_batch_size: _count(2**20) = 8
+    micro_batch_size: MicroBatch = 8
     global_batch_size: _count(2**40) = 512
     epochs: _real(gt=0, hi=1e6) = 1.0
     # none: every layer saves its activations; selective: the attention core is recomputed in backward
