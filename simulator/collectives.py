@@ -130,11 +130,22 @@ def tensor_parallel_time(c, m, B: int, e: int, shard, hw: HardwareSpec, recomput
     return {"layer": layer, "head": head}
 
 
+def contention(hidden, hw: HardwareSpec):
+    """Seconds that ``hidden`` seconds of collectives cost the compute they overlap: a running collective
+    kernel holds ``collective_compute_units`` of the GPU's ``compute_units`` (NCCL launches one CTA per
+    channel, each on an SM of its own), and the overlapped kernels run on the rest, so each second of
+    hidden traffic delays the compute by that share of a second. A lower bound: a GEMM sized to fill every
+    SM in one wave can lose a whole extra wave, which this does not price."""
+    return hidden * (hw.collective_compute_units / hw.compute_units)
+
+
 def overlapped(comm, gemm, tensor: int):
     """Exposed seconds of tensor-parallel collectives pipelined with the GEMMs that consume or produce
     them (Transformer Engine userbuffers): the transfer is cut into ``tensor`` chunks, each overlapping
     the GEMM on the previous chunk, so the first chunk always waits and whatever the GEMMs cannot cover
-    stays exposed: max(comm / tensor, comm - gemm), per layer."""
+    stays exposed: max(comm / tensor, comm - gemm), per layer. No ``contention``: userbuffers run their
+    all-gathers on the copy engines and give their reduce-scatters an SM count of their own configuration,
+    which nothing here measures."""
     return np.maximum(comm / tensor, comm - gemm)
 
 
@@ -144,8 +155,8 @@ def context_parallel_time(c, m, B: int, e: int, shard, hw: HardwareSpec, attenti
 
     Each of c ranks holds 1/c of the keys and values; c-1 ring steps pass a K/V block on in forward and
     the K/V block plus its gradient in backward. Each step's transfer overlaps the attention on the block
-    at hand (1/c of the layer's attention), so what is exposed is max(0, transfer - compute) per step.
-    ``attention_layer`` is the layer's attention time (forward + backward) on this rank."""
+    at hand (1/c of the layer's attention), so what is exposed is max(0, transfer - compute) per step, and
+    the part hidden costs the attention its ``contention``. ``attention_layer`` is the layer's attention time (forward + backward) on this rank."""
     t, cp = shard.tensor, shard.context
     if cp == 1:
         return np.zeros_like(c.nq, dtype=float)
@@ -153,7 +164,8 @@ def context_parallel_time(c, m, B: int, e: int, shard, hw: HardwareSpec, attenti
     step = point_to_point(block, link_bandwidth(hw, cp, t), hw, across_nodes=spans_nodes(hw, cp, t))
     fwd_share = attention_layer / (1 + hw.attention_backward_ratio)
     bwd_share = attention_layer - fwd_share
-    return (cp - 1) * (np.maximum(0.0, step - fwd_share / cp) + np.maximum(0.0, 2 * step - bwd_share / cp))
+    exposed = np.maximum(0.0, step - fwd_share / cp) + np.maximum(0.0, 2 * step - bwd_share / cp)
+    return (cp - 1) * (exposed + contention(3 * step - exposed, hw))
 
 
 # ------------------------------------------------------------------------- pipeline parallel

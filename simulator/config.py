@@ -209,6 +209,9 @@ class HardwareSpec(_Strict):
     internode_latency_s: float = Field(default=NCCL_NETWORK_STEP_S, ge=0)
     # bus bandwidth an NCCL all-gather / reduce-scatter / all-reduce reaches, over the link's bandwidth
     collective_efficiency: float = Field(default=1.0, gt=0, le=1)
+    # streaming multiprocessors a running collective kernel holds (NCCL: one CTA per channel); compute that
+    # overlaps a collective runs on the rest, so hidden traffic still costs that share of its duration
+    collective_compute_units: int = Field(default=0, ge=0)
     calibration: Optional[str] = None
 
     @model_validator(mode="after")
@@ -219,6 +222,9 @@ class HardwareSpec(_Strict):
                 if v is not None and v > 1:
                     raise ValueError(f"{k} <= 1 of the datasheet peak (set nominal_peak: true for a device whose "
                                      f"peak is an estimate), got {v}")
+        if self.collective_compute_units >= self.compute_units:
+            raise ValueError(f"collective_compute_units < compute_units ({self.compute_units}), got "
+                             f"{self.collective_compute_units}")
         return self
 
 
@@ -265,6 +271,7 @@ class HardwareInput(_Strict):
     collective_base_latency_s: Optional[float] = None
     internode_latency_s: Optional[float] = None
     collective_efficiency: Optional[float] = None
+    collective_compute_units: Optional[int] = Field(default=None, ge=0, le=2**20)
 
     @field_validator("preset")
     @classmethod

@@ -110,6 +110,14 @@ _DEFAULT_EFFICIENCY = dict(
 )
 
 
+# streaming multiprocessors an NCCL collective holds while it runs (one CTA per channel): 24, as an Nsight
+# Systems trace of an all-gather beside a cuBLAS GEMM on an H100 shows (NVIDIA developer forum, "Compute-
+# communication overlap causes severe GEMM performance degradation because of tail effect", 2025; the order
+# of DeepSeek-V3's report, which gives its communication kernels 20 of an H800's 132 SMs). The channel count
+# follows the links, not the SMs, so every GPU preset takes the same count; compute overlapping a collective
+# runs on the rest (collectives.contention)
+COLLECTIVE_COMPUTE_UNITS = 24
+
 # fixed device time of each memory-bound kernel (norms, elementwise ops, casts), whatever its bytes: fitted
 # with the bandwidth to this project's H200 profile (python -m trsim.validate.derive_presets) and carried to
 # every GPU preset, as the GEMM's fixed time is (launch, ramp-up and tail are the GPU's, not the kernel's)
@@ -128,7 +136,7 @@ def _gpu(preset: str, *, compute_units: int, matmul_efficiency: float, matmul_ha
                 matmul_efficiency_fp8=matmul_efficiency_fp8, matmul_half_k=matmul_half_k, matmul_overhead_s=matmul_overhead_s,
                 matmul_max_shape_factor=matmul_max_shape_factor, matmul_max_shape_factor_fp8=matmul_max_shape_factor_fp8,
                 sustained_compute_fraction=sustained_compute_fraction,
-                memory_bound_kernel_s=MEMORY_BOUND_KERNEL_S,
+                memory_bound_kernel_s=MEMORY_BOUND_KERNEL_S, collective_compute_units=COLLECTIVE_COMPUTE_UNITS,
                 attention_kernel=DEFAULT_ATTENTION_KERNEL, **kernel, attention_masked_factor=ATTENTION_MASKED_FACTOR,
                 **{**_DEFAULT_EFFICIENCY, **(measured or {})})
 

@@ -261,11 +261,15 @@ def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
     comm_total, comm_exposed = collectives.data_parallel_time(
         rank_params, tr, hw, shards, span, stack=tr.stack, backward_window=compute - forward,
         forward_window=forward, micro_batches=M, layers=np.maximum(1, np.asarray(st.layers_per_stage())))
-    tail = np.argmax(opt + comm_exposed, axis=-1)[..., None]  # the stage whose step ends last
+    # the traffic that hides behind compute still holds some of the GPU's SMs while it runs
+    comm_contention = collectives.contention(comm_total - comm_exposed, hw)
+    after = opt + comm_exposed + comm_contention
+    tail = np.argmax(after, axis=-1)[..., None]  # the stage whose step ends last
     pick = lambda x: np.take_along_axis(np.broadcast_to(x, rank_params.shape), tail, -1)[..., 0]  # noqa: E731
-    opt, comm_total, comm_exposed = pick(opt), pick(comm_total), pick(comm_exposed)
-    step_time = pipe + opt + comm_exposed
-    out["ideal_step"], out["homogeneous_step"] = ideal + opt + comm_exposed, homogeneous + opt + comm_exposed
+    opt, comm_total, comm_exposed, comm_contention = map(pick, (opt, comm_total, comm_exposed, comm_contention))
+    after = opt + comm_exposed + comm_contention
+    step_time = pipe + after
+    out["ideal_step"], out["homogeneous_step"] = ideal + after, homogeneous + after
     static = memory.static_bytes(rank_params, tr, shards)
     temporaries = memory.optimizer_temporaries(rank_params, tr, shards)
     stage_peak = memory.peak_bytes(static, act_peak, temporaries, memory.gradients_live_at_loss(tr, M, shards))
@@ -278,7 +282,7 @@ def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
                hfu=(step_model_flops + recompute) / denom, static={k: at(x) for k, x in static.items()},
                act_peak=at(act_peak), temporaries=at(temporaries),
                breakdown={**breakdown, "optimizer": opt, "communication_exposed": comm_exposed,
-                          "communication_total": comm_total},
+                          "communication_contention": comm_contention, "communication_total": comm_total},
                stage_time=stage_mean, stage_peak=stage_peak, pipeline_time=pipe, stages=st)
     return out
 

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 
+import pytest
 import yaml
 from rich.console import Console
 
@@ -75,9 +76,11 @@ def test_detail_shows_how_the_step_time_adds_up(capsys):
             break
         rows[cells[0]] = float(cells[2].removesuffix(" ms").replace(",", ""))
     assert set(rows) == {"compute: understanding", "compute: generation", "optimizer step", "exposed communication",
-                         "step"}
+                         "hidden communication's contention", "step"}
+    assert rows["hidden communication's contention"] == pytest.approx(
+        s.step.time_breakdown_s["communication_contention"] * 1e3, abs=0.01)
     total = s.step.time_s * 1e3
-    # the terms listed (compute per task, optimizer, exposed communication) add up to the step time
+    # the terms listed (compute per task, optimizer, communication exposed and its contention) add up to the step
     assert abs(rows.pop("step") - total) < 0.01 and abs(sum(rows.values()) - total) < 0.03
 
 

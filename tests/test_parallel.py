@@ -519,7 +519,9 @@ def test_context_parallel_ring_hides_behind_attention_for_long_sequences(tiny):
     block = 32768 / 4 * 2 * m.num_key_value_heads * m.head_dim * 2
     step = block / hw.intranode_bandwidth + hw.collective_base_latency_s + hw.collective_latency_s
     fwd = att / (1 + hw.attention_backward_ratio)
-    want = 3 * (max(0, step - fwd[0, 0] / 4) + max(0, 2 * step - (att[0, 0] - fwd[0, 0]) / 4))
+    waits = max(0, step - fwd[0, 0] / 4) + max(0, 2 * step - (att[0, 0] - fwd[0, 0]) / 4)
+    # what hides still costs the SMs the transfers hold (collectives.contention)
+    want = 3 * (waits + (3 * step - waits) * hw.collective_compute_units / hw.compute_units)
     assert exposed[0, 0] == pytest.approx(want)
 
 
@@ -546,7 +548,8 @@ def test_host_bound_steps_take_the_longer_of_host_and_device(tiny_doc):
     wide = simulate(scenario_from_dict(wide_doc)).schedules[0].step
     assert small.time_breakdown_s["host_bound"] > 0
     device = sum(v for k, v in small.time_breakdown_s.items()
-                 if k not in ("host_bound", "communication_total", "optimizer", "communication_exposed"))
+                 if k not in ("host_bound", "communication_total", "optimizer", "communication_exposed",
+                              "communication_contention"))
     assert wide.time_s == pytest.approx(small.time_s, rel=0.02) and device < small.time_s
     none = copy.deepcopy(doc)
     none["hardware"]["host_layer_s"] = 0.0
@@ -615,7 +618,8 @@ def test_a_host_bound_micro_batch_pays_its_work_outside_the_layers_on_the_host(t
     step = simulate(scn).schedules[0].step
     assert step.time_breakdown_s["host_bound"] > 0
     per_step = sum(v for k, v in step.time_breakdown_s.items()
-                   if k not in ("communication_total", "optimizer", "communication_exposed"))
+                   if k not in ("communication_total", "optimizer", "communication_exposed",
+                                "communication_contention"))
     M = scn.training.global_batch_size // scn.training.micro_batch_size
     hw = scn.hardware
     again = 1.4 if scn.training.recompute == "full" else 1.0
@@ -645,3 +649,55 @@ def test_full_recompute_reruns_the_layers_not_the_lm_head(tiny_doc):
     big, _, _ = step(64 * 64)
     assert big.time_breakdown_s["recompute"] == pytest.approx(s.time_breakdown_s["recompute"], rel=1e-9)
     assert big.time_breakdown_s["matmul"] > s.time_breakdown_s["matmul"]
+
+
+def test_hidden_data_parallel_traffic_costs_the_sms_its_collectives_hold():
+    """FSDP's weight gathers and gradient reduce-scatters hide under compute, but each running NCCL kernel
+    holds ``collective_compute_units`` of the GPU's SMs: the step pays that share of every hidden second,
+    exactly, and nothing when the collectives hold none."""
+    from trsim.simulator.simulate import evaluate, schedule_plans
+    doc = yaml.safe_load(open("scenarios/vila_u_7b_64gpu_tp2_pp2.yaml"))
+    doc["parallelism"] = {}
+    doc["training"].update(task_mixing="ideal", stack="huggingface", zero_stage=3)
+    doc["tasks"] = {"u": doc["tasks"]["understanding"]}
+    doc["schedules"] = {"baseline": {}}
+    scn = scenario_from_dict(doc)
+    ev = evaluate(scn, schedule_plans(scn, "baseline"))
+    bd = ev["breakdown"]
+    hidden = bd["communication_total"][0] - bd["communication_exposed"][0]
+    hw = scn.hardware
+    assert hw.collective_compute_units == 24 and hw.compute_units == 132
+    assert hidden > 0.1 * ev["step_time"][0]                   # FSDP hides most of its traffic here
+    assert bd["communication_contention"][0] == pytest.approx(hidden * 24 / 132, rel=1e-12)
+    doc["hardware"]["collective_compute_units"] = 0
+    free = scenario_from_dict(doc)
+    ev0 = evaluate(free, schedule_plans(free, "baseline"))
+    assert ev0["breakdown"]["communication_contention"][0] == 0.0
+    assert ev["step_time"][0] - ev0["step_time"][0] == pytest.approx(bd["communication_contention"][0], rel=1e-9)
+    doc["hardware"]["collective_compute_units"] = 132           # every SM: nothing left to compute on
+    with pytest.raises(ScenarioError) as e:
+        scenario_from_dict(doc)
+    assert "collective_compute_units < compute_units (132), got 132" in str(e.value)
+
+
+def test_context_parallel_ring_hidden_steps_cost_their_contention(tiny):
+    """Ring attention's K/V passes hide under the attention of the block at hand; the hidden part costs its
+    SM share, the exposed part is whole."""
+    from trsim.simulator.parallel import Shard
+    from trsim.simulator.simulate import schedule_plans
+    from trsim.validate.fit import base_hardware
+    hw0 = base_hardware("h100-sxm")
+    assert hw0.collective_compute_units > 0
+    hw_free = hw0.model_copy(update=dict(collective_compute_units=0))
+    m = tiny.model
+    plan = next(iter(schedule_plans(tiny, "baseline").values()))
+    cnt = costs.counts(plan, tiny.conventions.lm_head)
+    shard = Shard(tensor=1, context=4)
+    for attention in (np.full_like(cnt.nq, 1e-6, dtype=float), np.full_like(cnt.nq, 1.0, dtype=float)):
+        with0 = collectives.context_parallel_time(cnt, m, 2, 2, shard, hw_free, attention)
+        with1 = collectives.context_parallel_time(cnt, m, 2, 2, shard, hw0, attention)
+        block = 2 * cnt.nkv / 4 * 2 * m.num_key_value_heads * m.head_dim * 2
+        step = collectives.point_to_point(block, collectives.link_bandwidth(hw0, 4, 1), hw0,
+                                          across_nodes=collectives.spans_nodes(hw0, 4, 1))
+        hidden = 3 * 3 * step - with0                             # three ring steps, 1 + 2 transfers each
+        assert np.allclose(with1 - with0, hidden * 24 / 132, rtol=1e-9, atol=0)

@@ -185,6 +185,18 @@ def print_few_runs(few: dict[str, dict], console: Console) -> None:
     console.print(t)
 
 
+def weighted_quantiles(values, weights, qs) -> list[float]:
+    """Quantiles of ``values`` with ``weights`` (the weighted empirical distribution, interpolated between the
+    midpoints of each value's weight; equal weights give numpy's 'hazen' quantiles). Hand-written because
+    numpy's weighted quantiles (``np.quantile(..., weights=)``, numpy 2.0+) only offer the inverted-CDF
+    method, which jumps between rows on a source of a few runs."""
+    v, w = np.asarray(values, dtype=float), np.asarray(weights, dtype=float)
+    order = np.argsort(v)
+    v, w = v[order], w[order]
+    mid = (np.cumsum(w) - w / 2) / w.sum()
+    return [float(np.interp(q, mid, v)) for q in qs]
+
+
 def evidence(results: list[dict]) -> dict:
     """Per hardware preset: how far the presets' step times are from the published runs priced on it
     (absolute and signed percentage errors; negative = predicted too fast). Only the preset-priced errors
@@ -192,22 +204,29 @@ def evidence(results: list[dict]) -> dict:
     import datetime
 
     from trsim import __version__
-    def summary(errors) -> dict:
+    def summary(errors, weights=None) -> dict:
         err = np.asarray(errors, dtype=float)
+        # measured / predicted: what a prediction of this preset is multiplied by to land on the run. Its 10th,
+        # 50th and 90th percentiles, each source weighted equally where pooled (weights: 1 / its rows)
+        ratio = 100.0 / (100.0 + err)
+        q = weighted_quantiles(ratio, np.ones_like(ratio) if weights is None else np.asarray(weights, float),
+                               (0.1, 0.5, 0.9))
         return {"runs": int(err.size), "median_abs_pct": round(float(np.median(np.abs(err))), 2),
                 "max_abs_pct": round(float(np.abs(err).max()), 2),
                 "signed_median_pct": round(float(np.median(err)), 2),
-                "too_fast_fraction": round(float(np.mean(err < 0)), 3)}
+                "too_fast_fraction": round(float(np.mean(err < 0)), 3),
+                "measured_over_predicted": {"p10": round(q[0], 3), "p50": round(q[1], 3), "p90": round(q[2], 3)}}
 
     # per source, and pooled: a source with many rows (vTrain) must not stand for the others
     presets: dict[str, dict] = {}
     for r in sorted(results, key=lambda r: r["source"]):
         if r.get("runs"):
             errors = [x["error_pct"] for x in r["runs"]]
-            e = presets.setdefault(r["hardware"], {"errors": [], "sources": {}})
+            e = presets.setdefault(r["hardware"], {"errors": [], "weights": [], "sources": {}})
             e["errors"] += errors
+            e["weights"] += [1.0 / len(errors)] * len(errors)
             e["sources"][r["source"]] = summary(errors)
-    presets = {k: {**summary(v.pop("errors")), **v} for k, v in sorted(presets.items())}
+    presets = {k: {**summary(v.pop("errors"), v.pop("weights")), **v} for k, v in sorted(presets.items())}
     return {"schema": "trsim.evidence/1", "written_by": EVIDENCE_COMMAND, "trsim_version": __version__,
             "created": datetime.date.today().isoformat(), "presets": presets}
 
