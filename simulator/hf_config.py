@@ -10,9 +10,11 @@ VLM configs rely on (LLaMA, Mistral, Qwen 2, Gemma 1-3, GPT-2); anything else mu
 missing key and the file. Mixture-of-experts configs are refused: experts are not modelled, and pricing
 one as dense would be silently wrong. So are the other shapes a stack of alike dense self-attention layers cannot
 describe: multi-head latent attention, encoder-decoders, state-space and linear-attention layers, cross-attention
-layers, layers that differ from one another (per-layer lists that disagree, NAS block configs, Gemma 3n) and
-modality-expert weights (CogVLM). A remote-code layout published under a model type transformers also knows
-(OLMo's hf_olmo) is read from the file's own keys, not from that class's defaults.
+layers, layers that differ from one another (per-layer lists that disagree, NAS block configs, Gemma 3n),
+modality-expert weights (CogVLM) and modality-specific LoRA adapters in every layer (InternLM-XComposer2,
+Phi-4-multimodal). A remote-code layout published under a model type transformers also knows (OLMo's hf_olmo) is
+read from the file's own keys, not from that class's defaults; a remote-code type nobody knows that is named after
+the decoder it wraps (bunny-phi, llava_mpt) takes that decoder's MLP kind and tie default.
 """
 from __future__ import annotations
 
@@ -96,6 +98,14 @@ ENCODER_DECODER_TYPES = ("t5", "mt5", "umt5", "longt5", "switch_transformers", "
 # layer for the image tokens: as many weights again as the language model's, not modelled).
 UNLIKE_LAYER_TYPES = ("gemma3n", "gemma3n_text", "nemotron-nas", "cogvlm", "cogvlm2", "cogagent")
 UNLIKE_LAYER_ARCHITECTURES = ("CogVLM", "CogAgent")
+# Decoders that add low-rank adapter weights for one modality to every layer: InternLM-XComposer2's Partial LoRA
+# (rank 256 on every projection, applied to the image tokens only; its remote code builds it whatever the file
+# says) and Phi-4-multimodal's vision and speech LoRA (rank 256 and 320, switched on for the whole sequence when
+# that modality is in it; its phi4mm code always builds them, and its file names them in vision_lora / speech_lora).
+# Their weights and FLOPs are not in a dense decoder's; priced as one the image tokens would be too cheap.
+ADAPTER_TYPES = ("internlmxcomposer2", "phi4mm")
+ADAPTER_ARCHITECTURES = ("InternLMXComposer2", "Phi4MM")
+ADAPTER_KEYS = ("vision_lora", "speech_lora")
 # Layer kinds (in layer_types and the like) that are not softmax self-attention.
 NON_ATTENTION_LAYERS = ("mamba", "conv", "linear", "rwkv", "ssm", "recurrent", "lstm", "delta", "retention")
 # Decoders whose language model interleaves cross-attention layers to image states outside the sequence.
@@ -185,7 +195,10 @@ def _sub_config(raw: dict, file: Path, outer: str = "") -> tuple[dict, str, Path
         if key in raw and sub is not None and not (isinstance(sub, str) and key in ("llm_cfg", "llm_config")):
             raise ScenarioError(str(file), f"{outer}{key}", f"a mapping holding the language model's config, got "
                                 f"{describe(sub)}")
-    if any(k in raw for k in ("llm_cfg", "llm_config")) or raw.get("model_type") == "llava_llama":
+    # VILA (model_type llava_llama) may keep its language model in an llm/ sub-folder; the LLaVA codebase saves the
+    # same model type with the decoder's own keys at the top level (its LlavaConfig is a LlamaConfig), read as is
+    own_sizes = any(raw.get(k) is not None for k in ("num_hidden_layers", "hidden_size"))
+    if any(k in raw for k in ("llm_cfg", "llm_config")) or (raw.get("model_type") == "llava_llama" and not own_sizes):
         llm = file.parent / "llm" / "config.json"
         if llm.is_file():
             return _load(llm), "", llm
@@ -208,6 +221,9 @@ UNLIKE_LAYERS_REFUSAL = ("a decoder of alike layers (per-layer embeddings, layer
                          "caches and modality-expert weights are not modelled)")
 CROSS_ATTENTION_REFUSAL = ("a decoder of self-attention layers (cross-attention layers reading image states outside "
                            "the sequence are not modelled)")
+ADAPTER_REFUSAL = ("a decoder whose weights are the same for every token (modality-specific adapter weights, "
+                   "such as InternLM-XComposer2's Partial LoRA or Phi-4-multimodal's vision and speech LoRA, are not "
+                   "modelled; give the model fields explicitly to price the base decoder alone)")
 
 
 def _check_decoder(cfg, types, prefix: str, file: Path) -> None:
@@ -237,6 +253,21 @@ def _check_decoder(cfg, types, prefix: str, file: Path) -> None:
     for t in types:
         if t in UNLIKE_LAYER_TYPES:
             raise ScenarioError(str(file), f"{prefix}model_type", f"{UNLIKE_LAYERS_REFUSAL}, got model_type {t!r}")
+    # modality-specific LoRA adapters: by their settings where the file names them, else by the model type
+    if isinstance(cfg, dict):
+        for key in ADAPTER_KEYS:
+            adapter = cfg.get(key)
+            if adapter is not None and not isinstance(adapter, dict):
+                raise ScenarioError(str(file), f"{prefix}{key}", f"a mapping (the adapter's settings) or null, got "
+                                    f"{describe(adapter)}")
+            if adapter is not None:
+                rank = adapter.get("r")
+                shown = f"a rank-{rank} adapter" if isinstance(rank, int) and not isinstance(rank, bool) else \
+                    "an adapter"
+                raise ScenarioError(str(file), f"{prefix}{key}", f"{ADAPTER_REFUSAL}, got {shown} in {key}")
+    for t in types:
+        if t in ADAPTER_TYPES:
+            raise ScenarioError(str(file), f"{prefix}model_type", f"{ADAPTER_REFUSAL}, got model_type {t!r}")
     blocks = get("block_configs")
     if blocks is not None:
         shown = f"a list of {len(blocks)} per-layer blocks" if isinstance(blocks, (list, tuple)) else describe(blocks)
@@ -328,6 +359,27 @@ def _check_switches(sub: dict, prefix: str, file: Path) -> None:
         raise ScenarioError(str(file), f"{prefix}expansion_ratio", f"a positive number, got {describe(v)}")
 
 
+def _known_type(t: str, mapping) -> bool:
+    """Whether a model type is one this module or the installed transformers knows."""
+    lists = (NON_GATED, TIED_BY_DEFAULT, FALLBACK_DEFAULTS, HALVED_INTERMEDIATE, MOE_TYPES, NOT_TRANSFORMERS,
+             ENCODER_DECODER_TYPES, UNLIKE_LAYER_TYPES, CROSS_ATTENTION_TYPES, ADAPTER_TYPES)
+    return any(t in known for known in lists) or (mapping is not None and t in mapping)
+
+
+def _base_type(t: str | None, mapping) -> str | None:
+    """The decoder a remote-code model type is named after, for a type nobody knows: projects that wrap a decoder
+    name their type <project>-<decoder> or <project>_<decoder> (Bunny's bunny-phi, bunny-phi3 and bunny-llama,
+    LLaVA's llava_llama, llava_qwen and llava_mpt) and subclass that decoder's configuration class, so the MLP's
+    kind and the embedding tie default as that decoder's do. The longest known suffix after a separator wins;
+    None when the type is known itself or ends in no known type."""
+    if t is None or _known_type(t, mapping):
+        return None
+    for i, ch in enumerate(t):
+        if ch in "-_" and t[i + 1:] and _known_type(t[i + 1:], mapping):
+            return t[i + 1:]
+    return None
+
+
 def read_hf_config(path: Path) -> HfModel:
     """The ModelSpec fields of the language model in a config.json (or model folder)."""
     try:
@@ -361,6 +413,8 @@ def read_hf_config(path: Path) -> HfModel:
     for arch in archs if isinstance(archs, list) else []:
         if isinstance(arch, str) and any(arch.startswith(a) for a in UNLIKE_LAYER_ARCHITECTURES):
             raise ScenarioError(str(file), "architectures", f"{UNLIKE_LAYERS_REFUSAL}, got {arch!r}")
+        if isinstance(arch, str) and any(arch.startswith(a) for a in ADAPTER_ARCHITECTURES):
+            raise ScenarioError(str(file), "architectures", f"{ADAPTER_REFUSAL}, got {arch!r}")
 
     from .config import ModelSpec
     sub = _per_layer_values(sub, prefix, src)
@@ -405,7 +459,9 @@ def read_hf_config(path: Path) -> HfModel:
     act, _ = lookup(ACTIVATION_KEYS)
     act = act if isinstance(act, str) else "silu"
     glu = act.lower() in GLU_ACTIVATIONS
-    gated = glu or sub_type not in NON_GATED
+    # a remote-code type named after the decoder it wraps (bunny-phi: Phi-2's two-matrix MLP) is that decoder
+    kind = _base_type(sub_type, mapping) or sub_type
+    gated = glu or kind not in NON_GATED
     for name, keys in KEYS.items():
         if name == "num_key_value_heads" and kv_switch is not None:
             out.fields[name] = _checked(ModelSpec, name, kv_switch[0], str(src), f"{prefix}{kv_switch[1]}")
@@ -450,7 +506,7 @@ def read_hf_config(path: Path) -> HfModel:
     if tie is None:
         tie = getattr(obj, "tie_word_embeddings", None) if obj is not None else defaults.get("tie_word_embeddings")
     if tie is None and obj is None and (sub_type or top_type) is not None:
-        tie = (sub_type or top_type) in TIED_BY_DEFAULT
+        tie = (kind or top_type) in TIED_BY_DEFAULT
     if tie is not None:
         out.fields["tie_word_embeddings"] = bool(tie)
     out.fields["mlp"] = ("geglu" if gated else "gelu") if "gelu" in act else ("swiglu" if gated else "gelu")

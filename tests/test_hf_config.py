@@ -91,6 +91,65 @@ EXPECTED = {
     "qwen-vl-chat": dict(num_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=32,
                          head_dim=128, intermediate_size=11008, vocab_size=151936, tie_word_embeddings=False,
                          mlp="swiglu"),
+    # --- VLM and unified-model configs added 2026-11-28 (third round; see SOURCES.md) ---
+    # Qwen2.5-VL and Qwen3-VL: the decoder at the top level (2.5) or in text_config (3), tied at these sizes
+    "qwen2.5-vl-3b": dict(num_layers=36, hidden_size=2048, num_attention_heads=16, num_key_value_heads=2, head_dim=128,
+                          intermediate_size=11008, vocab_size=151936, tie_word_embeddings=True, mlp="swiglu"),
+    "qwen3-vl-4b": dict(num_layers=36, hidden_size=2560, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                        intermediate_size=9728, vocab_size=151936, tie_word_embeddings=True, mlp="swiglu"),
+    # InternVL: llm_config holding a remote-code InternLM2 config, or a Qwen2 one beside a vision_config whose own
+    # (unused) expert settings (num_experts 8, use_moe false) are not the decoder's
+    "internvl2.5-2b": dict(num_layers=24, hidden_size=2048, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
+                           intermediate_size=8192, vocab_size=92553, tie_word_embeddings=False, mlp="swiglu"),
+    "internvl3-1b": dict(num_layers=24, hidden_size=896, num_attention_heads=14, num_key_value_heads=2, head_dim=64,
+                         intermediate_size=4864, vocab_size=151674, tie_word_embeddings=False, mlp="swiglu"),
+    # the LLaVA codebase's own configs: the decoder's keys at the top level under model_type llava, llava_llama (used
+    # to be refused for want of VILA's llm/ sub-folder) and llava_qwen (Qwen2-style: intermediate_size not halved)
+    "llava-v1.6-vicuna-7b": dict(num_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=32,
+                                 head_dim=128, intermediate_size=11008, vocab_size=32000, tie_word_embeddings=False,
+                                 mlp="swiglu"),
+    "llava-llama-vicuna-7b": dict(num_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=32,
+                                  head_dim=128, intermediate_size=11008, vocab_size=32000, tie_word_embeddings=False,
+                                  mlp="swiglu"),
+    "llava-next-interleave-qwen-0.5b": dict(num_layers=24, hidden_size=1024, num_attention_heads=16,
+                                            num_key_value_heads=16, head_dim=64, intermediate_size=2816,
+                                            vocab_size=151936, tie_word_embeddings=True, mlp="swiglu"),
+    # Bunny's bunny-phi is Phi-2 (two-matrix gelu_new MLP), not a gated one (used to be priced as GeGLU: 3.62e9
+    # parameters instead of 2.78e9)
+    "bunny-v1.0-3b": dict(num_layers=32, hidden_size=2560, num_attention_heads=32, num_key_value_heads=32, head_dim=80,
+                          intermediate_size=10240, vocab_size=51200, tie_word_embeddings=False, mlp="gelu"),
+    "phi-3-vision-128k": dict(num_layers=32, hidden_size=3072, num_attention_heads=32, num_key_value_heads=32,
+                              head_dim=96, intermediate_size=8192, vocab_size=32064, tie_word_embeddings=False,
+                              mlp="swiglu"),
+    # PaliGemma 2: the top level's hidden_size (2048) is stale; the Gemma 2 text_config (2304, head_dim 256 by
+    # default) is the decoder
+    "paligemma2-3b": dict(num_layers=26, hidden_size=2304, num_attention_heads=8, num_key_value_heads=4, head_dim=256,
+                          intermediate_size=9216, vocab_size=257216, tie_word_embeddings=True, mlp="geglu"),
+    # Pixtral: a Mistral text_config that omits the head count (32) and gives head_dim 128, not 5120 / 32
+    "pixtral-12b": dict(num_layers=40, hidden_size=5120, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                        intermediate_size=14336, vocab_size=131072, tie_word_embeddings=False, mlp="swiglu"),
+    # Idefics 2 / 3: text_configs that omit nearly every value equal to Mistral's / LLaMA's default
+    "idefics2-8b": dict(num_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                        intermediate_size=14336, vocab_size=32003, tie_word_embeddings=False, mlp="swiglu"),
+    "idefics3-8b": dict(num_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                        intermediate_size=14336, vocab_size=128259, tie_word_embeddings=False, mlp="swiglu"),
+}
+
+# Published parameter counts of the language models inside those VLMs (model cards / the Hub's count): the shape read
+# from the file must price the same decoder, embeddings and LM head included.
+PUBLISHED_PARAMETERS = {
+    "qwen2.5-vl-3b": 3.09e9,     # Qwen2.5-3B
+    "qwen3-vl-4b": 4.02e9,       # Qwen3-4B
+    "internvl2.5-2b": 1.89e9,    # InternLM2.5-1.8B (+9 added tokens)
+    "llava-v1.6-vicuna-7b": 6.74e9,   # Vicuna-7B v1.5 (LLaMA-2-7B)
+    "llava-llama-vicuna-7b": 6.74e9,
+    "llava-next-interleave-qwen-0.5b": 0.464e9,   # Qwen1.5-0.5B
+    "bunny-v1.0-3b": 2.78e9,     # Phi-2
+    "phi-3-vision-128k": 3.82e9,  # Phi-3-mini
+    "paligemma2-3b": 2.61e9,     # Gemma 2 2B
+    "pixtral-12b": 12.2e9,       # Mistral NeMo 12B
+    "idefics2-8b": 7.24e9,       # Mistral-7B
+    "idefics3-8b": 8.03e9,       # Llama 3.1 8B
 }
 
 
@@ -474,3 +533,85 @@ def test_shapes_a_dense_decoder_cannot_describe_are_refused(tmp_path, tiny_doc, 
     path.write_text(json.dumps(cfg))
     _, err = _run(tmp_path, tiny_doc, path, capsys)
     assert f"{path}: {key}: {needle}" in err, err
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_PARAMETERS))
+def test_published_configs_price_the_published_parameter_count(tiny_doc, backend, name):
+    """The decoder read from each VLM's config has its language model's published size (within 1.5%): a two-matrix
+    MLP priced as gated, a missed tie or a wrong head_dim would be off by far more."""
+    from trsim.simulator.costs import base_parameters
+    scn = scenario_from_dict(_scenario(tiny_doc, DATA / name / "config.json"))
+    got = base_parameters(scn.model)
+    assert got == pytest.approx(PUBLISHED_PARAMETERS[name], rel=0.015), (name, backend, got)
+
+
+ADAPTER = "expected a decoder whose weights are the same for every token (modality-specific adapter weights"
+
+
+@pytest.mark.parametrize("name,edits,key,needle", [
+    # mixture-of-experts decoders inside VLMs, each in its own nesting and spelling
+    ("qwen3-vl-30b-a3b", [], "text_config.num_experts", "expected a dense decoder (mixture-of-experts layers are not "
+     "modelled), got a mixture-of-experts config with num_experts 128, num_experts_per_tok 8"),
+    ("deepseek-ocr", [], "language_config.n_routed_experts", "expected a dense decoder"),
+    ("llama-4-scout", [], "text_config.num_local_experts", "expected a dense decoder"),
+    ("aria", [], "text_config.moe_num_experts", "expected a dense decoder"),
+    ("kimi-vl-a3b", [], "text_config.n_routed_experts", "expected a dense decoder"),
+    # ... and Kimi-VL's latent attention, named once its experts are gone
+    ("kimi-vl-a3b", [_set(f"text_config.{k}", ...) for k in ("n_routed_experts", "num_experts_per_tok",
+                                                             "n_shared_experts", "moe_intermediate_size")]
+     + [_set("text_config.model_type", "my_mla")], "text_config.kv_lora_rank",
+     "expected a decoder of multi-head attention (multi-head latent attention, MLA, is not modelled), got "
+     "kv_lora_rank 512"),
+    # modality-specific LoRA weights in every layer (used to be priced as the dense base decoder): by the model type,
+    # by the architecture where the type is renamed, by Phi-4-multimodal's adapter settings where the file has them
+    ("internlm-xcomposer2-1layer", [], "model_type", ADAPTER),
+    ("internlm-xcomposer2-1layer", [_set("model_type", "my_xc"),
+                                    _set("architectures", ["InternLMXComposer2ForCausalLM"])],
+     "architectures", ADAPTER),
+    ("phi-4-multimodal-2layer", [], "model_type", ADAPTER),
+    ("phi-4-multimodal-2layer", [_set("model_type", "my_phi"), _set("architectures", ["MyForCausalLM"]),
+                                 _set("vision_lora", {"dp": 0.0, "lora_alpha": 512, "r": 256})], "vision_lora",
+     f"{ADAPTER}, such as InternLM-XComposer2's Partial LoRA or Phi-4-multimodal's vision and speech LoRA, are not "
+     "modelled; give the model fields explicitly to price the base decoder alone), got a rank-256 adapter in "
+     "vision_lora"),
+    ("phi-4-multimodal-2layer", [_set("model_type", "my_phi"), _set("speech_lora", "yes")], "speech_lora",
+     "expected a mapping (the adapter's settings) or null, got 'yes'"),
+    # Show-o keeps only its own settings and names its decoder (microsoft/phi-1_5) by Hub path: nothing to price
+    ("show-o", [], "num_hidden_layers", "expected a value (model type unknown has no default for it; also missing: "
+     "hidden_size, num_attention_heads, intermediate_size"),
+    # a llava_llama config with neither the decoder's own keys nor VILA's llm/ sub-folder
+    ("llava-llama-vicuna-7b", [_set("hidden_size", ...), _set("num_hidden_layers", ...)], "llm_cfg",
+     "expected the language model's config, inline or in"),
+])
+def test_vlm_configs_refused_naming_what_is_not_modelled(tmp_path, tiny_doc, backend, capsys, name, edits, key,
+                                                        needle):
+    _assert_refused(tmp_path, tiny_doc, capsys, name, edits, key, needle)
+
+
+@pytest.mark.parametrize("model_type,mlp", [
+    ("bunny-phi", "gelu"),        # Phi-2 inside: two matrices
+    ("my_tool-phi", "gelu"),      # the longest known suffix names the decoder
+    ("bunny-phi3", "geglu"),      # Phi-3 inside: gated (gelu_new as its activation, so GeGLU)
+    ("bunny-llama", "geglu"),
+    ("bunny-", "geglu"),          # no decoder named: an unknown type is taken as gated
+    ("llava_mpt", "gelu"),
+])
+def test_remote_code_types_named_after_their_decoder_take_its_mlp(tmp_path, tiny_doc, backend, model_type, mlp):
+    """Bunny, LLaVA and others name their remote-code type <project>-<decoder> and subclass that decoder's
+    configuration class; an unknown type named so takes that decoder's MLP kind."""
+    cfg = json.loads((DATA / "bunny-v1.0-3b" / "config.json").read_text())
+    cfg["model_type"] = model_type
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    got = scenario_from_dict(_scenario(tiny_doc, path)).model
+    assert got.mlp == mlp, (model_type, backend)
+
+
+def test_a_decoder_named_in_the_type_also_gives_the_tie_default(tmp_path, tiny_doc, backend):
+    """llava_mpt without tie_word_embeddings: MPT ties its LM head, so does the type named after it."""
+    cfg = json.loads((DATA / "bunny-v1.0-3b" / "config.json").read_text())
+    cfg.pop("tie_word_embeddings")
+    path = tmp_path / "config.json"
+    for model_type, tied in (("llava_mpt", True), ("bunny-phi", False)):
+        path.write_text(json.dumps(dict(cfg, model_type=model_type)))
+        assert scenario_from_dict(_scenario(tiny_doc, path)).model.tie_word_embeddings is tied, (model_type, backend)
