@@ -408,8 +408,8 @@ def efficiency_table() -> Table:
             specs[name] = p
     t = table("efficiency values that drive the time model (uncalibrated preset values; a calibration file "
               "replaces them)", ("parameter", *HARDWARE_PRESETS), left=("parameter",))
-    # plus the derived constants a calibration does not set (the shape-factor caps)
-    fixed = ("matmul_max_shape_factor", "matmul_max_shape_factor_fp8")
+    # plus the constants a calibration does not set (the shape-factor caps, the SMs: all and those a collective holds)
+    fixed = ("matmul_max_shape_factor", "matmul_max_shape_factor_fp8", "compute_units", "collective_compute_units")
     for param in dict.fromkeys((*calibratable_parameters(), *fixed)):
         t.add_row(param, *(f"{specs[n].get(param):.4g}" if isinstance(specs[n].get(param), (int, float))
                            else "-" for n in HARDWARE_PRESETS))
