@@ -156,7 +156,8 @@ def context_parallel_time(c, m, B: int, e: int, shard, hw: HardwareSpec, attenti
     Each of c ranks holds 1/c of the keys and values; c-1 ring steps pass a K/V block on in forward and
     the K/V block plus its gradient in backward. Each step's transfer overlaps the attention on the block
     at hand (1/c of the layer's attention), so what is exposed is max(0, transfer - compute) per step, and
-    the part hidden costs the attention its ``contention``. ``attention_layer`` is the layer's attention time (forward + backward) on this rank."""
+    the part hidden costs the attention its ``contention``. ``attention_layer`` is the layer's attention
+    time (forward + backward) on this rank."""
     t, cp = shard.tensor, shard.context
     if cp == 1:
         return np.zeros_like(c.nq, dtype=float)
