@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError,
-                      field_validator, model_validator)
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator, model_validator
 
 from .errors import ScenarioError, describe
 from .presets import HARDWARE_PRESETS, MODEL_PRESETS, NCCL_NETWORK_STEP_S
@@ -147,6 +146,10 @@ AttentionKernel = Literal["flash1", "flash2", "flash3", "cudnn", "mem_efficient"
 #: (``nominal_peak``, e.g. the CPU preset) it may exceed 1, up to this cap.
 NOMINAL_EFFICIENCY_CAP = 20.0
 _Eff = Annotated[float, Field(gt=0, le=NOMINAL_EFFICIENCY_CAP)]
+# SMs of a GPU and the GEMM library's output tiles: counts that the tile model divides into float64 sizes, so
+# bounded far beyond any GPU (an unbounded integer, 10**400, does not convert to a float at all); at least one tile
+Units = _count(2**20)
+Tiles = Annotated[tuple[tuple[Units, Units], ...], Field(min_length=1, max_length=64)]
 EFFICIENCY_FIELDS = ("matmul_efficiency", "matmul_efficiency_fp8", "attention_efficiency", "bandwidth_efficiency",
                      "gather_efficiency")
 
@@ -161,11 +164,11 @@ class HardwareSpec(_Strict):
     memory_bytes: PositiveFloat
     intranode_bandwidth: PositiveFloat
     internode_bandwidth: PositiveFloat
-    gpus_per_node: PositiveInt = 8
+    gpus_per_node: _count(2**24) = 8      # at most num_gpus' bound
     nominal_peak: bool = False            # peak/bandwidth are estimates, not datasheet maxima (efficiency may exceed 1)
     # GEMMs
-    compute_units: PositiveInt = 1        # streaming multiprocessors (wave quantisation)
-    matmul_tiles: tuple[tuple[PositiveInt, PositiveInt], ...] = ((1, 1),)  # output tiles the GEMM library picks among
+    compute_units: Units = 1              # streaming multiprocessors (wave quantisation)
+    matmul_tiles: Tiles = ((1, 1),)       # output tiles the GEMM library picks among
     matmul_efficiency: _Eff               # fraction of peak a GEMM of ideal shape reaches (bf16/fp16)
     matmul_efficiency_fp8: Optional[_Eff] = None  # the same at fp8 (fraction of the fp8 peak)
     # the measured maximum achievable GEMM rate (a brute-force shape search) over peak x ceiling (x the
@@ -188,7 +191,10 @@ class HardwareSpec(_Strict):
     attention_causal_half_keys: float = Field(default=0.0, ge=0)  # extra half-length under a causal mask
     attention_causal_factor: float = Field(default=1.0, gt=0, le=1)  # efficiency factor of a causal mask
     attention_masked_factor: float = Field(default=1.0, gt=0, le=1)  # explicit boolean mask (memory-efficient)
-    attention_backward_ratio: PositiveFloat
+    # backward / forward FLOPs of the attention kernel: the convention attention_efficiency is measured in
+    # (FlashAttention's benchmarks: 2.5). At least 2, the backward's own matmuls over the forward's (what the
+    # model FLOPs count): a smaller convention would price the backward faster than the peak allows
+    attention_backward_ratio: float = Field(ge=2)
     # memory-bound work, fixed costs, communication
     bandwidth_efficiency: _Eff
     # fixed device seconds per memory-bound kernel (norms, elementwise, casts) whatever its bytes: launch,
@@ -211,7 +217,7 @@ class HardwareSpec(_Strict):
     collective_efficiency: float = Field(default=1.0, gt=0, le=1)
     # streaming multiprocessors a running collective kernel holds (NCCL: one CTA per channel); compute that
     # overlaps a collective runs on the rest, so hidden traffic still costs that share of its duration
-    collective_compute_units: int = Field(default=0, ge=0)
+    collective_compute_units: _count(2**20, lo=0) = 0
     calibration: Optional[str] = None
 
     @model_validator(mode="after")
@@ -222,6 +228,13 @@ class HardwareSpec(_Strict):
                 if v is not None and v > 1:
                     raise ValueError(f"{k} <= 1 of the datasheet peak (set nominal_peak: true for a device whose "
                                      f"peak is an estimate), got {v}")
+        # the attention curve peaks at the best head dim's factor: that, not attention_efficiency alone, is the
+        # fraction of the peak the kernel reaches
+        eff, top = self.attention_efficiency, max(self.attention_head_dim_factors)
+        cap, peak = (NOMINAL_EFFICIENCY_CAP, "nominal") if self.nominal_peak else (1.0, "datasheet")
+        if eff * top > cap:
+            raise ValueError(f"attention_efficiency x the largest attention_head_dim_factors <= {cap:g} of the {peak} "
+                             f"peak, got {eff:g} x {top:g} = {eff * top:g}")
         if self.collective_compute_units >= self.compute_units:
             raise ValueError(f"collective_compute_units < compute_units ({self.compute_units}), got "
                              f"{self.collective_compute_units}")
@@ -241,10 +254,10 @@ class HardwareInput(_Strict):
     memory_bytes: Optional[PositiveFloat] = None
     intranode_bandwidth: Optional[PositiveFloat] = None
     internode_bandwidth: Optional[PositiveFloat] = None
-    gpus_per_node: Optional[PositiveInt] = None
+    gpus_per_node: Optional[_count(2**24)] = None
     nominal_peak: Optional[bool] = None
-    compute_units: Optional[PositiveInt] = None
-    matmul_tiles: Optional[tuple[tuple[PositiveInt, PositiveInt], ...]] = None
+    compute_units: Optional[Units] = None
+    matmul_tiles: Optional[Tiles] = None
     matmul_efficiency: Optional[float] = None
     matmul_efficiency_fp8: Optional[float] = None
     matmul_max_shape_factor: Optional[float] = None
@@ -271,7 +284,7 @@ class HardwareInput(_Strict):
     collective_base_latency_s: Optional[float] = None
     internode_latency_s: Optional[float] = None
     collective_efficiency: Optional[float] = None
-    collective_compute_units: Optional[int] = Field(default=None, ge=0, le=2**20)
+    collective_compute_units: Optional[_count(2**20, lo=0)] = None
 
     @field_validator("preset")
     @classmethod

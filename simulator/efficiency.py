@@ -119,10 +119,13 @@ def gemm_time(M, N, K, hw, peak: float | None = None, precision: str = "bf16", e
     M = np.maximum(M, 1.0)
     N = np.maximum(N, 1.0)
     K = np.maximum(K, 1.0)
-    rate = (hw.peak_flops if peak is None else peak) * hw.sustained_compute_fraction * matmul_ceiling(hw, precision)
+    # numpy scalars: where the smallest positive inputs multiply to a rate of zero (underflow), the time is inf,
+    # which callers refuse as a price beyond float64 (trsim.cli.check_finite), not a ZeroDivisionError
+    rate = np.float64(hw.peak_flops if peak is None else peak) * hw.sustained_compute_fraction * matmul_ceiling(
+        hw, precision)
     cap = tile_capacity(M, N, hw.compute_units, hw.matmul_tiles)
     compute = cap * (K + hw.matmul_half_k) * (2.0 / rate)
-    memory = ((M + N) * K + M * N) * (elem_bytes / (hw.memory_bandwidth * hw.bandwidth_efficiency))
+    memory = ((M + N) * K + M * N) * (elem_bytes / (np.float64(hw.memory_bandwidth) * hw.bandwidth_efficiency))
     t = np.maximum(compute, memory) + hw.matmul_overhead_s
     top = max_shape_factor(hw, precision)
     if top != float("inf"):

@@ -2,12 +2,13 @@
 ``python tests/fuzzing.py N`` (a long standalone run that reports crash sites).
 
 A case starts from a shipped scenario, applies random structural mutations to the parsed document
-(deletions, retyped values, extreme numbers, unknown and duplicated keys, deep nesting), writes it as
-YAML, JSON or TOML, optionally damages the text (truncation, byte flips, duplicated lines), and runs
-``trsim simulate`` in-process with random output options. The contract checked: exit code 0 or 2
-(or validate's 1 for a FLOPs mismatch, its report still strict), never an exception; on exit 2
-exactly one line ``trsim: error: ...``; on exit 0 every number printed is finite and ``--format
-json`` is strict JSON; nothing hangs (a per-run alarm).
+(deletions, retyped values, extreme numbers, unknown and duplicated keys, deep nesting, hardware fields
+set over the preset in and out of their ranges), writes it as YAML, JSON or TOML, optionally damages the
+text (truncation, byte flips, duplicated lines), and runs ``trsim simulate`` in-process with random output
+options. The contract checked: exit code 0 or 2 (or validate's 1 for a FLOPs mismatch, its report still
+strict), never an exception; on exit 2 exactly one line ``trsim: error: ...``; on exit 0 every number
+printed is finite and ``--format json`` is strict JSON, with physical MFUs and positive step times;
+nothing hangs (a per-run alarm).
 """
 from __future__ import annotations
 
@@ -63,6 +64,57 @@ OPTIONS = [
     (("conventions", "lm_head"), ["all", "targets"]),
 ]
 
+# Hardware fields a scenario may set over its preset (config.HardwareInput), each with values in its range, its
+# extremes included: the smallest positive float (products underflow to zero), 1e308 (sums overflow), and
+# seconds that keep a step finite but past what its milliseconds (x 1e3) or a product of two times can hold.
+# _set_hardware also writes values out of every range (HOSTILE) and pairs of fields that contradict each other.
+TINY, HUGE = 5e-324, 1e308
+SECONDS = [0, TINY, 1e-6, 1.0, 1e160, 1e303, HUGE]
+HARDWARE = {
+    "collective_compute_units": [0, 1, 20, 24, 64, 131, 2**20],
+    "compute_units": [1, 2, 16, 24, 25, 108, 132, 2**20],
+    "comm_overlap": [0, 0.0, 0.5, 1, 1.0, TINY],
+    "collective_efficiency": [TINY, 1e-9, 0.675, 1.0],
+    "host_layer_s": SECONDS,
+    "memory_bound_kernel_s": SECONDS,
+    "sustained_compute_fraction": [TINY, 1e-6, 0.628, 1.0],
+    "matmul_efficiency": [TINY, 0.5, 0.85, 1.0, 1.5, 20.0],   # above 1: only with nominal_peak (the CPU preset)
+    "matmul_efficiency_fp8": [TINY, 0.5, 1.0, 3.0],
+    "matmul_max_shape_factor": [TINY, 0.5, 1.0],
+    "matmul_max_shape_factor_fp8": [TINY, 0.9, 1.0],
+    "matmul_half_k": [0, TINY, 16.0, 1e6, HUGE],
+    "matmul_overhead_s": SECONDS,
+    "matmul_tiles": [[[128, 128]], [[8, 16]], [[256, 128], [64, 64]], [[1, 1]], [[2**20, 2**20]]],
+    "gpus_per_node": [1, 2, 4, 8, 72, 2**24],
+    "intranode_bandwidth": [TINY, 1.0, 450e9, 1e15, HUGE],
+    "internode_bandwidth": [TINY, 1.0, 50e9, 1e15, HUGE],
+    "peak_flops": [TINY, 1.0, 192e9, 989e12, HUGE],
+    "peak_flops_fp8": [TINY, 1.0, 1979e12, HUGE],
+    "memory_bandwidth": [TINY, 1.0, 3.35e12, HUGE],
+    "memory_bytes": [TINY, 1.0, 80e9, HUGE],
+    "nominal_peak": [True, False],
+    "attention_kernel": ["flash1", "flash2", "flash3", "cudnn", "mem_efficient", "math"],
+    "attention_efficiency": [TINY, 0.5, 1.0, 5.0],
+    "attention_head_dim_factors": [[1.0, 1.0, 1.0], [0.5, 1.0, 1.2], [TINY, TINY, TINY], [HUGE, 1.0, 1.0]],
+    "attention_half_keys": [0, TINY, 64.0, 1e6, HUGE],
+    "attention_causal_half_keys": [0, 100.0, HUGE],
+    "attention_causal_factor": [TINY, 0.5, 1.0],
+    "attention_masked_factor": [TINY, 0.5, 1.0],
+    "attention_backward_ratio": [2, 2.5, 100.0, HUGE],
+    "bandwidth_efficiency": [TINY, 1e-300, 0.593, 1.0],
+    "gather_efficiency": [TINY, 0.5, 1.0],
+    "layer_overhead_s": SECONDS,
+    "step_overhead_s": SECONDS,
+    "collective_latency_s": SECONDS,
+    "collective_base_latency_s": SECONDS,
+    "internode_latency_s": SECONDS,
+    "name": ["x", "gpu " * 50],
+    "price_per_gpu_hour": [0, TINY, 2.5, 1e6],
+}
+HOSTILE = [-1, -0.5, 0, -0.0, -TINY, -HUGE, float("nan"), float("inf"), float("-inf"), "nan", ".inf", "8", "",
+           True, False, None, 2**63, 10**30, 10**400, -(10**400), [], {"a": 1}, [1, 2], [[0, 1]], [[10**400, 1]],
+           [float("nan"), 1, 1]]
+
 
 def _set_option(doc, rng) -> None:
     path, values = rng.choice(OPTIONS)
@@ -72,6 +124,21 @@ def _set_option(doc, rng) -> None:
             node[k] = {}
         node = node[k]
     node[path[-1]] = copy.deepcopy(rng.choice(values))
+
+
+def _set_hardware(doc, rng) -> None:
+    """One to three hardware fields, each in its range or out of every range, or a contradicting pair (the
+    SMs a collective holds against the GPU's)."""
+    if not isinstance(doc.get("hardware"), dict):
+        doc["hardware"] = {}
+    hw = doc["hardware"]
+    if rng.random() < 0.1:
+        n = rng.choice([1, 2, 24, 132, 2**20])
+        hw["collective_compute_units"], hw["compute_units"] = n, rng.choice([n - 1, n, n + 1, 0, -n])
+        return
+    for _ in range(rng.choice([1, 1, 2, 3])):
+        key, values = rng.choice(list(HARDWARE.items()))
+        hw[key] = copy.deepcopy(rng.choice(values if rng.random() < 0.5 else HOSTILE))
 
 
 def _paths(doc, prefix=()):
@@ -108,8 +175,11 @@ def mutate_doc(doc: dict, rng: random.Random, n: int) -> dict:
 def _mutate_once(doc, parent, key, rng) -> None:
     if True:
         op = rng.random()
-        if rng.random() < 0.3:                         # a legitimate option (reaches more pricing paths)
+        r = rng.random()
+        if r < 0.15:                                   # a legitimate option (reaches more pricing paths)
             _set_option(doc, rng)
+        elif r < 0.3:                                  # hardware fields over the preset, valid or not
+            _set_hardware(doc, rng)
         elif op < 0.2:                                 # delete
             del parent[key]
         elif op < 0.55:                                # retype / extreme value
@@ -262,6 +332,8 @@ def check_outcome(code, args, out: str, err: str) -> str | None:
         except ValueError as exc:
             return f"not strict JSON: {exc}"
         bad = _nonfinite_numbers(doc)
+        if bad and bad.endswith("(not physical)") and args[:1] == ["simulate"]:
+            bad = _nonfinite_numbers(doc, mfu_max=_mfu_bound(args))
         if bad:
             return f"non-finite number in JSON at {bad}"
     elif fmt == "csv":
@@ -285,7 +357,19 @@ def check_outcome(code, args, out: str, err: str) -> str | None:
     return None
 
 
-def _nonfinite_numbers(doc, path="") -> str | None:
+def _mfu_bound(args) -> float:
+    """The highest MFU the scenario's hardware can reach: 1 of its bf16 peak, beyond which fp8 GEMMs may go by
+    their peak's ratio (MFU is against the bf16 peak), and a nominal, estimated peak (the CPU preset) up to the
+    efficiency cap."""
+    from trsim.simulator.config import NOMINAL_EFFICIENCY_CAP, load_scenario
+    scn = load_scenario(args[1])
+    hw, bound = scn.hardware, 1.0
+    if scn.training.precision == "fp8" and hw.peak_flops_fp8:
+        bound = max(bound, hw.peak_flops_fp8 / hw.peak_flops)
+    return bound * (NOMINAL_EFFICIENCY_CAP if hw.nominal_peak else 1.0)
+
+
+def _nonfinite_numbers(doc, path="", mfu_max=1.0) -> str | None:
     stack = [(doc, path)]
     while stack:
         v, p = stack.pop()
@@ -295,7 +379,7 @@ def _nonfinite_numbers(doc, path="") -> str | None:
             stack.extend((x, f"{p}.{k}") for k, x in v.items())
         elif isinstance(v, list):
             stack.extend((x, f"{p}.{i}") for i, x in enumerate(v))
-        if isinstance(v, dict) and "mfu" in v and isinstance(v["mfu"], float) and not 0 <= v["mfu"] <= 1:
+        if isinstance(v, dict) and "mfu" in v and isinstance(v["mfu"], float) and not 0 <= v["mfu"] <= mfu_max:
             return f"{p}.mfu = {v['mfu']} (not physical)"
         if isinstance(v, dict) and "time_s" in v and isinstance(v["time_s"], float) and v["time_s"] <= 0:
             return f"{p}.time_s = {v['time_s']}"
@@ -349,16 +433,21 @@ def make_results_case(rng: random.Random, tmpdir: Path) -> list[str]:
 
 
 def make_case(rng: random.Random, docs, tmpdir: Path) -> list[str]:
-    if rng.random() < 0.15:
+    r = rng.random()
+    if r < 0.15:
         return make_side_file_case(rng, tmpdir)
     name, base = rng.choice(docs)
-    doc = mutate_doc(base, rng, rng.choice([0, 1, 1, 2, 3, 5]))
+    if r < 0.4:  # hardware fields over the preset and nothing else broken: most run, so the values are priced
+        doc, damage = copy.deepcopy(base), 0.0
+        _set_hardware(doc, rng)
+    else:
+        doc, damage = mutate_doc(base, rng, rng.choice([0, 1, 1, 2, 3, 5])), 0.25
     fmt = rng.choice(["yaml", "json", "toml"])
     try:
         text = serialise(doc, fmt)
     except (TypeError, ValueError, RecursionError):
         fmt, text = "yaml", json.dumps(doc)  # JSON is YAML; the YAML emitter recurses too deep for some cases
-    data = damage_text(text, rng) if rng.random() < 0.25 else text.encode()
+    data = damage_text(text, rng) if rng.random() < damage else text.encode()
     path = tmpdir / f"case.{fmt}"
     path.write_bytes(data)
     args = ["simulate", str(path)]

@@ -51,3 +51,24 @@ def test_single_mutations_in_every_format(rng, fmt):
             ["--detail"] if rng.random() < 0.3 else [])
         code, out, err, problem = fuzzing.run_case(args, timeout=30)
         assert problem is None, f"{problem}\nargs: {args}\ninput: {text[:2000]}"
+
+
+def test_mfu_bound_follows_the_peak(tmp_path):
+    """The check holds MFU to 1 of a datasheet peak, but lets a nominal (estimated) peak be exceeded, as its
+    efficiencies may be by design (the CPU preset), and fp8 GEMMs by their peak's ratio (MFU is against the
+    bf16 peak)."""
+    import json
+    import yaml
+    doc = yaml.safe_load((fuzzing.ROOT / "scenarios" / "tiny_cpu.yaml").read_text())
+    p = tmp_path / "s.yaml"
+
+    def problem(mfu, **hardware):
+        p.write_text(yaml.safe_dump({**doc, "hardware": {**doc["hardware"], **hardware}}))
+        out = json.dumps({"schedules": [{"step": {"mfu": mfu, "time_s": 1.0}}]})
+        return fuzzing.check_outcome(0, ["simulate", str(p), "--format", "json"], out, "")
+
+    assert problem(1.5) is None and problem(1.5, matmul_efficiency=2.0) is None    # the CPU preset: nominal
+    assert "not physical" in problem(25.0)
+    assert problem(0.9, preset="h100-sxm") is None and "not physical" in problem(1.01, preset="h100-sxm")
+    doc["training"]["precision"] = "fp8"                                            # 1979 / 989 TFLOP/s
+    assert problem(1.9, preset="h100-sxm") is None and "not physical" in problem(2.1, preset="h100-sxm")

@@ -263,3 +263,85 @@ def test_overflowing_prices_give_one_line_and_no_numpy_warnings(tmp_path, tiny_d
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("trsim: error: ") and "finite" in lines[0], r.stderr
+
+
+# --------------------------------------------------------------------------- hardware overrides
+@pytest.mark.parametrize("field,value,needle", [
+    ("compute_units", 10**400, "hardware.compute_units: expected a number <= 1,048,576"),  # was OverflowError
+    ("compute_units", 0, "hardware.compute_units: expected a number >= 1, got 0"),
+    ("collective_compute_units", 10**400, "hardware.collective_compute_units: expected a number <= 1,048,576"),
+    ("collective_compute_units", -1, "hardware.collective_compute_units: expected a number >= 0, got -1"),
+    ("gpus_per_node", 10**400, "hardware.gpus_per_node: expected a number <= 16,777,216"),
+    ("matmul_tiles", [], "hardware.matmul_tiles: expected at least 1 item"),                  # was IndexError
+    ("matmul_tiles", [[10**400, 128]], "hardware.matmul_tiles.0.0: expected a number <= 1,048,576"),
+])
+def test_hardware_counts_bounded(tmp_path, capsys, tiny_doc, field, value, needle):
+    """SM counts, tiles and node sizes are counts the tile and ring models turn into float64: bounded, and at
+    least one tile, so that an integer past float64 or an empty tile list is refused in one line."""
+    tiny_doc["hardware"].update(preset="h100-sxm", **{field: value})
+    err = _err(capsys, ["simulate", _write(tmp_path, tiny_doc, "json")])
+    assert needle in err and len(err) < 400, err
+
+
+@pytest.mark.parametrize("hardware,needle", [
+    ({"compute_units": 16}, "hardware: expected collective_compute_units < compute_units (16), got 24"),
+    ({"collective_compute_units": 8, "compute_units": 8}, "collective_compute_units < compute_units (8), got 8"),
+])
+def test_collective_sms_below_the_gpus(tmp_path, capsys, tiny_doc, hardware, needle):
+    """The preset's 24 SMs for collectives against fewer SMs set over it: refused, naming both fields."""
+    tiny_doc["hardware"].update(preset="h100-sxm", **hardware)
+    assert needle in _err(capsys, ["simulate", _write(tmp_path, tiny_doc)])
+
+
+@pytest.mark.parametrize("hardware,needle", [
+    ({"attention_head_dim_factors": [1e6, 1.0, 1.0]},
+     "hardware: expected attention_efficiency x the largest attention_head_dim_factors <= 1 of the datasheet peak"),
+    ({"attention_efficiency": 1.0, "attention_head_dim_factors": [1.2, 1.0, 1.0]}, "got 1 x 1.2 = 1.2"),
+    ({"preset": "cpu", "attention_head_dim_factors": [1e308, 1.0, 1.0]}, "<= 20 of the nominal peak"),
+    ({"attention_backward_ratio": 1e-6}, "hardware.attention_backward_ratio: expected a number >= 2"),
+])
+def test_attention_cannot_run_faster_than_the_peak(tmp_path, capsys, hardware, needle):
+    """A long-sequence run is attention-bound: head-dim factors that lift the efficiency past 1 of the
+    datasheet peak, or a backward FLOP convention below the backward's own FLOPs (2 x forward), once
+    printed MFUs of 1653% and 141% on an H100; refused now."""
+    doc = yaml.safe_load(open("scenarios/vila_u_7b_budget.yaml").read().replace("tokens: 729", "tokens: 2000000"))
+    doc["hardware"].update(hardware)
+    assert needle in _err(capsys, ["simulate", _write(tmp_path, doc)])
+
+
+def test_fastest_allowed_attention_stays_physical(tmp_path, capsys):
+    """At the edges these bounds allow (efficiency 1 at every head dim and length, backward convention 2) an
+    attention-bound step reaches at most the peak."""
+    doc = yaml.safe_load(open("scenarios/vila_u_7b_budget.yaml").read().replace("tokens: 729", "tokens: 2000000"))
+    doc["training"]["activation_checkpointing"] = False       # a recomputed forward would hold MFU to 3/4
+    doc["hardware"].update(attention_efficiency=1.0, attention_head_dim_factors=[1.0, 1.0, 1.0],
+                           attention_half_keys=0.0, attention_causal_half_keys=0.0, attention_backward_ratio=2)
+    assert main(["simulate", _write(tmp_path, doc), "--format", "json"]) == 0
+    mfus = [s["step"]["mfu"] for s in json.loads(capsys.readouterr().out)["schedules"]]
+    assert max(mfus) > 0.95 and all(0 < m <= 1 for m in mfus), mfus
+
+
+@pytest.mark.parametrize("hardware", [{"peak_flops": 5e-324, "matmul_efficiency": 0.25},
+                                      {"memory_bandwidth": 5e-324, "bandwidth_efficiency": 0.5}])
+def test_rates_that_underflow_to_zero_are_refused(tmp_path, capsys, tiny_doc, hardware):
+    """The smallest positive rate times an efficiency below 1/2 is 0.0: a GEMM's time once raised
+    ZeroDivisionError; now it is inf, refused in one line like any price beyond float64."""
+    tiny_doc["hardware"].update(hardware)
+    assert "finite numbers" in _err(capsys, ["simulate", _write(tmp_path, tiny_doc)])
+
+
+@pytest.mark.parametrize("host_layer_s", [1e160, 1e305])
+def test_huge_finite_step_times_print_in_full(tmp_path, capsys, tiny_doc, host_layer_s):
+    """A finite step time whose milliseconds overflow float64 (above 1.8e305 s), or whose product with the
+    compute time does (the --detail table's task share, once computed as compute x time / total), printed
+    'inf ms' and 'inf%'; the tables show the digits instead."""
+    import re
+    tiny_doc["hardware"].update(preset="h100-sxm", host_layer_s=host_layer_s)
+    p = _write(tmp_path, tiny_doc)
+    assert main(["simulate", p, "--format", "json"]) == 0
+    step = json.loads(capsys.readouterr().out)["schedules"][0]["step"]["time_s"]
+    assert step > 3 * host_layer_s
+    assert main(["simulate", p, "--detail"]) == 0
+    out = capsys.readouterr().out
+    assert not re.search(r"(?i)\b-?(inf|nan)( ms|%)", out), [line for line in out.splitlines() if "inf" in line][:3]
+    assert re.search(r"\d(,\d{3}){50,}\.\d{2} ms", out), out[:2000]   # 10**160 ms and more, digit by digit

@@ -7,6 +7,7 @@ import io
 import json
 import math
 import sys
+from decimal import Decimal
 
 import numpy as np
 from rich.console import Console
@@ -24,6 +25,16 @@ def _fmt_si(x: float, unit: str) -> str:
         if abs(x) >= f:
             return f"{x / f:,.3g} {p}{unit}"
     return f"{x:.3g} {unit}"
+
+
+def _ms(seconds: float, decimals: int = 1, times: float = 1.0) -> str:
+    """``seconds`` x ``times`` in milliseconds, digits grouped; finite for every finite time: x 1e3 in float64
+    overflows to inf above 1.8e305 s (an input at the top of its range prices that), so such a time is
+    scaled as a decimal instead."""
+    ms = seconds * times * 1e3
+    if not math.isfinite(ms):
+        ms = Decimal(seconds) * Decimal(times) * 1000
+    return f"{ms:,.{decimals}f}"
 
 
 def _fmt_bytes(x: float) -> str:
@@ -49,7 +60,7 @@ def print_simulation(res, console: Console, detail: bool = False) -> None:
     for s in res.schedules:
         fits = "" if s.step.fits else " [red](OOM)[/red]"
         t.add_row(esc(s.name), f"{s.exact_flops_ratio:.3f}x", f"{s.paper_flops_ratio:.3f}x", f"{s.speedup:.2f}x",
-                  f"{s.step.time_s * 1e3:,.1f} ms", f"{s.step.mfu:.1%}",
+                  f"{_ms(s.step.time_s)} ms", f"{s.step.mfu:.1%}",
                   f"{s.step.peak_memory_bytes / GiB:,.1f} GiB{fits}", _fmt_hours(s.budget.gpu_hours),
                   _fmt_money(s.budget.cost_usd),
                   f"{_fmt_hours(s.budget.gpu_hours_saved)} h / {_fmt_money(s.budget.cost_saved_usd)}")
@@ -92,7 +103,7 @@ def evidence_band_line(res) -> str | None:
     q = ev.get("measured_over_predicted") if ev.get("applies", True) and ev.get("runs") else None
     if not q:
         return None
-    spans = ", ".join(f"{s.name} {s.step.time_s * q['p10'] * 1e3:,.1f} to {s.step.time_s * q['p90'] * 1e3:,.1f} ms"
+    spans = ", ".join(f"{s.name} {_ms(s.step.time_s, times=q['p10'])} to {_ms(s.step.time_s, times=q['p90'])} ms"
                       for s in res.schedules)
     return (f"evidence range: measured / predicted on those runs {q['p10']:.2f}x to {q['p90']:.2f}x (10th-90th "
             f"percentile, median {q['p50']:.2f}x, each source weighted equally); erring so here, step times: {spans}. "
@@ -105,7 +116,7 @@ def print_layout(res, console: Console) -> None:
     for s in res.schedules:
         par, mix = s.step.parallel, s.step.task_mixing
         if par.get("pipeline", 1) > 1:
-            stages = ", ".join(f"{t * 1e3:,.1f}" for t in par["stage_time_s"])
+            stages = ", ".join(_ms(t) for t in par["stage_time_s"])
             line = (f"{s.name}: pipeline stages {par['layers_per_stage']} layers, micro-batch {stages} ms per stage, "
                     f"imbalance {par['imbalance']:.1%}, bubble {par['bubble_fraction']:.1%}")
             if "min_max_layers_per_stage" in par:
@@ -113,12 +124,12 @@ def print_layout(res, console: Console) -> None:
             if "suggested_layers_per_stage" in par:
                 line += (f"; best split {par['suggested_layers_per_stage']}"
                          + (f" ({par['virtual_stages']} chunks each)" if par["virtual_stages"] > 1 else "")
-                         + f": step {par['suggested_step_time_s'] * 1e3:,.1f} ms")
+                         + f": step {_ms(par['suggested_step_time_s'])} ms")
             console.print(line, markup=False, highlight=False)
         if mix and abs(mix["homogeneous_step_s"] - mix["ideal_step_s"]) > 0:
             console.print(f"{s.name}: task-homogeneous micro-batches over {par.get('data_parallel', 1)} data-parallel "
-                          f"replicas: step {mix['homogeneous_step_s'] * 1e3:,.1f} ms against "
-                          f"{mix['ideal_step_s'] * 1e3:,.1f} ms for the ideal mean (straggler loss "
+                          f"replicas: step {_ms(mix['homogeneous_step_s'])} ms against "
+                          f"{_ms(mix['ideal_step_s'])} ms for the ideal mean (straggler loss "
                           f"{mix['straggler_loss']:.1%}; task_mixing: {mix['mode']})", markup=False, highlight=False)
 
 
@@ -143,9 +154,9 @@ def print_detail(s, console: Console) -> None:
         tb = tr.time_breakdown_s
         d.add_row(esc(name), f"{tr.tokens:,}", _fmt_si(tr.flops_forward, "FLOP"),
                   f"{tr.lm_head_flops_forward / tr.flops_forward:.0%}" if tr.flops_forward else "-",
-                  *(f"{tb.get(k, 0) * 1e3:,.2f} ms" for k in ("matmul", "attention", "memory_bound", "gather",
-                                                              "overhead", "host_bound")),
-                  f"{tr.microbatch_time_s * 1e3:,.2f} ms", _fmt_bytes(tr.activation_bytes))
+                  *(f"{_ms(tb.get(k, 0), 2)} ms" for k in ("matmul", "attention", "memory_bound", "gather",
+                                                          "overhead", "host_bound")),
+                  f"{_ms(tr.microbatch_time_s, 2)} ms", _fmt_bytes(tr.activation_bytes))
     console.print(d)
     # step = sum over tasks of (its share of the micro-batches x micro-batches per step x its micro-batch time)
     #        + optimizer + exposed communication
@@ -157,17 +168,18 @@ def print_detail(s, console: Console) -> None:
     c = table(f"{esc(s.name)}: how the step time adds up", ("term", "how", "time / step", "share"), left=("term", "how"))
     total = s.step.time_s
     for name, tr in s.tasks.items():
-        part = compute * tr.sample_fraction * tr.microbatch_time_s / per_mb if per_mb else 0.0
+        # the task's share first: compute x its micro-batch time overflows where each is large but finite
+        part = compute * (tr.sample_fraction * tr.microbatch_time_s / per_mb) if per_mb else 0.0
         c.add_row(f"compute: {esc(name)}", f"{tr.sample_fraction:.0%} of {n_mb:,.0f} micro-batches x "
-                  f"{tr.microbatch_time_s * 1e3:,.2f} ms" + (" (all stages; the slowest stage's share)" if staged
+                  f"{_ms(tr.microbatch_time_s, 2)} ms" + (" (all stages; the slowest stage's share)" if staged
                                                              else ""),
-                  f"{part * 1e3:,.2f} ms", f"{part / total:.1%}")
+                  f"{_ms(part, 2)} ms", f"{part / total:.1%}")
     for key, label, how in _WAITS:
         if key in bd:
-            c.add_row(label, how, f"{bd[key] * 1e3:,.2f} ms", f"{bd[key] / total:.1%}")
+            c.add_row(label, how, f"{_ms(bd[key], 2)} ms", f"{bd[key] / total:.1%}")
             compute += bd[key]
     hows = {"optimizer": "AdamW over memory bandwidth",
-            "communication_exposed": f"{bd.get('communication_total', 0.0) * 1e3:,.2f} ms total, the rest hidden "
+            "communication_exposed": f"{_ms(bd.get('communication_total', 0.0), 2)} ms total, the rest hidden "
                                      "behind compute",
             "communication_contention": "SMs the hidden collectives hold while they run"}
     for key, label in (("optimizer", "optimizer step"), ("communication_exposed", "exposed communication"),
@@ -175,12 +187,12 @@ def print_detail(s, console: Console) -> None:
         v = bd.get(key, 0.0)
         if key == "communication_contention" and not v:
             continue
-        c.add_row(label, hows[key], f"{v * 1e3:,.2f} ms", f"{v / total:.1%}")
+        c.add_row(label, hows[key], f"{_ms(v, 2)} ms", f"{v / total:.1%}")
     rest = total - compute - sum(bd.get(k, 0.0) for k in ("optimizer", "communication_exposed",
                                                          "communication_contention"))
     if abs(rest) > 1e-9 * total:
-        c.add_row("other", "", f"{rest * 1e3:,.2f} ms", f"{rest / total:.1%}")
-    c.add_row("[bold]step[/bold]", "", f"[bold]{total * 1e3:,.2f} ms[/bold]", "100.0%")
+        c.add_row("other", "", f"{_ms(rest, 2)} ms", f"{rest / total:.1%}")
+    c.add_row("[bold]step[/bold]", "", f"[bold]{_ms(total, 2)} ms[/bold]", "100.0%")
     console.print(c)
     for name, tr in s.tasks.items():
         rows = "; ".join(f"layers {r['layers']}: " + ", ".join(
@@ -234,7 +246,7 @@ def print_sweep(sw: dict, console: Console, limit: int = 40) -> None:
             t.add_row("...", *[""] * 7)
         oom = "" if fits[i] else " [red](OOM)[/red]"
         t.add_row(f"{sw['values'][i]:g}", f"{sw['exact_flops_ratio'][i]:.3f}x", f"{sw['paper_flops_ratio'][i]:.3f}x",
-                  f"{sw['speedup'][i]:.2f}x", f"{sw['step_time_s'][i] * 1e3:,.1f} ms", f"{sw['mfu'][i]:.1%}",
+                  f"{sw['speedup'][i]:.2f}x", f"{_ms(sw['step_time_s'][i])} ms", f"{sw['mfu'][i]:.1%}",
                   f"{sw['peak_memory_bytes'][i] / GiB:,.1f} GiB{oom}", _fmt_hours(sw["gpu_hours"][i]))
     console.print(t)
 

@@ -106,6 +106,11 @@ def _start(hw0: HardwareSpec, k: str) -> float:
 def bounds(hw0: HardwareSpec, names) -> tuple[np.ndarray, np.ndarray]:
     lo = np.array([PARAM_SPECS[k][0] for k in names])
     hi = np.array([NOMINAL_CAP if (hw0.nominal_peak and k in EFFICIENCIES) else PARAM_SPECS[k][1] for k in names])
+    # the attention curve peaks at its best head dim's factor, and the hardware schema holds that product to the
+    # cap (HardwareSpec): a fit beyond it would write a calibration no scenario could apply
+    for i, k in enumerate(names):
+        if k == "attention_efficiency":
+            hi[i] = hi[i] / max(1.0, max(hw0.attention_head_dim_factors))
     return lo, hi
 
 
