@@ -277,6 +277,12 @@ def test_cpu_end_to_end_profile_calibrate_validate(tmp_path):
     # per case: whether the step is device-bound, and each class's preset price over its measured time
     assert all(isinstance(r["device_bound"], bool) and r["class_time_ratio"]
                and all(0 < v < 1e3 for v in r["class_time_ratio"].values()) for r in rep["cases"])
+    # a class measured over 1% of a step that the presets price at nothing is named with its seconds, not
+    # given a ratio of zero; the matmuls are always priced
+    for r in rep["cases"]:
+        assert set(r["unpriced_class_s"]).isdisjoint(r["class_time_ratio"]) and "matmul" not in r["unpriced_class_s"]
+        assert all(v >= 0.01 * r["measured_fwd_bwd_s"] for v in r["unpriced_class_s"].values())
+    assert all(v["cases"] >= 1 and 0.01 <= v["max_step_share"] <= 1 for v in rep["unpriced_classes"].values())
     assert rep["class_time_ratio"]["matmul"]["cases"] == len(rep["cases"])
     # the CPU profile measures a step's peak too; the model leaves out the batch and the plan's tensors
     assert rep["summary"]["peak_memory"]["max_abs_pct"] < 5, rep["summary"]["peak_memory"]

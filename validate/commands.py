@@ -224,8 +224,12 @@ def validate_command(args, console) -> int:
         if classes:
             preset_time = uncalibrated[i]["time_s"]
             row["device_bound"] = sum(classes.values()) >= DEVICE_BOUND * m["fwd_bwd_s"]
-            row["class_time_ratio"] = {k: preset_time[k] / v for k, v in classes.items()
-                                       if k in preset_time and v >= 0.01 * m["fwd_bwd_s"]}
+            big = {k: v for k, v in classes.items() if v >= 0.01 * m["fwd_bwd_s"]}
+            row["class_time_ratio"] = {k: preset_time[k] / v for k, v in big.items() if preset_time.get(k, 0) > 0}
+            # a class the step measures but the presets price at nothing (an index_select outside the layers, the
+            # embedding's or the LM head's, counts as a gather in a plan that gathers nothing: 28 us, 1.3% of a
+            # micro-batch-1 step of tiny_cpu.yaml) has no ratio: its measured seconds
+            row["unpriced_class_s"] = {k: v for k, v in big.items() if not preset_time.get(k, 0) > 0}
         report["cases"].append(row)
     summary = {}
     bound = [r for r in report["cases"] if r.get("device_bound")]
@@ -239,6 +243,11 @@ def validate_command(args, console) -> int:
             ratios.setdefault(k, []).append(v)
     report["class_time_ratio"] = {k: {"median": float(np.median(v)), "min": min(v), "max": max(v), "cases": len(v)}
                                   for k, v in ratios.items()}
+    unpriced: dict[str, list] = {}
+    for r in report["cases"]:
+        for k, v in r.get("unpriced_class_s", {}).items():
+            unpriced.setdefault(k, []).append(v / r["measured_fwd_bwd_s"])
+    report["unpriced_classes"] = {k: {"cases": len(v), "max_step_share": max(v)} for k, v in unpriced.items()}
     floor = memory_bound_floor([c.measured.get("classes_s", {}).get("memory_bound") for c in cases],
                                [u["time_s"]["memory_bound"] for u in uncalibrated], [c.model.num_layers for c in cases])
     if floor is not None:
@@ -362,6 +371,9 @@ def _print_report(report, preds, console):
         for k, v in report["class_time_ratio"].items():
             r.add_row(k, str(v["cases"]), f"{v['median']:.3f}", f"{v['min']:.3f}", f"{v['max']:.3f}")
         console.print(r)
+    for k, v in report.get("unpriced_classes", {}).items():
+        console.print(f"{k}: measured in {v['cases']} case(s) whose presets price none of it (up to "
+                      f"{v['max_step_share']:.1%} of a step)", markup=False, highlight=False)
     f = report.get("memory_bound_floor")
     if f:
         console.print(f"memory-bound kernels over {f['cases']} cases: measured = {f['scale']:.3f} x price + "
