@@ -149,6 +149,7 @@ _Eff = Annotated[float, Field(gt=0, le=NOMINAL_EFFICIENCY_CAP)]
 # SMs of a GPU and the GEMM library's output tiles: counts that the tile model divides into float64 sizes, so
 # bounded far beyond any GPU (an unbounded integer, 10**400, does not convert to a float at all); at least one tile
 Units = _count(2**20)
+CollectiveUnits = _count(2**20, lo=0)  # SMs a running collective holds: none at all is allowed
 Tiles = Annotated[tuple[tuple[Units, Units], ...], Field(min_length=1, max_length=64)]
 EFFICIENCY_FIELDS = ("matmul_efficiency", "matmul_efficiency_fp8", "attention_efficiency", "bandwidth_efficiency",
                      "gather_efficiency")
@@ -217,7 +218,7 @@ class HardwareSpec(_Strict):
     collective_efficiency: float = Field(default=1.0, gt=0, le=1)
     # streaming multiprocessors a running collective kernel holds (NCCL: one CTA per channel); compute that
     # overlaps a collective runs on the rest, so hidden traffic still costs that share of its duration
-    collective_compute_units: _count(2**20, lo=0) = 0
+    collective_compute_units: CollectiveUnits = 0
     calibration: Optional[str] = None
 
     @model_validator(mode="after")
@@ -284,7 +285,7 @@ class HardwareInput(_Strict):
     collective_base_latency_s: Optional[float] = None
     internode_latency_s: Optional[float] = None
     collective_efficiency: Optional[float] = None
-    collective_compute_units: Optional[_count(2**20, lo=0)] = None
+    collective_compute_units: Optional[CollectiveUnits] = None
 
     @field_validator("preset")
     @classmethod

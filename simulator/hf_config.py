@@ -411,10 +411,10 @@ def read_hf_config(path: Path) -> HfModel:
     _check_switches(sub, prefix, src)
     archs = raw.get("architectures")
     for arch in archs if isinstance(archs, list) else []:
-        if isinstance(arch, str) and any(arch.startswith(a) for a in UNLIKE_LAYER_ARCHITECTURES):
-            raise ScenarioError(str(file), "architectures", f"{UNLIKE_LAYERS_REFUSAL}, got {arch!r}")
-        if isinstance(arch, str) and any(arch.startswith(a) for a in ADAPTER_ARCHITECTURES):
-            raise ScenarioError(str(file), "architectures", f"{ADAPTER_REFUSAL}, got {arch!r}")
+        for prefixes, refusal in ((UNLIKE_LAYER_ARCHITECTURES, UNLIKE_LAYERS_REFUSAL),
+                                  (ADAPTER_ARCHITECTURES, ADAPTER_REFUSAL)):
+            if isinstance(arch, str) and arch.startswith(prefixes):
+                raise ScenarioError(str(file), "architectures", f"{refusal}, got {arch!r}")
 
     from .config import ModelSpec
     sub = _per_layer_values(sub, prefix, src)

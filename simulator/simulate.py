@@ -266,8 +266,8 @@ def evaluate(scn: Scenario, plans: dict[str, Plan]) -> dict:
     after = opt + comm_exposed + comm_contention
     tail = np.argmax(after, axis=-1)[..., None]  # the stage whose step ends last
     pick = lambda x: np.take_along_axis(np.broadcast_to(x, rank_params.shape), tail, -1)[..., 0]  # noqa: E731
-    opt, comm_total, comm_exposed, comm_contention = map(pick, (opt, comm_total, comm_exposed, comm_contention))
-    after = opt + comm_exposed + comm_contention
+    opt, comm_total, comm_exposed, comm_contention, after = map(
+        pick, (opt, comm_total, comm_exposed, comm_contention, after))
     step_time = pipe + after
     out["ideal_step"], out["homogeneous_step"] = ideal + after, homogeneous + after
     static = memory.static_bytes(rank_params, tr, shards)

@@ -140,6 +140,9 @@ def esc(text) -> str:
 
 _COMPUTE_EXCLUDED = ("optimizer", "communication_exposed", "communication_contention", "communication_total",
                      "pipeline_bubble", "straggler_wait")
+# what the step adds after its micro-batches, in the order "how the step time adds up" lists them
+_AFTER = (("optimizer", "optimizer step"), ("communication_exposed", "exposed communication"),
+          ("communication_contention", "hidden communication's contention"))
 _WAITS = (("pipeline_bubble", "pipeline bubble", "warm-up and cool-down of the other stages"),
           ("straggler_wait", "straggler wait", "slowest of the data-parallel replicas' task draws"))
 
@@ -159,7 +162,7 @@ def print_detail(s, console: Console) -> None:
                   f"{_ms(tr.microbatch_time_s, 2)} ms", _fmt_bytes(tr.activation_bytes))
     console.print(d)
     # step = sum over tasks of (its share of the micro-batches x micro-batches per step x its micro-batch time)
-    #        + optimizer + exposed communication
+    #        + the terms of _AFTER
     bd = s.step.time_breakdown_s
     compute = sum(v for k, v in bd.items() if k not in _COMPUTE_EXCLUDED)
     per_mb = sum(tr.sample_fraction * tr.microbatch_time_s for tr in s.tasks.values())
@@ -182,14 +185,12 @@ def print_detail(s, console: Console) -> None:
             "communication_exposed": f"{_ms(bd.get('communication_total', 0.0), 2)} ms total, the rest hidden "
                                      "behind compute",
             "communication_contention": "SMs the hidden collectives hold while they run"}
-    for key, label in (("optimizer", "optimizer step"), ("communication_exposed", "exposed communication"),
-                       ("communication_contention", "hidden communication's contention")):
+    for key, label in _AFTER:
         v = bd.get(key, 0.0)
         if key == "communication_contention" and not v:
             continue
         c.add_row(label, hows[key], f"{_ms(v, 2)} ms", f"{v / total:.1%}")
-    rest = total - compute - sum(bd.get(k, 0.0) for k in ("optimizer", "communication_exposed",
-                                                         "communication_contention"))
+    rest = total - compute - sum(bd.get(k, 0.0) for k, _ in _AFTER)
     if abs(rest) > 1e-9 * total:
         c.add_row("other", "", f"{_ms(rest, 2)} ms", f"{rest / total:.1%}")
     c.add_row("[bold]step[/bold]", "", f"[bold]{_ms(total, 2)} ms[/bold]", "100.0%")

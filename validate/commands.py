@@ -238,15 +238,14 @@ def validate_command(args, console) -> int:
         if 0 < len(bound) < len(report["cases"]):
             summary[f"step_time_{name}_device_bound"] = _summary([r.get(f"{name}_error_pct") for r in bound])
     ratios: dict[str, list] = {}
+    unpriced: dict[str, list] = {}
     for r in report["cases"]:
         for k, v in r.get("class_time_ratio", {}).items():
             ratios.setdefault(k, []).append(v)
-    report["class_time_ratio"] = {k: {"median": float(np.median(v)), "min": min(v), "max": max(v), "cases": len(v)}
-                                  for k, v in ratios.items()}
-    unpriced: dict[str, list] = {}
-    for r in report["cases"]:
         for k, v in r.get("unpriced_class_s", {}).items():
             unpriced.setdefault(k, []).append(v / r["measured_fwd_bwd_s"])
+    report["class_time_ratio"] = {k: {"median": float(np.median(v)), "min": min(v), "max": max(v), "cases": len(v)}
+                                  for k, v in ratios.items()}
     report["unpriced_classes"] = {k: {"cases": len(v), "max_step_share": max(v)} for k, v in unpriced.items()}
     floor = memory_bound_floor([c.measured.get("classes_s", {}).get("memory_bound") for c in cases],
                                [u["time_s"]["memory_bound"] for u in uncalibrated], [c.model.num_layers for c in cases])

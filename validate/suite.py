@@ -209,8 +209,7 @@ def evidence(results: list[dict]) -> dict:
         # measured / predicted: what a prediction of this preset is multiplied by to land on the run. Its 10th,
         # 50th and 90th percentiles, each source weighted equally where pooled (weights: 1 / its rows)
         ratio = 100.0 / (100.0 + err)
-        q = weighted_quantiles(ratio, np.ones_like(ratio) if weights is None else np.asarray(weights, float),
-                               (0.1, 0.5, 0.9))
+        q = weighted_quantiles(ratio, np.ones_like(ratio) if weights is None else weights, (0.1, 0.5, 0.9))
         return {"runs": int(err.size), "median_abs_pct": round(float(np.median(np.abs(err))), 2),
                 "max_abs_pct": round(float(np.abs(err).max()), 2),
                 "signed_median_pct": round(float(np.median(err)), 2),
