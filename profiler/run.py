@@ -33,7 +33,24 @@ def environment(device: torch.device, dtype: torch.dtype) -> dict:
             driver = None
     return dict(torch=torch.__version__, cuda=torch.version.cuda, driver=driver, gpu=gpu, device=str(device),
                 dtype=str(dtype).replace("torch.", ""), python=sys.version.split()[0], platform=platform.platform(),
-                cpu_threads=torch.get_num_threads())
+                cpu_threads=torch.get_num_threads(), cpu=cpu_name())
+
+
+def cpu_name() -> str | None:
+    """The host CPU's model name and the vector ISA torch's CPU kernels dispatch to (e.g. "AMD EPYC
+    (AVX512)"): CPU timings differ by both, so a results file names them."""
+    name = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), None)
+    except OSError:
+        pass
+    name = name or platform.processor() or None
+    try:
+        isa = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # noqa: BLE001 - older torch
+        isa = None
+    return f"{name or 'unknown'} ({isa})" if isa else name
 
 
 def _is_oom(exc: BaseException) -> bool:

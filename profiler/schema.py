@@ -160,6 +160,7 @@ class Environment(_M):
     python: str
     platform: str
     cpu_threads: int
+    cpu: Optional[str] = None     # host CPU model and torch's CPU ISA (files before 2026-11-28 lack it)
 
 
 class Settings(_M):

@@ -103,11 +103,11 @@ def _held_out(tmp_path, files, capsys) -> dict:
 
 def test_committed_cpu_grid_holds_out_within_targets_and_beats_flops(tmp_path, capsys):
     """The targets of issue #8 item 4 on the grid as profiled on a quiet machine (validate/data/cpu_grid/:
-    ``trsim profile-grid scenarios/grids/cpu_grid.yaml --out-dir validate/data/cpu_grid``, 2026-11-28 09:40 UTC,
+    ``trsim profile-grid scenarios/grids/cpu_grid.yaml --out-dir validate/data/cpu_grid``, 2026-11-28 14:41 UTC,
     this project's 2-core CPU machine): median <= 5% and max <= 10% held out by schedule and by size,
     the FLOPs predictor beaten on both. Deterministic: the fit runs here, the timings are the file's."""
     files = sorted(str(p) for p in COMMITTED.glob("*.json"))
-    assert len(files) == 9
+    assert len(files) == 10
     for scheme, (model, flops) in _held_out(tmp_path, files, capsys).items():
         assert model["median_abs_pct"] <= 5.0, (scheme, model)
         assert model["max_abs_pct"] <= 10.0, (scheme, model)
@@ -117,19 +117,22 @@ def test_committed_cpu_grid_holds_out_within_targets_and_beats_flops(tmp_path, c
 
 @pytest.mark.slow
 def test_cpu_grid_profiled_live_holds_out_and_beats_flops(tmp_path, capsys):
-    """The same grid profiled live in this run. On a quiet machine it meets the targets too (maxima 5-9%
-    over five runs); the suite also runs beside other jobs, where neighbours' cache and memory traffic
-    inflate some cases (a max of 12.9% was seen beside a second test suite, and 15.4% in CI on
-    2026-11-28, with the grid's 8 fixed rounds: the grid now times the cases whose fastest sample is not
-    yet stable for up to 24 rounds). So live, the model must hold the median target and beat the FLOPs
-    predictor on median and max, and its max may not pass 15%; the 10% max is asserted on the committed
-    quiet-machine profile above. A failure prints the worst cases with their measured times."""
+    """The same grid profiled live in this run. On a quiet machine it meets the targets too (by-size maxima
+    4.7-7.8% over two runs on 2026-11-28); the suite also runs beside other jobs and on other CPUs, where
+    neighbours' cache and memory traffic inflate some cases (8.8% by size and 14.2% by schedule beside a
+    numpy loop) and the cases' relative speeds differ. In CI on 2026-11-28 the nine-size grid failed here at
+    17.1% by size: its one size of fewest tokens a micro-batch, held out, was extrapolated; the grid now has
+    that corner at two sizes (scenarios/grids/cpu_grid.yaml). So live, the model must hold the median target
+    and beat the FLOPs predictor on median and max, and its max may not pass 15%; the 10% max is asserted on
+    the committed quiet-machine profile above. A failure prints the CPU and the worst cases."""
     from trsim.cli import main
     out = tmp_path / "grid"
     assert main(["profile-grid", str(GRID), "--out-dir", str(out), "--format", "json"]) == 0
     files = sorted(str(p) for p in out.glob("*.json"))
-    assert len(files) == 9
+    assert len(files) == 10
     docs = [json.loads(Path(f).read_text()) for f in files]
+    assert all(d["environment"]["cpu"] for d in docs)  # the CPU and ISA the timings belong to
+    print("profiled on", docs[0]["environment"]["cpu"], docs[0]["environment"]["platform"])
     assert all(d["settings"]["clock"] == "thread_cpu" and d["settings"]["statistic"] == "min"
                and d["environment"]["cpu_threads"] == 1 for d in docs)
     assert all(c["status"] == "ok" and c["flops_match"] for d in docs for c in d["cases"])
