@@ -64,13 +64,30 @@ class ModelSpec(_Strict):
     mlp: Literal["swiglu", "geglu", "gelu"] = "swiglu"
     vocab_size: Vocab
     tie_word_embeddings: bool = False
+    # Layers that attend within a sliding window of keys (Mistral 7B v0.1, Gemma 2/3, Phi-3, Starcoder2):
+    # recorded, not priced. trsim prices every layer's attention over the whole causal prefix (the plan has
+    # token counts per segment, not the positions a window needs), so where a sequence is longer than the
+    # window a result says its attention is an upper bound (simulate's warnings). Layers: how many of the
+    # model's layers use the window (None: all of them).
+    sliding_window: Optional[Annotated[int, Field(ge=1, le=2**40)]] = None
+    sliding_window_layers: Optional[Annotated[int, Field(ge=0, le=2**12)]] = None
 
     @model_validator(mode="after")
     def _heads_divide(self):
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
                              f"num_key_value_heads ({self.num_key_value_heads})")
+        if self.sliding_window_layers is not None and self.sliding_window_layers > self.num_layers:
+            raise ValueError(f"sliding_window_layers ({self.sliding_window_layers}) must be at most num_layers "
+                             f"({self.num_layers})")
         return self
+
+    @property
+    def windowed_layers(self) -> int:
+        """How many layers attend within ``sliding_window`` (0 without one)."""
+        if self.sliding_window is None:
+            return 0
+        return self.num_layers if self.sliding_window_layers is None else self.sliding_window_layers
 
     @property
     def mlp_matrices(self) -> int:
@@ -90,6 +107,8 @@ class ModelInput(_Strict):
     mlp: Optional[Literal["swiglu", "geglu", "gelu"]] = None
     vocab_size: Optional[Vocab] = None
     tie_word_embeddings: Optional[bool] = None
+    sliding_window: Optional[Annotated[int, Field(ge=1, le=2**40)]] = None
+    sliding_window_layers: Optional[Annotated[int, Field(ge=0, le=2**12)]] = None
 
     @field_validator("preset")
     @classmethod
@@ -137,6 +156,9 @@ def resolve_model(inp: ModelInput, base_dir: Path) -> ModelSpec:
                                 f"({fields['hidden_size']}) is not a multiple of num_attention_heads "
                                 f"({fields['num_attention_heads']})")
         fields["head_dim"] = fields["hidden_size"] // fields["num_attention_heads"]
+    if from_file("sliding_window_layers") and isinstance(fields.get("num_layers"), int):
+        # the file's count of windowed layers, for a model the scenario has made shallower
+        fields["sliding_window_layers"] = min(fields["sliding_window_layers"], fields["num_layers"])
     return validate(ModelSpec, fields, prefix="model")
 
 

@@ -510,9 +510,61 @@ def read_hf_config(path: Path) -> HfModel:
     if tie is not None:
         out.fields["tie_word_embeddings"] = bool(tie)
     out.fields["mlp"] = ("geglu" if gated else "gelu") if "gelu" in act else ("swiglu" if gated else "gelu")
+    out.fields.update(_sliding_window(sub, obj, kind, out.fields.get("num_layers"), prefix, src))
     name = raw.get("_name_or_path") or sub.get("_name_or_path") or top_type or sub_type or "hf_config"
     out.fields["name"] = str(name)[:200]
     return out
+
+
+# Model types whose layers alternate between a sliding window and full attention, when neither the file nor
+# transformers lists the layers' kinds (``layer_types``): Gemma 2 windows every other layer from the first,
+# Gemma 3 all but every ``sliding_window_pattern``-th (6 by default).
+ALTERNATE_WINDOW = ("gemma2",)
+PATTERNED_WINDOW = ("gemma3", "gemma3_text")
+# Model types whose window is off unless ``use_sliding_window`` says so, and then only from layer
+# ``max_window_layers`` on (Qwen 2 and the VLMs built on it publish a window they do not use).
+OPT_IN_WINDOW = ("qwen2", "qwen2_vl", "qwen2_5_vl", "qwen3")
+
+
+def _sliding_window(sub: dict, obj, kind: str | None, num_layers, prefix: str, file: Path) -> dict:
+    """ModelSpec's ``sliding_window`` and ``sliding_window_layers`` for a decoder some of whose layers attend within
+    a window of keys ({} for none): the file's keys first, then transformers' object (which lists each layer's
+    kind in ``layer_types`` for Gemma 2/3, Cohere 2 and Qwen 2), then the model type's rule."""
+    def get(key):
+        if key in sub:
+            return sub[key], True
+        return (getattr(obj, key, None) if obj is not None else None), False
+    window, in_file = get("sliding_window")
+    if window is None:
+        return {}
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        if in_file:
+            raise ScenarioError(str(file), f"{prefix}sliding_window", f"a positive number of tokens or null, got "
+                                f"{describe(window)}")
+        return {}
+    use, _ = get("use_sliding_window")
+    types, _ = get("layer_types")
+    if isinstance(types, list) and types and all(isinstance(t, str) for t in types):
+        count = sum(t == "sliding_attention" for t in types)
+    elif use is False or (use is None and kind in OPT_IN_WINDOW):
+        return {}
+    elif not isinstance(num_layers, int):
+        return {}
+    elif kind in ALTERNATE_WINDOW:
+        count = (num_layers + 1) // 2
+    elif kind in PATTERNED_WINDOW:
+        pattern, _ = get("sliding_window_pattern")
+        pattern = pattern if isinstance(pattern, int) and not isinstance(pattern, bool) and pattern >= 1 else 6
+        count = num_layers - num_layers // pattern
+    elif kind in OPT_IN_WINDOW:
+        first, _ = get("max_window_layers")
+        first = first if isinstance(first, int) and not isinstance(first, bool) and first >= 0 else 0
+        count = max(num_layers - first, 0)
+    else:  # Mistral, Phi-3, Starcoder 2: every layer
+        count = num_layers
+    if isinstance(num_layers, int):
+        count = min(count, num_layers)
+    return {"sliding_window": window, "sliding_window_layers": count} if count else {}
 
 
 def _per_layer_values(sub: dict, prefix: str, file: Path) -> dict:

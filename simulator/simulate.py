@@ -346,6 +346,16 @@ def _f(x) -> float:
     return float(np.asarray(x).reshape(-1)[0])
 
 
+def window_warnings(model, sequence_tokens: dict[str, int]) -> list[str]:
+    """Where a model's sliding-window layers (``ModelSpec.sliding_window``) see a sequence longer than their
+    window: their attention is priced over the whole causal prefix, an upper bound (README "Scenario
+    reference", model)."""
+    n, w = model.windowed_layers, model.sliding_window
+    return [f"{t}: {n} of {model.num_layers} layers attend within a sliding window of {w:,} tokens, shorter than "
+            f"the task's {tokens:,}-token sequence; trsim prices their attention over the whole causal prefix, so "
+            f"attention FLOPs and time are upper bounds" for t, tokens in sequence_tokens.items() if n and tokens > w]
+
+
 def simulate(scn: Scenario) -> SimulationResult:
     """Evaluate every schedule of the scenario (and its sweep, if any) against the baseline."""
     names = list(scn.schedules)
@@ -372,6 +382,7 @@ def simulate(scn: Scenario) -> SimulationResult:
         exact = _f(ev["step_flops"]) / _f(base["step_flops"])
         paper = _f(ev["paper"]) / _f(base["paper"])
         warnings = [f"{t}: {w}" for t, r in tasks.items() for w in r.warnings]
+        warnings += window_warnings(scn.model, {t: plans[t].layout.total for t in tasks})
         peak = _f(ev["peak"])
         if peak > scn.hardware.memory_bytes:
             warnings.append(f"peak memory {peak / 2**30:.1f} GiB exceeds the {scn.hardware.memory_bytes / 2**30:.0f} "

@@ -615,3 +615,64 @@ def test_a_decoder_named_in_the_type_also_gives_the_tie_default(tmp_path, tiny_d
     for model_type, tied in (("llava_mpt", True), ("bunny-phi", False)):
         path.write_text(json.dumps(dict(cfg, model_type=model_type)))
         assert scenario_from_dict(_scenario(tiny_doc, path)).model.tie_word_embeddings is tied, (model_type, backend)
+
+
+@pytest.mark.parametrize("name,window,layers", [
+    ("gemma2-2b", 4096, 13),           # every other layer from the first (transformers' layer_types, or the type's rule)
+    ("paligemma2-3b", 4096, 13),       # the same Gemma 2 under PaliGemma's text_config
+    ("gemma3-27b", 1024, 52),          # five of every six of 62 layers
+    ("idefics2-8b", 4096, 32),         # Mistral 7B v0.1: every layer
+    ("phi-3-vision-128k", 131072, 32),
+    ("llava-v1.6-mistral-7b", None, None),          # Mistral 7B v0.2: sliding_window null
+    ("qwen2.5-vl-3b", None, None),                  # a window published but use_sliding_window false
+    ("llava-next-interleave-qwen-0.5b", None, None),
+    ("qwen2-vl-7b", None, None),
+])
+def test_sliding_window_layers_are_read_from_published_configs(tiny_doc, backend, name, window, layers):
+    scn = scenario_from_dict(_scenario(tiny_doc, DATA / name / "config.json"))
+    assert (scn.model.sliding_window, scn.model.sliding_window_layers) == (window, layers), backend
+    assert scn.model.windowed_layers == (layers or 0)
+
+
+@pytest.mark.parametrize("cfg,window,layers", [
+    (dict(model_type="qwen2", use_sliding_window=True, sliding_window=4096, max_window_layers=20), 4096, 4),
+    (dict(model_type="gemma3_text", sliding_window=512, sliding_window_pattern=4), 512, 18),
+    (dict(model_type="mistral", sliding_window=4096, layer_types=["sliding_attention", "full_attention"] * 12),
+     4096, 12),
+    (dict(model_type="mistral", sliding_window=4096, use_sliding_window=False), None, None),
+])
+def test_sliding_window_rules_of_each_model_type(tmp_path, tiny_doc, backend, cfg, window, layers):
+    doc = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=8, head_dim=64,
+               intermediate_size=4096, vocab_size=32000, **cfg)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(doc))
+    m = scenario_from_dict(_scenario(tiny_doc, path)).model
+    assert (m.sliding_window, m.sliding_window_layers) == (window, layers), backend
+
+
+def test_windowed_layers_of_a_shallower_model_and_bad_counts(tmp_path, tiny_doc, capsys):
+    # the scenario makes Gemma 3 27B four layers deep: at most four of its layers can be windowed
+    m = scenario_from_dict(_scenario(tiny_doc, DATA / "gemma3-27b" / "config.json", num_layers=4)).model
+    assert (m.num_layers, m.sliding_window_layers) == (4, 4)
+    doc = _scenario(tiny_doc, DATA / "gemma2-2b" / "config.json", sliding_window_layers=30)
+    bad = tmp_path / "s.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    assert main(["simulate", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"trsim: error: {bad}: model: expected ") and "sliding_window_layers (30)" in err
+    assert "\n" not in err
+
+
+def test_a_sequence_longer_than_the_window_is_flagged_as_an_upper_bound(tmp_path, tiny_doc, capsys):
+    """The window is not priced (attention over the whole causal prefix): a result whose task is longer than
+    the window says so, in the table and in JSON; one within the window says nothing."""
+    from trsim.simulator import simulate
+    seq = sum(seg["tokens"] for seg in next(iter(tiny_doc["tasks"].values()))["segments"])
+    for window, flagged in ((seq - 1, True), (seq, False)):
+        doc = dict(tiny_doc, model=dict(tiny_doc["model"], sliding_window=window, sliding_window_layers=1))
+        res = simulate(scenario_from_dict(doc))
+        notes = [w for r in res.schedules for w in r.warnings if "sliding window" in w]
+        assert bool(notes) == flagged, (window, notes)
+        if flagged:
+            assert f"1 of {doc['model']['num_layers']} layers attend within a sliding window of {window:,} tokens" \
+                in notes[0] and "upper bound" in notes[0]
