@@ -36,7 +36,7 @@ def environment(device: torch.device, dtype: torch.dtype) -> dict:
                 cpu_threads=torch.get_num_threads(), cpu=cpu_name())
 
 
-def cpu_name() -> str | None:
+def cpu_name() -> str:
     """The host CPU's model name and the vector ISA torch's CPU kernels dispatch to (e.g. "AMD EPYC
     (AVX512)"): CPU timings differ by both, so a results file names them."""
     name = None
@@ -50,7 +50,7 @@ def cpu_name() -> str | None:
         isa = torch.backends.cpu.get_cpu_capability()
     except Exception:  # noqa: BLE001 - older torch
         isa = None
-    return f"{name or 'unknown'} ({isa})" if isa else name
+    return f"{name or 'unknown'} ({isa})" if isa else (name or "unknown")
 
 
 def _is_oom(exc: BaseException) -> bool:

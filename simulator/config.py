@@ -156,9 +156,16 @@ def resolve_model(inp: ModelInput, base_dir: Path) -> ModelSpec:
                                 f"({fields['hidden_size']}) is not a multiple of num_attention_heads "
                                 f"({fields['num_attention_heads']})")
         fields["head_dim"] = fields["hidden_size"] // fields["num_attention_heads"]
-    if from_file("sliding_window_layers") and isinstance(fields.get("num_layers"), int):
-        # the file's count of windowed layers, for a model the scenario has made shallower
-        fields["sliding_window_layers"] = min(fields["sliding_window_layers"], fields["num_layers"])
+    layers, windowed = fields.get("num_layers"), fields.get("sliding_window_layers")
+    if hf is not None and hf.window_rule is not None and from_file("sliding_window_layers") \
+            and isinstance(layers, int) and not from_file("num_layers"):
+        # the scenario changed the depth: the model type's rule counts the windowed layers of this depth
+        fields["sliding_window_layers"] = windowed = hf.window_rule(layers)
+    if windowed is not None and fields.get("sliding_window") is None:
+        raise ScenarioError(None, "model.sliding_window", f"a window in tokens, since sliding_window_layers "
+                            f"({windowed}) is given, got none")
+    if isinstance(windowed, int) and isinstance(layers, int) and windowed > layers:
+        raise ScenarioError(None, "model.sliding_window_layers", f"at most num_layers ({layers}), got {windowed}")
     return validate(ModelSpec, fields, prefix="model")
 
 

@@ -156,6 +156,7 @@ class HfModel:
     missing: dict[str, str] = field(default_factory=dict)   # ModelSpec field -> key path in ``file``
     model_type: str | None = None
     prefix: str = ""                                        # key path of the language model's config in ``file``
+    window_rule: Any = None    # num_layers -> how many of them use the sliding window (None: the model has none)
 
 
 def config_file(path: Path) -> Path:
@@ -418,6 +419,7 @@ def read_hf_config(path: Path) -> HfModel:
 
     from .config import ModelSpec
     sub = _per_layer_values(sub, prefix, src)
+    _check_window_value(sub, prefix, src)
     for name, keys in KEYS.items():  # the file's own values are checked before any library sees them
         k = next((k for k in keys if sub.get(k) is not None), None)
         if k is not None:
@@ -510,61 +512,78 @@ def read_hf_config(path: Path) -> HfModel:
     if tie is not None:
         out.fields["tie_word_embeddings"] = bool(tie)
     out.fields["mlp"] = ("geglu" if gated else "gelu") if "gelu" in act else ("swiglu" if gated else "gelu")
-    out.fields.update(_sliding_window(sub, obj, kind, out.fields.get("num_layers"), prefix, src))
+    window, out.window_rule = _sliding_window(sub, obj, kind, out.fields.get("num_layers"), prefix, src)
+    out.fields.update(window)
     name = raw.get("_name_or_path") or sub.get("_name_or_path") or top_type or sub_type or "hf_config"
     out.fields["name"] = str(name)[:200]
     return out
 
 
-# Model types whose layers alternate between a sliding window and full attention, when neither the file nor
-# transformers lists the layers' kinds (``layer_types``): Gemma 2 windows every other layer from the first,
-# Gemma 3 all but every ``sliding_window_pattern``-th (6 by default).
-ALTERNATE_WINDOW = ("gemma2",)
-PATTERNED_WINDOW = ("gemma3", "gemma3_text")
-# Model types whose window is off unless ``use_sliding_window`` says so, and then only from layer
-# ``max_window_layers`` on (Qwen 2 and the VLMs built on it publish a window they do not use).
-OPT_IN_WINDOW = ("qwen2", "qwen2_vl", "qwen2_5_vl", "qwen3")
+# Which layers of a model type attend within its ``sliding_window`` when the file and transformers list no
+# ``layer_types`` (transformers' configuration classes, read 2026-11-28, decide the same):
+# every layer, whatever the file's layer_types or use_sliding_window say (transformers' Mistral ignores both)
+EVERY_LAYER_WINDOW = ("mistral", "mixtral", "phi3", "phimoe", "starcoder2")
+# all but every n-th layer, n = ``sliding_window_pattern`` (Gemma 2: every other layer from the first)
+PATTERNED_WINDOW = {"gemma2": 2, "gemma3": 6, "gemma3_text": 6, "cohere2": 4}
+# none unless ``use_sliding_window: true``, then the layers from ``max_window_layers`` on (Qwen 2 and the VLMs
+# built on it publish a window they do not use); the default max_window_layers
+OPT_IN_WINDOW = {"qwen2": 28, "qwen3": 28, "qwen2_vl": 80, "qwen2_vl_text": 80, "qwen2_5_vl": 80,
+                 "qwen2_5_vl_text": 80}
+# Any other model type ignores a sliding_window key (LLaMA's configuration keeps unknown keys, its layers
+# attend fully) unless the file lists its layers' kinds.
 
 
-def _sliding_window(sub: dict, obj, kind: str | None, num_layers, prefix: str, file: Path) -> dict:
-    """ModelSpec's ``sliding_window`` and ``sliding_window_layers`` for a decoder some of whose layers attend within
-    a window of keys ({} for none): the file's keys first, then transformers' object (which lists each layer's
-    kind in ``layer_types`` for Gemma 2/3, Cohere 2 and Qwen 2), then the model type's rule."""
+def _check_window_value(sub: dict, prefix: str, file: Path) -> None:
+    """A file's sliding_window is a number of tokens (0 or null: none), read strictly, before any library."""
+    w = sub.get("sliding_window")
+    if w is not None and (isinstance(w, bool) or not isinstance(w, int) or not 0 <= w <= 2**40):
+        raise ScenarioError(str(file), f"{prefix}sliding_window", f"a number of tokens (0 or null: no window), "
+                            f"got {describe(w)}")
+
+
+def _sliding_window(sub: dict, obj, kind: str | None, num_layers, prefix: str, file: Path):
+    """(ModelSpec's ``sliding_window`` and ``sliding_window_layers``, or {} for none; the rule giving the count
+    for a model of another depth, or None) for a decoder some of whose layers attend within a window of keys:
+    the file's keys first, then transformers' object (which lists each layer's kind in ``layer_types`` for
+    Gemma 2/3, Cohere 2 and Qwen 2/3), then the model type's rule."""
     def get(key):
         if key in sub:
-            return sub[key], True
-        return (getattr(obj, key, None) if obj is not None else None), False
-    window, in_file = get("sliding_window")
-    if window is None:
-        return {}
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        if in_file:
-            raise ScenarioError(str(file), f"{prefix}sliding_window", f"a positive number of tokens or null, got "
-                                f"{describe(window)}")
-        return {}
-    use, _ = get("use_sliding_window")
-    types, _ = get("layer_types")
-    if isinstance(types, list) and types and all(isinstance(t, str) for t in types):
-        count = sum(t == "sliding_attention" for t in types)
-    elif use is False or (use is None and kind in OPT_IN_WINDOW):
-        return {}
-    elif not isinstance(num_layers, int):
-        return {}
-    elif kind in ALTERNATE_WINDOW:
-        count = (num_layers + 1) // 2
-    elif kind in PATTERNED_WINDOW:
-        pattern, _ = get("sliding_window_pattern")
-        pattern = pattern if isinstance(pattern, int) and not isinstance(pattern, bool) and pattern >= 1 else 6
-        count = num_layers - num_layers // pattern
+            return sub[key]
+        return getattr(obj, key, None) if obj is not None else None
+    window = get("sliding_window")
+    if not isinstance(window, int) or isinstance(window, bool) or window < 1 or not isinstance(num_layers, int):
+        return {}, None
+    known = (*EVERY_LAYER_WINDOW, *PATTERNED_WINDOW, *OPT_IN_WINDOW)
+    if kind not in known and kind:  # a remote-code variant named <decoder>_<suffix>: Phi-3-vision's phi3_v
+        kind = next((kind[:i] for i, ch in enumerate(kind) if ch in "-_" and kind[:i] in known), kind)
+    types = get("layer_types")
+    if kind in EVERY_LAYER_WINDOW:
+        def rule(n):
+            return n
+    elif isinstance(types, list) and types and all(isinstance(t, str) for t in types):
+        flags = [t == "sliding_attention" for t in types]
+
+        def rule(n):  # a shallower model keeps the first layers' kinds; a deeper one repeats the list
+            return sum(flags[i % len(flags)] for i in range(n))
     elif kind in OPT_IN_WINDOW:
-        first, _ = get("max_window_layers")
-        first = first if isinstance(first, int) and not isinstance(first, bool) and first >= 0 else 0
-        count = max(num_layers - first, 0)
-    else:  # Mistral, Phi-3, Starcoder 2: every layer
-        count = num_layers
-    if isinstance(num_layers, int):
-        count = min(count, num_layers)
-    return {"sliding_window": window, "sliding_window_layers": count} if count else {}
+        first = get("max_window_layers")
+        first = first if isinstance(first, int) and not isinstance(first, bool) and first >= 0 else OPT_IN_WINDOW[kind]
+        if get("use_sliding_window") is not True:
+            return {}, None
+
+        def rule(n):
+            return max(n - first, 0)
+    elif kind in PATTERNED_WINDOW:
+        pattern = get("sliding_window_pattern")
+        pattern = pattern if isinstance(pattern, int) and not isinstance(pattern, bool) and pattern >= 1 \
+            else PATTERNED_WINDOW[kind]
+
+        def rule(n):
+            return n - n // pattern
+    else:
+        return {}, None
+    count = rule(num_layers)
+    return ({"sliding_window": window, "sliding_window_layers": count} if count else {}), rule
 
 
 def _per_layer_values(sub: dict, prefix: str, file: Path) -> dict:

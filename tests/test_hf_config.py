@@ -637,9 +637,17 @@ def test_sliding_window_layers_are_read_from_published_configs(tiny_doc, backend
 @pytest.mark.parametrize("cfg,window,layers", [
     (dict(model_type="qwen2", use_sliding_window=True, sliding_window=4096, max_window_layers=20), 4096, 4),
     (dict(model_type="gemma3_text", sliding_window=512, sliding_window_pattern=4), 512, 18),
+    (dict(model_type="qwen2", use_sliding_window=True, sliding_window=4096), None, None),  # from layer 28 on: none of 24
+    (dict(model_type="cohere2", sliding_window=4096), 4096, 18),                           # three of every four
+    # transformers' Mistral windows every layer, whatever layer_types or use_sliding_window say; Ministral reads
+    # layer_types
     (dict(model_type="mistral", sliding_window=4096, layer_types=["sliding_attention", "full_attention"] * 12),
+     4096, 24),
+    (dict(model_type="mistral", sliding_window=4096, use_sliding_window=False), 4096, 24),
+    (dict(model_type="ministral", sliding_window=4096, layer_types=["sliding_attention", "full_attention"] * 12),
      4096, 12),
-    (dict(model_type="mistral", sliding_window=4096, use_sliding_window=False), None, None),
+    (dict(model_type="llama", sliding_window=4096), None, None),      # LLaMA keeps the key and ignores it
+    (dict(model_type="mistral", sliding_window=0), None, None),       # 0, as Qwen2-MoE writes it: no window
 ])
 def test_sliding_window_rules_of_each_model_type(tmp_path, tiny_doc, backend, cfg, window, layers):
     doc = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=8, head_dim=64,
@@ -650,17 +658,47 @@ def test_sliding_window_rules_of_each_model_type(tmp_path, tiny_doc, backend, cf
     assert (m.sliding_window, m.sliding_window_layers) == (window, layers), backend
 
 
-def test_windowed_layers_of_a_shallower_model_and_bad_counts(tmp_path, tiny_doc, capsys):
-    # the scenario makes Gemma 3 27B four layers deep: at most four of its layers can be windowed
-    m = scenario_from_dict(_scenario(tiny_doc, DATA / "gemma3-27b" / "config.json", num_layers=4)).model
-    assert (m.num_layers, m.sliding_window_layers) == (4, 4)
-    doc = _scenario(tiny_doc, DATA / "gemma2-2b" / "config.json", sliding_window_layers=30)
+@pytest.mark.parametrize("name,layers,windowed", [("gemma3-27b", 4, 4), ("gemma3-27b", 12, 10), ("gemma2-2b", 4, 2),
+                                                   ("gemma2-2b", 30, 15), ("idefics2-8b", 8, 8)])
+def test_windowed_layers_of_a_model_the_scenario_resizes(tiny_doc, backend, name, layers, windowed):
+    """A scenario that changes the depth gets the model type's count for that depth, not the file's."""
+    m = scenario_from_dict(_scenario(tiny_doc, DATA / name / "config.json", num_layers=layers)).model
+    assert (m.num_layers, m.sliding_window_layers) == (layers, windowed), backend
+
+
+@pytest.mark.parametrize("model,field,needle", [
+    (dict(sliding_window_layers=30), "model.sliding_window_layers", "at most num_layers (26), got 30"),
+    (dict(sliding_window=0), "model.sliding_window", ">= 1"),
+])
+def test_bad_window_settings_in_a_scenario_are_refused_in_one_line(tmp_path, tiny_doc, capsys, model, field, needle):
     bad = tmp_path / "s.yaml"
-    bad.write_text(yaml.safe_dump(doc))
+    bad.write_text(yaml.safe_dump(_scenario(tiny_doc, DATA / "gemma2-2b" / "config.json", **model)))
     assert main(["simulate", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"trsim: error: {bad}: model: expected ") and "sliding_window_layers (30)" in err
-    assert "\n" not in err
+    assert err.startswith(f"trsim: error: {bad}: {field}: expected ") and needle in err and "\n" not in err, err
+
+
+def test_window_layers_without_a_window_are_refused(tmp_path, tiny_doc, capsys):
+    bad = tmp_path / "s.yaml"
+    tiny_doc["model"]["sliding_window_layers"] = 2
+    bad.write_text(yaml.safe_dump(tiny_doc))
+    assert main(["simulate", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"trsim: error: {bad}: model.sliding_window: expected a window in tokens") and "\n" not in err
+
+
+@pytest.mark.parametrize("value,shown", [("4096", "'4096'"), (True, "true"), (4096.0, "4096.0"), (-1, "-1")])
+def test_a_bad_window_in_a_config_names_the_key(tmp_path, tiny_doc, backend, capsys, value, shown):
+    cfg = json.loads((DATA / "idefics2-8b" / "config.json").read_text())
+    cfg["text_config"]["sliding_window"] = value
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    bad = tmp_path / "s.yaml"
+    bad.write_text(yaml.safe_dump(_scenario(tiny_doc, path)))
+    assert main(["simulate", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"trsim: error: {path}: text_config.sliding_window: expected a number of tokens") \
+        and f"got {shown}" in err and "\n" not in err, err
 
 
 def test_a_sequence_longer_than_the_window_is_flagged_as_an_upper_bound(tmp_path, tiny_doc, capsys):

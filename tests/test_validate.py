@@ -131,6 +131,25 @@ def test_k_fold_split_of_runs_does_not_move_when_a_preset_constant_does(monkeypa
     assert any({3, len(runs1)} <= set(f) for f in fs)
 
 
+def test_k_fold_splits_of_the_published_runs_are_pinned():
+    """README's held-out figures come from these 5-fold splits. A change that moves them (a new scenario or
+    model field that enters the runs' digests, say: adding ModelSpec.sliding_window, None everywhere, once
+    re-dealt every source but one) must be deliberate: re-run the suite, update README's tables and this
+    digest together. Korthikanti's split is spelled out, the others by the digest of every split."""
+    import hashlib
+    from trsim.validate.runs import load_runs
+    from trsim.validate.suite import PUBLISHED
+    split = {}
+    for path in sorted(PUBLISHED.glob("*.yaml")):
+        runs, _, _ = load_runs(path, allow_unsupported=True)
+        split[path.name] = [sorted(runs[i].name for i in f) for f in folds(runs, ("k", 5))]
+    assert split["korthikanti_a100.yaml"] == [
+        ["gpt3-175B-selective-sp", "megatron-1T-selective-sp"], ["megatron-1T-full", "megatron-22B-full"],
+        ["gpt3-175B-full", "megatron-22B-selective-sp"], ["turing-530B-full"], ["turing-530B-selective-sp"]]
+    digest = hashlib.sha256(json.dumps(split, sort_keys=True).encode()).hexdigest()
+    assert digest == "3de744fc3bf54158925e04b194dbb970be307ce7f6cdcf19e8d8c80bfe519908"
+
+
 class _Fixed:
     def __init__(self, hw0):
         self.values, self.fixed, self.hardware = {}, {}, hw0

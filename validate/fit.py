@@ -141,7 +141,7 @@ class Case:
     def signature(self) -> str:
         """Identical plans (same model, micro-batch, compiled rows) have the same signature, whatever
         schedule produced them: cross-validation keeps them in one fold."""
-        doc = {"model": self.model.model_dump(), "micro_batch": self.micro_batch, "plan": self.plan.to_dict(),
+        doc = {"model": self.model.model_dump(exclude_none=True), "micro_batch": self.micro_batch, "plan": self.plan.to_dict(),
                "settings": {k: self.settings[k] for k in ("activation_bytes", "attention", "lm_head")}}
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

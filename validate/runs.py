@@ -76,7 +76,7 @@ class Run:
 
     def _digest(self, hardware: dict) -> str:
         s = self.scenario
-        doc = {"model": s.model.model_dump(), "hardware": hardware, "gpus": s.num_gpus,
+        doc = {"model": s.model.model_dump(exclude_none=True), "hardware": hardware, "gpus": s.num_gpus,
                "training": s.training.model_dump(), "conventions": s.conventions.model_dump(),
                "tasks": {k: v.model_dump() for k, v in s.tasks.items()},
                "plans": {k: p.to_dict() for k, p in self._plans.items()}}
