@@ -72,14 +72,26 @@ class ModelSpec(_Strict):
     sliding_window: Optional[Annotated[int, Field(ge=1, le=2**40)]] = None
     sliding_window_layers: Optional[Annotated[int, Field(ge=0, le=2**12)]] = None
 
+    @field_validator("sliding_window_layers")
+    @classmethod
+    def _window_layers_fit(cls, v, info):
+        """Named by the field wherever a ModelSpec is read whole (a results file's model), as a scenario's are."""
+        if v is None:
+            return v
+        layers = info.data.get("num_layers")
+        if isinstance(layers, int) and v > layers:
+            raise ValueError(f"at most num_layers ({layers}), got {v}")
+        if "sliding_window" not in info.data:
+            return v   # a bad window: its own error names it
+        if info.data["sliding_window"] is None:
+            raise ValueError(f"a count only beside sliding_window (the window in tokens, here none), got {v}")
+        return v
+
     @model_validator(mode="after")
     def _heads_divide(self):
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
                              f"num_key_value_heads ({self.num_key_value_heads})")
-        if self.sliding_window_layers is not None and self.sliding_window_layers > self.num_layers:
-            raise ValueError(f"sliding_window_layers ({self.sliding_window_layers}) must be at most num_layers "
-                             f"({self.num_layers})")
         return self
 
     @property

@@ -418,12 +418,17 @@ def read_hf_config(path: Path) -> HfModel:
                 raise ScenarioError(str(file), "architectures", f"{refusal}, got {arch!r}")
 
     from .config import ModelSpec
+    top = sub is raw   # (the language model is the file's top level: transformers reads its text config from it)
     sub = _per_layer_values(sub, prefix, src)
-    _check_window_value(sub, prefix, src)
+    if top:
+        raw = sub
     for name, keys in KEYS.items():  # the file's own values are checked before any library sees them
         k = next((k for k in keys if sub.get(k) is not None), None)
         if k is not None:
             _checked(ModelSpec, name, sub[k], str(src), f"{prefix}{k}")
+    _check_window_value(sub, prefix, src, types=types)   # (after the depth, which layer_types is counted against)
+    if not top and src == file:      # a VLM's own window keys go to its configuration class too
+        _check_window_value(raw, "", file, depth=False, types=(top_type,) if top_type else ())
     mapping = _transformers_mapping()
     obj = None
     if mapping is not None:
@@ -525,20 +530,74 @@ def read_hf_config(path: Path) -> HfModel:
 EVERY_LAYER_WINDOW = ("mistral", "mixtral", "phi3", "phimoe", "starcoder2")
 # all but every n-th layer, n = ``sliding_window_pattern`` (Gemma 2: every other layer from the first)
 PATTERNED_WINDOW = {"gemma2": 2, "gemma3": 6, "gemma3_text": 6, "cohere2": 4}
+# ... of which these ignore a sliding_window_pattern key (transformers' Gemma 2 alternates whatever it says)
+FIXED_PATTERN = ("gemma2",)
 # none unless ``use_sliding_window: true``, then the layers from ``max_window_layers`` on (Qwen 2 and the VLMs
-# built on it publish a window they do not use); the default max_window_layers
+# built on it publish a window they do not use); the default max_window_layers. Without use_sliding_window
+# transformers drops the window, so even layers that layer_types calls sliding attend fully.
 OPT_IN_WINDOW = {"qwen2": 28, "qwen3": 28, "qwen2_vl": 80, "qwen2_vl_text": 80, "qwen2_5_vl": 80,
                  "qwen2_5_vl_text": 80}
+# The window of the model types whose configuration class has one by default (transformers 5.24), for a file that
+# leaves the key out and no transformers to fill it in (an explicit null is no window, as there)
+DEFAULT_WINDOW = {t: 4096 for t in ("mistral", "gemma2", "gemma3", "gemma3_text", "cohere2", "qwen2", "qwen3",
+                                    "qwen2_vl", "qwen2_vl_text", "qwen2_5_vl", "qwen2_5_vl_text")}
 # Any other model type ignores a sliding_window key (LLaMA's configuration keeps unknown keys, its layers
 # attend fully) unless the file lists its layers' kinds.
 
 
-def _check_window_value(sub: dict, prefix: str, file: Path) -> None:
-    """A file's sliding_window is a number of tokens (0 or null: none), read strictly, before any library."""
+# The layer kinds a layer_types list may name (transformers 5.24's ALLOWED_LAYER_TYPES; the kinds that are not
+# self-attention are refused by _check_decoder before these are read); only "sliding_attention" uses the window.
+LAYER_KINDS = ("full_attention", "sliding_attention", "chunked_attention", "window_attention", "indexed_attention",
+               "compressed_sparse_attention", "heavily_compressed_attention", "minimax_m3_sparse", "conv", "moe",
+               "hybrid", "hybrid_sliding", "reference_sliding_attention", "linear_attention", "sparse", "dense")
+MAX_WINDOW_LAYER = 2**12   # max_window_layers and sliding_window_pattern: layer counts, bounded as num_layers is
+
+
+def _check_window_value(sub: dict, prefix: str, file: Path, depth: bool = True, types: tuple = ()) -> None:
+    """The keys that decide a file's sliding window, read strictly, before any library (transformers refuses some
+    of these naming no key, and ignores others; _sliding_window would take a bad one for its type's default):
+    sliding_window a number of tokens (0 or null: none), use_sliding_window true or false, max_window_layers and
+    sliding_window_pattern layer counts (not null where ``types``, the model types that apply, read them),
+    layer_types one known kind a layer (one for each of the file's layers, unless ``depth`` is false: a VLM's outer
+    level, whose layer count may be its vision tower's)."""
     w = sub.get("sliding_window")
     if w is not None and (isinstance(w, bool) or not isinstance(w, int) or not 0 <= w <= 2**40):
         raise ScenarioError(str(file), f"{prefix}sliding_window", f"a number of tokens (0 or null: no window), "
                             f"got {describe(w)}")
+    use = sub.get("use_sliding_window")
+    if use is not None and not isinstance(use, bool):
+        raise ScenarioError(str(file), f"{prefix}use_sliding_window", f"true or false, got {describe(use)}")
+    for key, lo, what in (("max_window_layers", 0, "the number of layers before the first windowed one"),
+                          ("sliding_window_pattern", 1, "the period of the layers' kinds (every n-th layer attends "
+                                                        "fully)")):
+        v = sub.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= MAX_WINDOW_LAYER):
+            raise ScenarioError(str(file), f"{prefix}{key}", f"{what}, from {lo} to {MAX_WINDOW_LAYER}, got "
+                                f"{describe(v)}")
+    # null where the model type reads the value (transformers computes the layers' kinds with it, and fails, or
+    # refuses a null outright: Qwen 2/3's max_window_layers is an int)
+    opt_in = next((t for t in types if t in OPT_IN_WINDOW), None)
+    if "max_window_layers" in sub and sub["max_window_layers"] is None and (use is True or opt_in):
+        why = "use_sliding_window is true" if use is True else f"model type {opt_in!r} reads it"
+        raise ScenarioError(str(file), f"{prefix}max_window_layers", f"the number of layers before the first "
+                            f"windowed one ({why}; leave it out for its default), got null")
+    patterned = next((t for t in types if t in PATTERNED_WINDOW and t not in FIXED_PATTERN), None)
+    if "sliding_window_pattern" in sub and sub["sliding_window_pattern"] is None and patterned:
+        raise ScenarioError(str(file), f"{prefix}sliding_window_pattern", f"the period of the layers' kinds "
+                            f"(model type {patterned!r} reads it; leave it out for its default), got null")
+    kinds = sub.get("layer_types")
+    if kinds is None:
+        return
+    if not isinstance(kinds, list):
+        raise ScenarioError(str(file), f"{prefix}layer_types", f"a list of layer kinds, got {describe(kinds)}")
+    bad = next((i for i, k in enumerate(kinds) if not isinstance(k, str) or k not in LAYER_KINDS), None)
+    if bad is not None:
+        raise ScenarioError(str(file), f"{prefix}layer_types", f"one layer kind a layer (such as 'full_attention' "
+                            f"or 'sliding_attention'), got {describe(kinds[bad], 60)} for layer {bad}")
+    layers = next((sub[k] for k in KEYS["num_layers"] if sub.get(k) is not None), None) if depth else None
+    if isinstance(layers, int) and len(kinds) != layers:
+        raise ScenarioError(str(file), f"{prefix}layer_types", f"one kind for each of the {layers} layers, got "
+                            f"{len(kinds)} kind{'s' if len(kinds) != 1 else ''}")
 
 
 def _sliding_window(sub: dict, obj, kind: str | None, num_layers, prefix: str, file: Path):
@@ -550,13 +609,21 @@ def _sliding_window(sub: dict, obj, kind: str | None, num_layers, prefix: str, f
         if key in sub:
             return sub[key]
         return getattr(obj, key, None) if obj is not None else None
-    window = get("sliding_window")
-    if not isinstance(window, int) or isinstance(window, bool) or window < 1 or not isinstance(num_layers, int):
-        return {}, None
+    mine = sub.get("layer_types")
+    if isinstance(mine, list) and isinstance(num_layers, int) and len(mine) != num_layers:  # the depth a default's
+        raise ScenarioError(str(file), f"{prefix}layer_types", f"one kind for each of the {num_layers} layers, got "
+                            f"{len(mine)} kind{'s' if len(mine) != 1 else ''}")
     known = (*EVERY_LAYER_WINDOW, *PATTERNED_WINDOW, *OPT_IN_WINDOW)
     if kind not in known and kind:  # a remote-code variant named <decoder>_<suffix>: Phi-3-vision's phi3_v
         kind = next((kind[:i] for i, ch in enumerate(kind) if ch in "-_" and kind[:i] in known), kind)
+    window = get("sliding_window")
+    if window is None and "sliding_window" not in sub and obj is None:
+        window = DEFAULT_WINDOW.get(kind)
+    if not isinstance(window, int) or isinstance(window, bool) or window < 1 or not isinstance(num_layers, int):
+        return {}, None
     types = get("layer_types")
+    if kind in OPT_IN_WINDOW and get("use_sliding_window") is not True:
+        return {}, None
     if kind in EVERY_LAYER_WINDOW:
         def rule(n):
             return n
@@ -568,13 +635,11 @@ def _sliding_window(sub: dict, obj, kind: str | None, num_layers, prefix: str, f
     elif kind in OPT_IN_WINDOW:
         first = get("max_window_layers")
         first = first if isinstance(first, int) and not isinstance(first, bool) and first >= 0 else OPT_IN_WINDOW[kind]
-        if get("use_sliding_window") is not True:
-            return {}, None
 
         def rule(n):
             return max(n - first, 0)
     elif kind in PATTERNED_WINDOW:
-        pattern = get("sliding_window_pattern")
+        pattern = None if kind in FIXED_PATTERN else get("sliding_window_pattern")
         pattern = pattern if isinstance(pattern, int) and not isinstance(pattern, bool) and pattern >= 1 \
             else PATTERNED_WINDOW[kind]
 
@@ -648,6 +713,9 @@ def _construct(mapping, raw, top_type, sub, sub_type, prefix, src):
         nested = any(isinstance(v, dict) and k.endswith("_config") for k, v in built.items())
         where = prefix if built is sub else ""
         field = f"{where}{m.group(1)}" if m and m.group(1) in built and not nested else (prefix.rstrip(".") or "<file>")
+        if not m and "validate_layer_type" in text:  # its validator names no field: the level that lists kinds
+            mine = next((p for p, d in ((prefix, sub), ("", raw)) if isinstance(d.get("layer_types"), list)), None)
+            field = f"{mine}layer_types" if mine is not None else field
         raise ScenarioError(str(src), field, f"a config transformers can read, got {type(exc).__name__}: {text[:200]}")
     return None
 

@@ -3,12 +3,15 @@
 
 A case starts from a shipped scenario, applies random structural mutations to the parsed document
 (deletions, retyped values, extreme numbers, unknown and duplicated keys, deep nesting, hardware fields
-set over the preset in and out of their ranges), writes it as YAML, JSON or TOML, optionally damages the
-text (truncation, byte flips, duplicated lines), and runs ``trsim simulate`` in-process with random output
-options. The contract checked: exit code 0 or 2 (or validate's 1 for a FLOPs mismatch, its report still
-strict), never an exception; on exit 2 exactly one line ``trsim: error: ...``; on exit 0 every number
-printed is finite and ``--format json`` is strict JSON, with physical MFUs and positive step times;
-nothing hangs (a per-run alarm).
+set over the preset in and out of their ranges, the model's sliding-window fields), writes it as YAML, JSON or
+TOML, optionally damages the text (truncation, byte flips, duplicated lines), and runs ``trsim simulate``
+in-process with random output options. The contract checked: exit code 0 or 2 (or validate's 1 for a FLOPs
+mismatch, its report still strict), never an exception; on exit 2 exactly one line ``trsim: error: ...`` (a
+config.json's window key that transformers refused named as the field); on exit 0 every number printed is finite
+and ``--format json`` is strict JSON, with physical MFUs and positive step times; nothing hangs (a per-run alarm).
+Side files are mutated the same way: a calibration, a config.json (its window keys among them: sliding_window,
+layer_types, use_sliding_window, max_window_layers, sliding_window_pattern) and, with ``--results``, a profiler
+results file (its environment.cpu and model window among them).
 """
 from __future__ import annotations
 
@@ -115,6 +118,33 @@ HOSTILE = [-1, -0.5, 0, -0.0, -TINY, -HUGE, float("nan"), float("inf"), float("-
            True, False, None, 2**63, 10**30, 10**400, -(10**400), [], {"a": 1}, [1, 2], [[0, 1]], [[10**400, 1]],
            [float("nan"), 1, 1]]
 
+# Sliding-window fields of a scenario's model block (ModelSpec.sliding_window, .sliding_window_layers), each in its
+# range (a window of one token up to the bound 2**40; none to all layers) and out of it: past the bound, integers
+# past any float (10**400), zero and negatives, floats (integral or not), bools, strings, non-finite values. A count
+# is also set relative to the model's depth (all layers, one more) and the depth changed under it.
+WINDOW = {"sliding_window": [1, 16, 64, 4096, 2**40, 2**40 + 1, 2**63, 10**400, -(10**400), 0, -1, 4096.0, 1.5,
+                             True, False, "4096", "", None, float("nan"), float("inf"), [4096], {"a": 1}],
+          "sliding_window_layers": [0, 1, 2, 3, 4, 28, 32, 2**12, 2**12 + 1, 10**400, -(10**400), -1, 2.0, 0.5,
+                                    True, False, "2", None, float("nan"), [2], {"a": 1}]}
+# The keys a config.json gives the window in (simulator/hf_config.py _sliding_window): its width, the layers' kinds,
+# Qwen 2's opt-in switch and first windowed layer, and Gemma's pattern; each with the file's own kind of value and
+# hostile ones. layer_types also takes generated lists (_layer_types): every length around the depth, mixed kinds,
+# unknown kinds, very long.
+HF_WINDOW = {"sliding_window": WINDOW["sliding_window"] + [2**40 - 1, 2**31, 32768, 131072],
+             "layer_types": ["sliding_attention", "full_attention", "", 3, 0.5, True, None, {"a": 1}, [],
+                             ["sliding_attention"], [None], [["sliding_attention"]], ["sliding_attention", 1, None],
+                             ["chunked_attention", "sliding_attention"], ["Sliding_Attention"], ["mamba"],
+                             ["linear_attention", "sliding_attention"], [{"type": "sliding_attention"}]],
+             "use_sliding_window": [True, False, None, "true", "false", 1, 0, 2, 0.5, [], {}, [True]],
+             "max_window_layers": [0, 1, 4, 21, 28, 70, 2**12, 2**63, 10**400, -1, -(10**400), 2.5, 28.0, True,
+                                   False, "28", None, float("nan"), [28], {"a": 1}],
+             "sliding_window_pattern": [0, 1, 2, 4, 6, 2**63, 10**400, -1, -(10**400), 1.5, 6.0, True, False, "6",
+                                        None, float("inf"), [6], {"a": 1}]}
+# Model types whose rule decides which layers use the window (every layer, a pattern, opt-in), a remote-code variant
+# named after one, and a type that ignores the window.
+WINDOW_TYPES = ["mistral", "starcoder2", "phi3", "phi3_v", "gemma2", "gemma3_text", "cohere2", "qwen2", "qwen3",
+                "qwen2_vl", "qwen2_5_vl_text", "llama", "qwen2_foo", "mistral-x"]
+
 
 def _set_option(doc, rng) -> None:
     path, values = rng.choice(OPTIONS)
@@ -139,6 +169,86 @@ def _set_hardware(doc, rng) -> None:
     for _ in range(rng.choice([1, 1, 2, 3])):
         key, values = rng.choice(list(HARDWARE.items()))
         hw[key] = copy.deepcopy(rng.choice(values if rng.random() < 0.5 else HOSTILE))
+
+
+def _model_layers(model) -> int:
+    """The depth a model block gives or its preset's (4 without either: tiny_cpu's)."""
+    n = model.get("num_layers")
+    if isinstance(n, int) and not isinstance(n, bool):
+        return n
+    from trsim.simulator.presets import MODEL_PRESETS
+    preset = MODEL_PRESETS.get(model.get("preset")) if isinstance(model.get("preset"), str) else None
+    return preset["num_layers"] if preset else 4
+
+
+def _set_window(doc, rng) -> None:
+    """The model block's sliding-window fields: a valid pair (most run, so the window's warning is reached), a count
+    at or past the depth, one field without the other, hostile values, and the depth changed under a count."""
+    if not isinstance(doc.get("model"), dict):
+        doc["model"] = {}
+    m = doc["model"]
+    n = _model_layers(m)
+    r = rng.random()
+    if r < 0.3:
+        m["sliding_window"] = rng.choice([1, 16, 64, 4096, 2**40])
+        if rng.random() < 0.7:
+            m["sliding_window_layers"] = rng.randint(0, n)
+    elif r < 0.5:
+        if rng.random() < 0.7:
+            m["sliding_window"] = rng.choice([1, 4096])
+        m["sliding_window_layers"] = rng.choice([n, n + 1, 2 * n, 2**12, 2**12 + 1])
+    else:
+        for key in rng.sample(list(WINDOW), rng.choice([1, 2])):
+            m[key] = copy.deepcopy(rng.choice(WINDOW[key] if rng.random() < 0.6 else HOSTILE))
+    if rng.random() < 0.2:
+        m["num_layers"] = rng.choice([1, 2, n - 1, n + 1, 2**12])
+
+
+def _layer_types(rng, n: int):
+    """A generated layer_types list: every length around the depth ``n``, patterned or random kinds, sometimes
+    one entry of another type, sometimes very long."""
+    length = rng.choice([0, 1, max(n - 1, 0), n, n, n + 1, 2 * n, 10**5])
+    kinds = ["sliding_attention", "full_attention"]
+    if rng.random() < 0.5:
+        every = rng.choice([2, 4, 6])
+        out = [kinds[(i + 1) % every == 0] for i in range(length)]
+    else:
+        out = [rng.choice(kinds) for _ in range(length)]
+    if out and rng.random() < 0.3:
+        out[rng.randrange(len(out))] = copy.deepcopy(rng.choice(["chunked_attention", "", None, 1, 10**400, True,
+                                                                 ["sliding_attention"], {"a": 1}, "mamba"]))
+    return out
+
+
+def _language_config(cfg: dict) -> dict:
+    """The mapping in a config.json that holds its language model (as hf_config._sub_config finds it)."""
+    from trsim.simulator.hf_config import CONTAINERS, NESTED
+    node = cfg
+    for key in CONTAINERS:
+        if isinstance(node.get(key), dict):
+            node = node[key]
+    sub = next((node[k] for k in NESTED if isinstance(node.get(k), dict)), node)
+    return sub
+
+
+def _set_hf_window(cfg: dict, rng) -> None:
+    """One to four of a config.json's window keys, valid or hostile, sometimes under another model type, and at
+    times on the file's outer level instead of its language model's."""
+    sub = _language_config(cfg) if rng.random() < 0.85 else cfg
+    n = next((sub[k] for k in ("num_hidden_layers", "n_layer", "num_layers") if isinstance(sub.get(k), int)), 32)
+    if rng.random() < 0.25:
+        sub["model_type"] = rng.choice(WINDOW_TYPES)
+    for key in rng.sample(list(HF_WINDOW), rng.choice([1, 2, 3, 4])):
+        if key == "layer_types" and rng.random() < 0.5:
+            sub[key] = _layer_types(rng, n if isinstance(n, int) and 0 <= n <= 4096 else 32)
+        elif key == "max_window_layers" and rng.random() < 0.3 and isinstance(n, int):
+            sub[key] = rng.choice([n - 1, n, n + 1])
+        else:
+            sub[key] = copy.deepcopy(rng.choice(HF_WINDOW[key] if rng.random() < 0.7 else HOSTILE))
+    if rng.random() < 0.5 and not isinstance(sub.get("sliding_window"), int):
+        sub["sliding_window"] = rng.choice([1, 64, 4096])  # a window, so that the other keys are read
+    if rng.random() < 0.3:
+        sub["use_sliding_window"] = True
 
 
 def _paths(doc, prefix=()):
@@ -180,6 +290,8 @@ def _mutate_once(doc, parent, key, rng) -> None:
             _set_option(doc, rng)
         elif r < 0.3:                                  # hardware fields over the preset, valid or not
             _set_hardware(doc, rng)
+        elif r < 0.36:                                 # the model's sliding-window fields, valid or not
+            _set_window(doc, rng)
         elif op < 0.2:                                 # delete
             del parent[key]
         elif op < 0.55:                                # retype / extreme value
@@ -324,7 +436,7 @@ def check_outcome(code, args, out: str, err: str) -> str | None:
             return f"error output is not one 'trsim: error:' line: {err[:300]!r}"
         if re.search(r"instance of|literal\[|Input should|function-after|pydantic", lines[0]):
             return f"pydantic internals in the message: {lines[0][:300]}"
-        return None
+        return _window_key_blamed(lines[0])
     fmt = args[args.index("--format") + 1] if "--format" in args else "table"
     if fmt == "json":
         try:
@@ -354,6 +466,23 @@ def check_outcome(code, args, out: str, err: str) -> str | None:
             return "negative step time printed"
     if re.search(r"\b(\d{3,}|[2-9]\d)\d\.\d%", out):
         pass
+    return None
+
+
+WINDOW_KEYS = ("sliding_window", "layer_types", "use_sliding_window", "max_window_layers", "sliding_window_pattern")
+
+
+def _window_key_blamed(line: str) -> str | None:
+    """A config.json's window key that transformers refused must be the FIELD the error names (trsim checks these
+    keys itself, before any library; a library's refusal blamed on the file or its language config is not)."""
+    m = re.match(r"trsim: error: .*?: ([^ ]*): expected a config transformers can read, got (.*)", line)
+    if not m:
+        return None
+    field, text = m.groups()
+    key = re.search(r"field '(%s)'" % "|".join(WINDOW_KEYS), text)
+    key = key.group(1) if key else ("layer_types" if "validate_layer_type" in text else None)
+    if key and field.split(".")[-1] != key:
+        return f"window key {key} refused by transformers, blamed on {field}: {line[:200]}"
     return None
 
 
@@ -388,6 +517,14 @@ def _nonfinite_numbers(doc, path="", mfu_max=1.0) -> str | None:
 
 HF_CONFIGS = sorted((ROOT / "tests" / "data" / "hf_configs").glob("*/config.json"))
 RESULTS = ROOT / "tests" / "data" / "results_tiny_cpu.json"
+# config.json files whose language model reads and has (or may have) a sliding window
+WINDOW_CONFIGS = [p for p in HF_CONFIGS if p.parent.name in (
+    "gemma2-2b", "gemma3-27b", "idefics2-8b", "internvl3-1b", "llava-next-interleave-qwen-0.5b",
+    "llava-v1.6-mistral-7b", "paligemma2-3b", "phi-3-vision-128k", "pixtral-12b", "qwen2.5-omni-7b-awq",
+    "qwen2.5-vl-3b", "qwen2-vl-7b")]
+# a results file's environment.cpu (a free-form string, optional) and its model's window, each valid or hostile
+RESULTS_CPU = ["Intel(R) Xeon(R) Platinum 8480+ (avx512_core_amx)", "", "c" * 100_000, "nan", "\x00\n\t",
+               None, 0, 1.5, True, float("nan"), 10**400, [], {"a": 1}, ["x"]]
 
 
 def _calibration_doc() -> dict:
@@ -397,8 +534,8 @@ def _calibration_doc() -> dict:
                                 fit={"method": "fuzz", "measurements": 4, "fitted": ["matmul_efficiency"]})
 
 
-def _write_mutated(rng, doc, tmpdir: Path, stem: str, fmt: str) -> Path:
-    doc = mutate_doc(doc, rng, rng.choice([1, 1, 2, 3]))
+def _write_mutated(rng, doc, tmpdir: Path, stem: str, fmt: str, mutations=(1, 1, 2, 3)) -> Path:
+    doc = mutate_doc(doc, rng, rng.choice(mutations))
     try:
         text = serialise(doc, fmt)
     except (TypeError, ValueError, RecursionError):
@@ -415,10 +552,18 @@ def make_side_file_case(rng: random.Random, tmpdir: Path) -> list[str]:
     if rng.random() < 0.5:
         _write_mutated(rng, _calibration_doc(), tmpdir, "cal", "json")
         scn["hardware"]["calibration"] = "cal.json"
-    else:
+    elif rng.random() < 0.4:
         cfg = json.loads(rng.choice(HF_CONFIGS).read_text())
         _write_mutated(rng, cfg, tmpdir, "config", "json")
         scn["model"] = {"hf_config": "config.json"}
+    else:  # the window keys of a config that reads (one that has a window, mostly), and few other mutations
+        cfg = json.loads(rng.choice(WINDOW_CONFIGS if rng.random() < 0.7 else HF_CONFIGS).read_text())
+        _set_hf_window(cfg, rng)
+        _write_mutated(rng, cfg, tmpdir, "config", "json", mutations=(0, 0, 0, 1))
+        scn["model"] = {"hf_config": "config.json"}
+        if rng.random() < 0.3:  # the scenario resizes the model or sets its own window over the file's
+            key = rng.choice(["num_layers", "num_layers", "sliding_window", "sliding_window_layers"])
+            scn["model"][key] = copy.deepcopy(rng.choice(WINDOW.get(key, [1, 2, 4, 7, 2**12, 2**12 + 1])))
     p = tmpdir / "scenario.yaml"
     p.write_text(yaml.safe_dump(scn))
     return ["simulate", str(p), "--format", rng.choice(["json", "table", "csv"])]
@@ -426,7 +571,12 @@ def make_side_file_case(rng: random.Random, tmpdir: Path) -> list[str]:
 
 def make_results_case(rng: random.Random, tmpdir: Path) -> list[str]:
     """A mutated profiler results file through validate (with the shipped-style calibration) or calibrate."""
-    path = _write_mutated(rng, json.loads(RESULTS.read_text()), tmpdir, "results", "json")
+    doc = json.loads(RESULTS.read_text())
+    if rng.random() < 0.3:
+        doc["environment"]["cpu"] = copy.deepcopy(rng.choice(RESULTS_CPU))
+    if rng.random() < 0.15:
+        _set_window(doc, rng)
+    path = _write_mutated(rng, doc, tmpdir, "results", "json", mutations=(0, 1, 1, 2, 3))
     if rng.random() < 0.5:
         return ["calibrate", str(path), "--out", str(tmpdir / "cal_out.json"), "--format", "json"]
     return ["validate", str(path), "--format", "json"]
@@ -437,9 +587,12 @@ def make_case(rng: random.Random, docs, tmpdir: Path) -> list[str]:
     if r < 0.15:
         return make_side_file_case(rng, tmpdir)
     name, base = rng.choice(docs)
-    if r < 0.4:  # hardware fields over the preset and nothing else broken: most run, so the values are priced
+    if r < 0.33:  # hardware fields over the preset and nothing else broken: most run, so the values are priced
         doc, damage = copy.deepcopy(base), 0.0
         _set_hardware(doc, rng)
+    elif r < 0.43:  # the model's window fields and nothing else broken
+        doc, damage = copy.deepcopy(base), 0.0
+        _set_window(doc, rng)
     else:
         doc, damage = mutate_doc(base, rng, rng.choice([0, 1, 1, 2, 3, 5])), 0.25
     fmt = rng.choice(["yaml", "json", "toml"])

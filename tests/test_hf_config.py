@@ -714,3 +714,157 @@ def test_a_sequence_longer_than_the_window_is_flagged_as_an_upper_bound(tmp_path
         if flagged:
             assert f"1 of {doc['model']['num_layers']} layers attend within a sliding window of {window:,} tokens" \
                 in notes[0] and "upper bound" in notes[0]
+
+
+# Found by fuzzing the window keys (tests/fuzzing.py _set_hf_window). Each key that decides a file's window is checked
+# by trsim before any library: transformers refused some of these naming no key (``<file>``, ``text_config``:
+# use_sliding_window "true", max_window_layers 4.0, a layer_types of the wrong length), crashed on others (a null
+# max_window_layers with use_sliding_window true, a null Gemma 3 pattern), and without transformers a bad value was
+# read silently as the type's default (max_window_layers -1 or 10**400, sliding_window_pattern 0, "6" or 1.5,
+# layer_types with unknown kinds or the wrong length).
+_WINDOW_BASE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=8, head_dim=64,
+                    intermediate_size=4096, vocab_size=32000, sliding_window=4096)
+
+
+@pytest.mark.parametrize("cfg,key,needle", [
+    (dict(model_type="qwen2", use_sliding_window="true"), "use_sliding_window", "true or false, got 'true'"),
+    (dict(model_type="qwen2", use_sliding_window=1), "use_sliding_window", "true or false, got 1"),
+    (dict(model_type="mistral", use_sliding_window="no"), "use_sliding_window", "got 'no'"),
+    (dict(model_type="qwen2", use_sliding_window=True, max_window_layers=-1), "max_window_layers", "got -1"),
+    (dict(model_type="qwen2", use_sliding_window=True, max_window_layers=4.0), "max_window_layers", "got 4.0"),
+    (dict(model_type="qwen2", use_sliding_window=True, max_window_layers=True), "max_window_layers", "got true"),
+    (dict(model_type="qwen2", use_sliding_window=True, max_window_layers="28"), "max_window_layers", "got '28'"),
+    (dict(model_type="qwen2", use_sliding_window=True, max_window_layers=10**400), "max_window_layers",
+     "from 0 to 4096"),
+    (dict(model_type="qwen2", use_sliding_window=True, max_window_layers=None), "max_window_layers", "got null"),
+    (dict(model_type="gemma3_text", sliding_window_pattern=0), "sliding_window_pattern", "from 1 to 4096, got 0"),
+    (dict(model_type="gemma3_text", sliding_window_pattern=1.5), "sliding_window_pattern", "got 1.5"),
+    (dict(model_type="gemma3_text", sliding_window_pattern="6"), "sliding_window_pattern", "got '6'"),
+    (dict(model_type="gemma3_text", sliding_window_pattern=2**63), "sliding_window_pattern", "from 1 to 4096"),
+    (dict(model_type="gemma3_text", sliding_window_pattern=None), "sliding_window_pattern", "got null"),
+    (dict(model_type="cohere2", sliding_window_pattern=None), "sliding_window_pattern", "got null"),
+    (dict(model_type="gemma2", layer_types=["sliding_attention", 1] * 12), "layer_types", "got 1 for layer 1"),
+    (dict(model_type="llama", layer_types=["Sliding_Attention"] * 24), "layer_types", "got 'Sliding_Attention'"),
+    (dict(model_type="llama", layer_types=[["sliding_attention"]] * 24), "layer_types", "got a list of 1 item"),
+    (dict(model_type="gemma2", layer_types=["sliding_attention"] * 3), "layer_types", "each of the 24 layers, got 3"),
+    (dict(model_type="llama", layer_types=["sliding_attention"] * 10**5), "layer_types", "got 100000 kinds"),
+    (dict(model_type="gemma2", layer_types=[]), "layer_types", "each of the 24 layers, got 0 kinds"),
+])
+def test_bad_window_keys_in_a_config_are_named_in_both_backends(tmp_path, tiny_doc, backend, capsys, cfg, key, needle):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**_WINDOW_BASE, **cfg}))
+    bad = tmp_path / "s.yaml"
+    bad.write_text(yaml.safe_dump(_scenario(tiny_doc, path)))
+    assert main(["simulate", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"trsim: error: {path}: {key}: expected ") and needle in err and "\n" not in err, \
+        (backend, err)
+
+
+@pytest.mark.parametrize("where,key,value,field", [
+    ("outer", "layer_types", True, "layer_types"),                # PaliGemma's own level: transformers reads it too
+    ("outer", "use_sliding_window", "yes", "use_sliding_window"),
+    ("outer", "layer_types", [], None),                            # a list transformers refuses: named by trsim
+    ("text_config", "layer_types", ["sliding_attention"] * 5, "text_config.layer_types"),
+])
+def test_window_keys_of_a_vlm_are_named_at_their_level(tmp_path, tiny_doc, backend, capsys, where, key, value, field):
+    cfg = json.loads((DATA / "paligemma2-3b" / "config.json").read_text())
+    (cfg if where == "outer" else cfg["text_config"])[key] = value
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    bad = tmp_path / "s.yaml"
+    bad.write_text(yaml.safe_dump(_scenario(tiny_doc, path)))
+    code = main(["simulate", str(bad)])
+    err = capsys.readouterr().err.strip()
+    if field is None:  # the outer level's layer count may be the vision tower's: only transformers checks it
+        assert code == 0 or err.startswith(f"trsim: error: {path}: layer_types: expected "), (backend, err)
+        return
+    assert code == 2 and err.startswith(f"trsim: error: {path}: {field}: expected ") and "\n" not in err, (backend, err)
+
+
+def test_layer_types_are_counted_against_a_default_depth(tmp_path, tiny_doc, backend, capsys):
+    """LLaVA's text_config leaves num_hidden_layers to LLaMA's default (32): five kinds are 27 layers short (refused
+    by transformers' validator, which names no key, or by trsim once the default depth is known)."""
+    cfg = json.loads((DATA / "llava-1.5-7b" / "config.json").read_text())
+    cfg["text_config"].update(sliding_window=4096, layer_types=["sliding_attention"] * 5)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    bad = tmp_path / "s.yaml"
+    bad.write_text(yaml.safe_dump(_scenario(tiny_doc, path)))
+    assert main(["simulate", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"trsim: error: {path}: text_config.layer_types: expected ") and "\n" not in err, \
+        (backend, err)
+    if backend == "transformers":
+        assert "(32)" in err and "(5)" in err, err
+    else:
+        assert "one kind for each of the 32 layers, got 5 kinds" in err, err
+
+
+# Found by reading the fuzzer's window configs with and without transformers: the two backends disagreed.
+@pytest.mark.parametrize("cfg,window,layers", [
+    # transformers' Gemma 2 alternates whatever sliding_window_pattern says (the fallback read the pattern: 16)
+    (dict(model_type="gemma2", sliding_window=4096, sliding_window_pattern=3), 4096, 12),
+    # Qwen 2/3 drop the window without use_sliding_window, even for layers layer_types calls sliding (both
+    # backends reported 24)
+    (dict(model_type="qwen2", sliding_window=4096, layer_types=["sliding_attention"] * 24), None, None),
+    (dict(model_type="qwen3", sliding_window=4096, use_sliding_window=False,
+          layer_types=["sliding_attention"] * 24), None, None),
+    (dict(model_type="qwen2", sliding_window=4096, use_sliding_window=True,
+          layer_types=["sliding_attention"] * 24), 4096, 24),
+    # a file that leaves sliding_window out has its class's default window (the fallback read none)
+    (dict(model_type="mistral"), 4096, 24),
+    (dict(model_type="gemma2"), 4096, 12),
+    (dict(model_type="qwen2", use_sliding_window=True, max_window_layers=20), 4096, 4),
+    (dict(model_type="mistral", sliding_window=None), None, None),               # an explicit null: no window
+    (dict(model_type="llama"), None, None),
+])
+def test_window_rules_agree_with_and_without_transformers(tmp_path, tiny_doc, backend, cfg, window, layers):
+    doc = {k: v for k, v in _WINDOW_BASE.items() if k != "sliding_window"}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**doc, **cfg}))
+    m = scenario_from_dict(_scenario(tiny_doc, path)).model
+    assert (m.sliding_window, m.sliding_window_layers) == (window, layers), backend
+
+
+def test_a_top_level_qwen2_vl_reads_its_text_config_defaults(tmp_path, tiny_doc, backend):
+    """Qwen2-VL's language model is the file's top level: transformers' Qwen2VLConfig keeps the window in its text
+    config, which was not consulted (the file's dict was copied before it was compared with the top level), so a
+    file that turns the window on without giving its width was read as windowless with transformers only."""
+    cfg = json.loads((DATA / "qwen2-vl-7b" / "config.json").read_text())
+    cfg.update(use_sliding_window=True, max_window_layers=4)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    m = scenario_from_dict(_scenario(tiny_doc, path)).model
+    assert (m.sliding_window, m.sliding_window_layers) == (4096, 24), backend
+
+
+@pytest.mark.parametrize("model_type", ["qwen3", "qwen2", "qwen2_vl"])
+def test_a_null_max_window_layers_is_named_for_the_types_that_read_it(tmp_path, tiny_doc, backend, capsys, model_type):
+    """Fuzzed (seed 13): LLaVA with a Qwen 3 text_config and max_window_layers null, use_sliding_window unset, was
+    refused by transformers blamed on text_config (Qwen 3's max_window_layers is an int, never null)."""
+    cfg = json.loads((DATA / "llava-1.5-7b" / "config.json").read_text())
+    cfg["text_config"].update(model_type=model_type, max_window_layers=None, sliding_window=1)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    bad = tmp_path / "s.yaml"
+    bad.write_text(yaml.safe_dump(_scenario(tiny_doc, path)))
+    assert main(["simulate", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"trsim: error: {path}: text_config.max_window_layers: expected ") and "got null" in err \
+        and "\n" not in err, (backend, err)
+
+
+def test_a_null_max_window_layers_at_a_vlm_level_of_a_type_that_reads_it(tmp_path, tiny_doc, backend, capsys):
+    """Fuzzed: a file whose outer level says Qwen 3 (transformers builds it from that level) with max_window_layers
+    null there was refused by transformers, blamed on text_config."""
+    cfg = json.loads((DATA / "pixtral-12b" / "config.json").read_text())
+    cfg.update(model_type="qwen3", max_window_layers=None)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    bad = tmp_path / "s.yaml"
+    bad.write_text(yaml.safe_dump(_scenario(tiny_doc, path)))
+    assert main(["simulate", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"trsim: error: {path}: max_window_layers: expected ") and "got null" in err \
+        and "\n" not in err, (backend, err)

@@ -345,3 +345,61 @@ def test_huge_finite_step_times_print_in_full(tmp_path, capsys, tiny_doc, host_l
     out = capsys.readouterr().out
     assert not re.search(r"(?i)\b-?(inf|nan)( ms|%)", out), [line for line in out.splitlines() if "inf" in line][:3]
     assert re.search(r"\d(,\d{3}){50,}\.\d{2} ms", out), out[:2000]   # 10**160 ms and more, digit by digit
+
+
+# ------------------------------------------------------------------------------ sliding windows (fuzzed: _set_window)
+@pytest.mark.parametrize("model,field,needle", [
+    ({"sliding_window": 10**400}, "model.sliding_window", "<= 1,099,511,627,776"),
+    ({"sliding_window": 4096.5}, "model.sliding_window", "a whole number, got 4096.5"),
+    ({"sliding_window": True}, "model.sliding_window", "got true"),
+    ({"sliding_window": "4096"}, "model.sliding_window", "got '4096'"),
+    ({"sliding_window": -1}, "model.sliding_window", ">= 1, got -1"),
+    ({"sliding_window": 16, "sliding_window_layers": 10**400}, "model.sliding_window_layers", "<= 4096"),
+    ({"sliding_window": 16, "sliding_window_layers": 2.5}, "model.sliding_window_layers", "a whole number, got 2.5"),
+    ({"sliding_window": 16, "sliding_window_layers": -1}, "model.sliding_window_layers", ">= 0, got -1"),
+    ({"sliding_window": 16, "sliding_window_layers": 5}, "model.sliding_window_layers",
+     "at most num_layers (4), got 5"),
+    ({"sliding_window": 16, "sliding_window_layers": 2, "num_layers": 1}, "model.sliding_window_layers",
+     "at most num_layers (1), got 2"),
+])
+def test_hostile_window_fields_of_a_model_block(tmp_path, capsys, tiny_doc, model, field, needle):
+    tiny_doc["model"].update(model)
+    p = _write(tmp_path, tiny_doc, "json")
+    err = _err(capsys, ["simulate", p])
+    assert f"{p}: {field}: expected " in err and needle in err, err
+
+
+def _results_doc(**changes):
+    doc = json.load(open("tests/data/results_tiny_cpu.json"))
+    for where, values in changes.items():
+        doc[where].update(values)
+    return doc
+
+
+@pytest.mark.parametrize("changes,field,needle", [
+    # Found by fuzzing --results: a results file's model (read as ModelSpec, without a scenario's resolution)
+    # accepted a windowed-layer count with no window, and named a count above the depth as the whole model ("model:
+    # expected sliding_window_layers (5) must be at most num_layers (4)")
+    ({"model": {"sliding_window_layers": 2}}, "model.sliding_window_layers", "a count only beside sliding_window"),
+    ({"model": {"sliding_window": 16, "sliding_window_layers": 5}}, "model.sliding_window_layers",
+     "at most num_layers (4), got 5"),
+    ({"model": {"sliding_window": 0, "sliding_window_layers": 2}}, "model.sliding_window", ">= 1, got 0"),
+    ({"environment": {"cpu": 5}}, "environment.cpu", "a string, got 5"),
+    ({"environment": {"cpu": ["x"]}}, "environment.cpu", "a string"),
+])
+def test_hostile_window_and_cpu_fields_of_a_results_file(tmp_path, capsys, changes, field, needle):
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps(_results_doc(**changes)))
+    for args in (["validate", str(p), "--format", "json"],
+                 ["calibrate", str(p), "--out", str(tmp_path / "c.json"), "--format", "json"]):
+        err = _err(capsys, args)
+        assert f"{p}: {field}: expected " in err and needle in err, err
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_a_results_file_with_a_window_and_a_cpu_name_reads(tmp_path, capsys):
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps(_results_doc(model={"sliding_window": 16, "sliding_window_layers": 2},
+                                         environment={"cpu": "Intel(R) Xeon(R) (avx512_core_amx)"})))
+    assert main(["validate", str(p), "--format", "json"]) in (0, 1)
+    json.loads(capsys.readouterr().out)
