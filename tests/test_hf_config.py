@@ -363,6 +363,13 @@ def _run(tmp_path, tiny_doc, cfg_path, capsys, **model):
     return str(p), err
 
 
+def _refused(tmp_path, tiny_doc, capsys, cfg: dict):
+    """``cfg`` written as a config.json and simulated: refused in one line (``_run``); (the file, the line)."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    return path, _run(tmp_path, tiny_doc, path, capsys)[1]
+
+
 def test_missing_key_names_the_config_file_and_key(tmp_path, tiny_doc, capsys, backend):
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps({"model_type": "my_custom_lm", "hidden_size": 64, "num_attention_heads": 4,
@@ -691,12 +698,7 @@ def test_window_layers_without_a_window_are_refused(tmp_path, tiny_doc, capsys):
 def test_a_bad_window_in_a_config_names_the_key(tmp_path, tiny_doc, backend, capsys, value, shown):
     cfg = json.loads((DATA / "idefics2-8b" / "config.json").read_text())
     cfg["text_config"]["sliding_window"] = value
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(cfg))
-    bad = tmp_path / "s.yaml"
-    bad.write_text(yaml.safe_dump(_scenario(tiny_doc, path)))
-    assert main(["simulate", str(bad)]) == 2
-    err = capsys.readouterr().err.strip()
+    path, err = _refused(tmp_path, tiny_doc, capsys, cfg)
     assert err.startswith(f"trsim: error: {path}: text_config.sliding_window: expected a number of tokens") \
         and f"got {shown}" in err and "\n" not in err, err
 
@@ -787,12 +789,7 @@ def test_layer_types_are_counted_against_a_default_depth(tmp_path, tiny_doc, bac
     by transformers' validator, which names no key, or by trsim once the default depth is known)."""
     cfg = json.loads((DATA / "llava-1.5-7b" / "config.json").read_text())
     cfg["text_config"].update(sliding_window=4096, layer_types=["sliding_attention"] * 5)
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(cfg))
-    bad = tmp_path / "s.yaml"
-    bad.write_text(yaml.safe_dump(_scenario(tiny_doc, path)))
-    assert main(["simulate", str(bad)]) == 2
-    err = capsys.readouterr().err.strip()
+    path, err = _refused(tmp_path, tiny_doc, capsys, cfg)
     assert err.startswith(f"trsim: error: {path}: text_config.layer_types: expected ") and "\n" not in err, \
         (backend, err)
     if backend == "transformers":
@@ -845,12 +842,7 @@ def test_a_null_max_window_layers_is_named_for_the_types_that_read_it(tmp_path, 
     refused by transformers blamed on text_config (Qwen 3's max_window_layers is an int, never null)."""
     cfg = json.loads((DATA / "llava-1.5-7b" / "config.json").read_text())
     cfg["text_config"].update(model_type=model_type, max_window_layers=None, sliding_window=1)
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(cfg))
-    bad = tmp_path / "s.yaml"
-    bad.write_text(yaml.safe_dump(_scenario(tiny_doc, path)))
-    assert main(["simulate", str(bad)]) == 2
-    err = capsys.readouterr().err.strip()
+    path, err = _refused(tmp_path, tiny_doc, capsys, cfg)
     assert err.startswith(f"trsim: error: {path}: text_config.max_window_layers: expected ") and "got null" in err \
         and "\n" not in err, (backend, err)
 
@@ -860,11 +852,6 @@ def test_a_null_max_window_layers_at_a_vlm_level_of_a_type_that_reads_it(tmp_pat
     null there was refused by transformers, blamed on text_config."""
     cfg = json.loads((DATA / "pixtral-12b" / "config.json").read_text())
     cfg.update(model_type="qwen3", max_window_layers=None)
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(cfg))
-    bad = tmp_path / "s.yaml"
-    bad.write_text(yaml.safe_dump(_scenario(tiny_doc, path)))
-    assert main(["simulate", str(bad)]) == 2
-    err = capsys.readouterr().err.strip()
+    path, err = _refused(tmp_path, tiny_doc, capsys, cfg)
     assert err.startswith(f"trsim: error: {path}: max_window_layers: expected ") and "got null" in err \
         and "\n" not in err, (backend, err)
