@@ -176,8 +176,6 @@ def resolve_model(inp: ModelInput, base_dir: Path) -> ModelSpec:
     if windowed is not None and fields.get("sliding_window") is None:
         raise ScenarioError(None, "model.sliding_window", f"a window in tokens, since sliding_window_layers "
                             f"({windowed}) is given, got none")
-    if isinstance(windowed, int) and isinstance(layers, int) and windowed > layers:
-        raise ScenarioError(None, "model.sliding_window_layers", f"at most num_layers ({layers}), got {windowed}")
     return validate(ModelSpec, fields, prefix="model")
 
 

@@ -595,7 +595,12 @@ def _check_window_value(sub: dict, prefix: str, file: Path, depth: bool = True, 
         raise ScenarioError(str(file), f"{prefix}layer_types", f"one layer kind a layer (such as 'full_attention' "
                             f"or 'sliding_attention'), got {describe(kinds[bad], 60)} for layer {bad}")
     layers = next((sub[k] for k in KEYS["num_layers"] if sub.get(k) is not None), None) if depth else None
-    if isinstance(layers, int) and len(kinds) != layers:
+    _check_kinds_per_layer(kinds, layers, prefix, file)
+
+
+def _check_kinds_per_layer(kinds, layers, prefix: str, file: Path) -> None:
+    """A layer_types list holds one kind for each of the decoder's ``layers`` (where both are known)."""
+    if isinstance(kinds, list) and isinstance(layers, int) and len(kinds) != layers:
         raise ScenarioError(str(file), f"{prefix}layer_types", f"one kind for each of the {layers} layers, got "
                             f"{len(kinds)} kind{'s' if len(kinds) != 1 else ''}")
 
@@ -609,10 +614,7 @@ def _sliding_window(sub: dict, obj, kind: str | None, num_layers, prefix: str, f
         if key in sub:
             return sub[key]
         return getattr(obj, key, None) if obj is not None else None
-    mine = sub.get("layer_types")
-    if isinstance(mine, list) and isinstance(num_layers, int) and len(mine) != num_layers:  # the depth a default's
-        raise ScenarioError(str(file), f"{prefix}layer_types", f"one kind for each of the {num_layers} layers, got "
-                            f"{len(mine)} kind{'s' if len(mine) != 1 else ''}")
+    _check_kinds_per_layer(sub.get("layer_types"), num_layers, prefix, file)  # (the depth may be a default's)
     known = (*EVERY_LAYER_WINDOW, *PATTERNED_WINDOW, *OPT_IN_WINDOW)
     if kind not in known and kind:  # a remote-code variant named <decoder>_<suffix>: Phi-3-vision's phi3_v
         kind = next((kind[:i] for i, ch in enumerate(kind) if ch in "-_" and kind[:i] in known), kind)
